@@ -1,0 +1,193 @@
+"""The mitmproxy addon: options, lifecycle and hooks. Hooks only create the flow context and hand
+over to the pipeline; every hook fails closed (an exception answers the client with an error
+instead of letting mitmproxy forward the flow)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from mitmproxy import command, ctx, exceptions, http
+from mitmproxy.proxy.mode_specs import ReverseMode
+
+from . import context, guards, pipeline
+from .context import FlowContext
+from .policy.loader import PolicyError
+from .policy.store import PolicyStore, Snapshot
+from .responses import gateway_failure, json_response
+
+log = logging.getLogger("mcpgw")
+
+# mitmproxy options the gateway relies on, and why. Set when the gateway starts; refused after.
+REQUIRED_OPTIONS = {
+    "keep_host_header": True,  # gateway mode must see the Host the client sent (DNS-rebinding check, public URLs)
+    "connection_strategy": "lazy",  # the upstream is chosen per request by the policy, not by the listener
+    "stream_large_bodies": None,  # would forward request bodies before they are inspected; the gateway streams responses itself
+}
+DEFAULT_POLICY = "policies/gateway.yaml"
+
+
+class MCPGateway:
+    def __init__(self) -> None:
+        self.store = PolicyStore()
+        self._option_hosts: list[str] = []
+        self._hosts_cache: tuple[int, frozenset[str]] | None = None
+        self._startup_error: str | None = None
+        self._running = False
+        self._watcher: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def load(self, loader) -> None:
+        loader.add_option("mcp_policy", str, "",
+                          f"MCP gateway policy file (native YAML or a Kong decK file). Default: {DEFAULT_POLICY} if it exists.")
+        loader.add_option("mcp_public_hosts", str, "",
+                          "Comma-separated extra Host names the gateway answers to in gateway (reverse) mode.")
+        loader.add_option("mcp_policy_poll", float, 1.0,
+                          "Seconds between checks of the policy file (and the files it references) for changes.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "mcp_public_hosts" in updated:
+            self._option_hosts = [h.strip() for h in ctx.options.mcp_public_hosts.split(",") if h.strip()]
+            self._hosts_cache = None
+        if "mcp_policy" in updated:
+            self._load_policy(self._policy_path())
+        if self._running:
+            for name, value in REQUIRED_OPTIONS.items():
+                if name in updated and getattr(ctx.options, name) != value:
+                    raise exceptions.OptionsError(f"the MCP gateway requires {name}={value!r}")
+
+    def _policy_path(self) -> Path:
+        if ctx.options.mcp_policy:
+            return Path(ctx.options.mcp_policy).expanduser()
+        for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+            if (base / DEFAULT_POLICY).is_file():
+                return base / DEFAULT_POLICY
+        return Path(DEFAULT_POLICY)
+
+    def _load_policy(self, path: Path) -> None:
+        try:
+            snap = self.store.load(path)
+        except PolicyError as e:
+            if self._running:  # refuse the option change; the active policy stays
+                raise exceptions.OptionsError(f"policy rejected, keeping the active one: {e}") from None
+            self._startup_error = f"MCP gateway: cannot start without a valid policy.\n{e}"
+            log.error(self._startup_error)
+            return
+        self._startup_error = None
+        log.info("policy version %d loaded from %s: %d route(s) %s", snap.version, snap.source,
+                 len(snap.policy.routes), ", ".join(snap.policy.routes))
+
+    async def running(self) -> None:
+        if self._startup_error or self.store.current is None:
+            print(self._startup_error or "MCP gateway: no policy loaded", file=sys.stderr, flush=True)
+            raise SystemExit(1)  # never proxy without a policy
+        changed = {k: v for k, v in REQUIRED_OPTIONS.items() if getattr(ctx.options, k) != v}
+        if changed:
+            log.info("MCP gateway sets %s", ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+            ctx.options.update(**changed)
+        self._running = True
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self.store.watch(ctx.options.mcp_policy_poll))
+
+    def done(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    @command.command("mcp.reload")
+    def reload(self) -> str:
+        """Re-read the policy file now; an invalid version is rejected and the active one stays."""
+        result = self.store.reload(force=True)
+        log.info("mcp.reload: %s", result)
+        return result
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        with self._fail_closed(flow, "route it"):
+            snap = self.store.current
+            if snap is None:
+                flow.response = json_response(503, {"message": "MCP gateway has no active policy"})
+                return
+            fctx = self._new_context(snap, flow)
+            if fctx is not None:
+                flow.request.stream = False  # governed bodies are inspected whole
+                flow.response = pipeline.run_sync(pipeline.HEADER_PHASES, fctx, flow)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        fctx = context.get(flow)
+        if fctx is None or flow.response or flow.error or not flow.live:
+            return
+        try:
+            flow.response = await pipeline.run(pipeline.REQUEST_PHASES, fctx, flow)
+        except Exception:
+            log.exception("request pipeline failed on route %s; refusing", fctx.route_name)
+            flow.response = gateway_failure(flow.request, "process it")
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        fctx = context.get(flow)
+        if fctx is None or flow.response is None:
+            return
+        with self._fail_closed(flow, "process the upstream response", status=502):
+            replacement = pipeline.run_sync(pipeline.RESPONSE_HEADER_PHASES, fctx, flow)
+            if replacement is not None:
+                flow.response = replacement
+            if fctx.snapshot.policy.gateway.debug_headers:
+                flow.response.headers["X-MCP-Gateway-Policy"] = f"{fctx.snapshot.version}-{fctx.snapshot.digest[:12]}"
+                flow.response.headers["X-MCP-Gateway-Route"] = fctx.route_name or ""
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        fctx = context.get(flow)
+        if fctx is None or flow.response is None:
+            return
+        with self._fail_closed(flow, "process the upstream response", status=502):
+            replacement = pipeline.run_sync(pipeline.RESPONSE_PHASES, fctx, flow)
+            if replacement is not None:
+                flow.response = replacement
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _new_context(self, snap: Snapshot, flow: http.HTTPFlow) -> FlowContext | None:
+        req = flow.request
+        if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            if not ctx.options.keep_host_header:
+                flow.response = json_response(503, {"message": "MCP gateway needs keep_host_header=true"})
+                return None
+            hosts = self._public_hosts(snap)
+            if refusal := guards.check_host(hosts, req.host_header):
+                flow.response = refusal
+                return None
+            match = snap.routes.match_gateway(req.path)
+            if match is None:
+                flow.response = json_response(404, {"message": "no route matched with those values"})
+                return None
+            scheme = "https" if flow.client_conn.tls_established else "http"
+            return context.attach(flow, FlowContext(snap, "gateway", match, hosts, req.host_header, scheme))
+        match = snap.routes.match_intercept(req.scheme, req.host, req.port, req.path)
+        if match is None:
+            if snap.policy.gateway.intercept_unmatched == "block":
+                flow.response = json_response(403, {"message": f"{req.pretty_host} is not governed by this gateway's policy"})
+            return None  # not ours: mitmproxy handles it as usual
+        return context.attach(flow, FlowContext(snap, "intercept", match, frozenset(), req.host_header, req.scheme))
+
+    def _public_hosts(self, snap: Snapshot) -> frozenset[str]:
+        if self._hosts_cache is None or self._hosts_cache[0] != snap.version:
+            gw = snap.policy.gateway
+            self._hosts_cache = (snap.version, guards.public_hosts(gw.urls, gw.hosts, self._option_hosts))
+        return self._hosts_cache[1]
+
+    @contextlib.contextmanager
+    def _fail_closed(self, flow: http.HTTPFlow, what: str, status: int = 500):
+        try:
+            yield
+        except Exception:
+            log.exception("MCP gateway could not %s (%s); refusing", what, flow.request.pretty_url)
+            resp = gateway_failure(flow.request, what)
+            resp.status_code = status
+            flow.response = resp

@@ -1,0 +1,56 @@
+"""Request admission and forwarding: method and body checks, then the upstream target.
+
+The upstream is always the route's service: nothing a client sends (Host, absolute URL,
+X-Forwarded-*) can choose where a governed request goes."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from .context import FlowContext
+from .responses import json_response
+
+
+def check_method(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    methods = ctx.match.route.route.methods if ctx.match else None
+    if methods and flow.request.method not in methods and flow.request.method != "OPTIONS":
+        return json_response(405, {"message": f"Method {flow.request.method} is not allowed on this route"},
+                             {"Allow": ", ".join(methods)})
+    return None
+
+
+def check_body(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    """A governed request is inspected whole before anything is forwarded."""
+    limit = ctx.snapshot.policy.gateway.max_body_size
+    if flow.request.stream:
+        # Something enabled request streaming: the body would bypass inspection.
+        return json_response(500, {"message": "request streaming is not allowed on governed routes"})
+    content = flow.request.raw_content
+    if content is None:
+        return json_response(400, {"message": "request body could not be read"})
+    if len(content) > limit:
+        return json_response(413, {"message": f"Request body is larger than {limit} bytes"})
+    return None
+
+
+def check_declared_size(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    """At request headers: refuse an oversized body before reading it."""
+    limit = ctx.snapshot.policy.gateway.max_body_size
+    declared = flow.request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return json_response(413, {"message": f"Request body is larger than {limit} bytes"})
+    return None
+
+
+def forward(ctx: FlowContext, flow: http.HTTPFlow) -> None:
+    """Point the request at the route's upstream (gateway mode; intercept mode already goes there)."""
+    if ctx.mode != "gateway" or ctx.match is None:
+        return None
+    svc = ctx.match.route.service
+    req = flow.request
+    req.path = ctx.snapshot.routes.upstream_path(ctx.match, req.path)
+    req.scheme = svc.scheme
+    req.port = svc.port
+    req.host = svc.host  # also rewrites the Host header / :authority to the upstream's
+    req.host_header = req.host if svc.port == (443 if svc.scheme == "https" else 80) else f"{svc.host}:{svc.port}"
+    return None

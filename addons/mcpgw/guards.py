@@ -1,0 +1,133 @@
+"""DNS-rebinding protection (Host and Origin checks, which the MCP spec requires of servers) and
+CORS, for gateway mode."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from mitmproxy import http
+from pydantic import Field, field_validator
+
+from .policy.base import StrictModel
+
+if TYPE_CHECKING:
+    from .context import FlowContext
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+DEFAULT_CORS_METHODS = ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"]
+# What a browser MCP client must be able to read: the session, the negotiated version, the auth challenge.
+DEFAULT_EXPOSED = ["Mcp-Session-Id", "MCP-Protocol-Version", "WWW-Authenticate"]
+
+
+class CorsConfig(StrictModel):
+    """Kong's cors plugin settings."""
+
+    origins: list[str] = Field(default_factory=lambda: ["*"], description="Allowed origins; '*' allows any")
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_CORS_METHODS))
+    headers: list[str] | None = Field(None, description="Allowed request headers (default: those the preflight asks for)")
+    exposed_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPOSED))
+    credentials: bool = False
+    max_age: int | None = Field(None, ge=0)
+    preflight_continue: bool = False
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, v: list[str]) -> list[str]:
+        return [m.upper() for m in v]
+
+
+def host_of(authority: str | None) -> str:
+    """Hostname of a Host header value, lower-case, without port or IPv6 brackets."""
+    if not authority:
+        return ""
+    authority = authority.strip().lower()
+    if authority.startswith("["):
+        return authority[1:authority.find("]")] if "]" in authority else ""
+    return authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
+
+
+def public_hosts(gateway_urls: list[str], extra: list[str], option_hosts: list[str]) -> frozenset[str]:
+    hosts = set(LOOPBACK_HOSTS)
+    hosts.update((urlsplit(u).hostname or "").lower() for u in gateway_urls)
+    hosts.update(h.lower().strip("[]") for h in [*extra, *option_hosts] if h)
+    hosts.discard("")
+    return frozenset(hosts)
+
+
+def _origin_allowed(ctx: "FlowContext", origin: str) -> bool:
+    gw = ctx.snapshot.policy.gateway
+    if origin in gw.origins:
+        return True
+    cors = ctx.match.route.route.cors if ctx.match else None
+    if cors and ("*" in cors.origins or origin in cors.origins):
+        return True
+    # Same-site requests from the gateway's own public hosts are fine.
+    return (urlsplit(origin).hostname or "").lower() in ctx.public_hosts
+
+
+def check_host(hosts: frozenset[str], authority: str | None) -> http.Response | None:
+    """Gateway mode, before routing: only the gateway's own public names are served."""
+    from .responses import json_response
+
+    host = host_of(authority)
+    if host in hosts:
+        return None
+    return json_response(403, {
+        "error": "forbidden_host",
+        "message": f"Host {host!r} is not a public host of this gateway. Add it to gateway.hosts in the "
+                   "policy or start with --set mcp_public_hosts=HOST (DNS-rebinding protection).",
+    })
+
+
+def check_origin(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    from .responses import json_response
+
+    if ctx.mode != "gateway":
+        return None
+    origin = flow.request.headers.get("origin")
+    if origin is not None and not _origin_allowed(ctx, origin):
+        return json_response(403, {
+            "error": "forbidden_origin",
+            "message": f"Origin {origin!r} is not allowed. Add it to gateway.origins or the route's cors.origins "
+                       "in the policy (DNS-rebinding protection).",
+        })
+    return None
+
+
+def cors_preflight(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    """Answer a CORS preflight for a route with cors configured (unless preflight_continue)."""
+    req = flow.request
+    cors = ctx.match.route.route.cors if ctx.match and ctx.mode == "gateway" else None
+    if cors is None or req.method != "OPTIONS" or "access-control-request-method" not in req.headers:
+        return None
+    if cors.preflight_continue:
+        return None
+    resp = http.Response.make(204)
+    _add_cors_headers(cors, req.headers.get("origin"), resp.headers)
+    resp.headers["Access-Control-Allow-Methods"] = ",".join(cors.methods)
+    asked = req.headers.get("access-control-request-headers")
+    allowed = ",".join(cors.headers) if cors.headers is not None else asked
+    if allowed:
+        resp.headers["Access-Control-Allow-Headers"] = allowed
+    if cors.max_age is not None:
+        resp.headers["Access-Control-Max-Age"] = str(cors.max_age)
+    return resp
+
+
+def _add_cors_headers(cors: CorsConfig, origin: str | None, headers: http.Headers) -> None:
+    if "*" in cors.origins and not cors.credentials:
+        headers["Access-Control-Allow-Origin"] = "*"
+    elif origin and ("*" in cors.origins or origin in cors.origins):
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = "Origin"
+    if cors.credentials:
+        headers["Access-Control-Allow-Credentials"] = "true"
+    if cors.exposed_headers:
+        headers["Access-Control-Expose-Headers"] = ",".join(cors.exposed_headers)
+
+
+def add_cors_to_response(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
+    cors = ctx.match.route.route.cors if ctx.match and ctx.mode == "gateway" else None
+    if cors is not None and flow.response is not None and flow.request.headers.get("origin"):
+        _add_cors_headers(cors, flow.request.headers.get("origin"), flow.response.headers)

@@ -1,0 +1,26 @@
+"""Client -> server messages: each governed POST body is parsed once, strictly, here; every later
+phase reads `ctx.messages`. What cannot be parsed unambiguously is refused, never forwarded."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from .context import FlowContext
+from .protocol.jsonrpc import JsonRpcParseError, parse_strict
+from .responses import json_response, jsonrpc_error, jsonrpc_errors_response
+
+
+def parse_client_messages(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    req = flow.request
+    if req.method != "POST":
+        return None
+    ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        return json_response(415, {"message": "MCP requests must be POSTed as application/json"})
+    if req.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        return json_response(415, {"message": "compressed request bodies are not accepted"})
+    try:
+        ctx.messages, ctx.is_batch = parse_strict(req.raw_content or b"")
+    except JsonRpcParseError as e:
+        return jsonrpc_errors_response(req, [jsonrpc_error(e.id, e.code, e.message)], status=400)
+    return None

@@ -1,0 +1,66 @@
+"""The gateway pipeline: a fixed order of phases, like Kong's plugin phases.
+
+request -> route -> identity -> governance -> credentials -> upstream
+response -> governance -> audit
+
+A phase takes (ctx, flow) and returns None to continue or an http.Response to answer the client
+now (a refusal). Phases may be async (OAuth introspection, JWKS)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Awaitable, Callable
+
+from mitmproxy import http
+
+from . import forwarding, guards, inbound, streaming
+from .context import FlowContext
+
+Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
+
+# At request headers, before the body is read.
+HEADER_PHASES: tuple[Phase, ...] = (
+    forwarding.check_declared_size,
+)
+
+# At request end (body available). Gateway-mode-only phases check ctx.mode themselves.
+REQUEST_PHASES: tuple[Phase, ...] = (
+    guards.check_origin,
+    guards.cors_preflight,
+    forwarding.check_method,
+    # identity
+    forwarding.check_body,
+    inbound.parse_client_messages,
+    # governance
+    # credentials
+    forwarding.forward,
+)
+
+RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
+    guards.add_cors_to_response,
+    streaming.prepare_response,
+)
+
+RESPONSE_PHASES: tuple[Phase, ...] = (
+    streaming.transform_buffered_json,
+)
+
+
+async def run(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    for phase in phases:
+        result = phase(ctx, flow)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is not None:
+            return result
+    return None
+
+
+def run_sync(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    for phase in phases:
+        result = phase(ctx, flow)
+        if inspect.isawaitable(result):  # pragma: no cover - a wiring error, caught by tests
+            raise TypeError(f"phase {phase.__qualname__} is async but runs in a synchronous hook")
+        if result is not None:
+            return result
+    return None

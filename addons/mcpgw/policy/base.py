@@ -1,0 +1,30 @@
+"""Shared pydantic base and small value types used by every policy model."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.I)
+_UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3}
+
+
+class StrictModel(BaseModel):
+    """Every policy object refuses unknown fields: a typo in a security policy must not be ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def _parse_size(value: object) -> object:
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if not m:
+            raise ValueError(f"expected a size such as 1048576, '512KiB' or '1MiB', got {value!r}")
+        return int(m.group(1)) * _UNITS[(m.group(2) or "").lower() or None]
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(_parse_size)]

@@ -1,0 +1,128 @@
+"""Read a policy file: strict YAML (duplicate keys are errors), pydantic validation, and errors
+that name the file, the line and the field."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .models import Policy
+from .secrets import SecretResolver
+
+
+class PolicyError(Exception):
+    """A policy that cannot be used. `problems` holds one located message per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + ("\n  ".join(problems) if len(problems) > 1 else problems[0]))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return f"{self.source}: {self.problems[0]}"
+        return f"{self.source}: {len(self.problems)} problems\n  " + "\n  ".join(self.problems)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of keeping the last one."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: D102 - PyYAML hook
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _locate(root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    """Line of the deepest YAML node along a pydantic error location, as ' (line N)'."""
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node = nxt
+        line = node.start_mark.line + 1
+    return f" (line {line})" if line else ""
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, root: yaml.Node | None) -> list[str]:
+    problems = []
+    for e in err.errors(include_url=False):
+        loc = tuple(p for p in e["loc"] if p not in ("function-after[_check_references()]",))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see docs/policy.md)"
+        elif e["type"] == "missing":
+            msg = "field required"
+        problems.append(f"{_format_loc(loc)}{_locate(root, loc)}: {msg}")
+    return problems
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    try:
+        root = yaml.compose(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise PolicyError(source, [f"{where}invalid YAML: {problem}"]) from None
+    return data, root
+
+
+def validate_policy(data: Any, root: yaml.Node | None, source: str, resolver: SecretResolver) -> Policy:
+    if not isinstance(data, dict):
+        raise PolicyError(source, ["expected a mapping at the top level (services:, routes:, ...)"])
+    if "_format_version" in data:
+        from .deck import translate_deck  # decK files are translated into the native model
+
+        data = translate_deck(data, source)
+    try:
+        return Policy.model_validate(data, context={"secrets": resolver})
+    except ValidationError as e:
+        raise PolicyError(source, format_validation_error(e, root)) from None
+
+
+def load_policy_file(path: str | Path) -> tuple[Policy, str, list[Path]]:
+    """Load and validate a policy. Returns (policy, digest, files it depends on).
+
+    The digest covers the file and every secret it resolved, so the store can tell a real change
+    from a touch."""
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError(source, ["policy file not found (set it with --set mcp_policy=PATH)"]) from None
+    except OSError as e:
+        raise PolicyError(source, [f"cannot read policy file: {e.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PolicyError(source, [f"not UTF-8 text (byte {e.start})"]) from None
+    data, root = parse_yaml(text, source)
+    resolver = SecretResolver(base_dir=path.parent)
+    policy = validate_policy(data, root, source, resolver)
+    digest = hashlib.sha256(raw + resolver.fingerprint()).hexdigest()
+    return policy, digest, [path, *resolver.files]

@@ -1,0 +1,124 @@
+"""The native policy format. Each concern's own settings model lives beside its handler and is
+referenced here, so a route reads as the list of what applies to it."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from ..guards import CorsConfig
+from .base import ByteSize, StrictModel
+
+
+class Service(StrictModel):
+    """An upstream MCP server."""
+
+    url: str = Field(description="Upstream base URL, e.g. https://api.githubcopilot.com/mcp")
+    timeout: float = Field(60.0, gt=0, description="Seconds to wait for the upstream (connect and first byte)")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
+        if not parts.hostname:
+            raise ValueError(f"URL has no host: {v!r}")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("URL must not carry a query, fragment or credentials (use credentials: for secrets)")
+        try:
+            parts.port
+        except ValueError as e:
+            raise ValueError(f"bad port in {v!r}") from e
+        return v.rstrip("/") if parts.path not in ("", "/") else f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.url).path.rstrip("/")
+
+
+class Route(StrictModel):
+    """A path (gateway mode) or upstream URL (intercept mode) and everything applied to its traffic."""
+
+    service: str = Field(description="Name of the service this route forwards to")
+    paths: list[str] = Field(min_length=1, description="Path prefixes matched in gateway mode")
+    strip_path: bool = Field(True, description="Remove the matched prefix before appending to the service path (Kong semantics)")
+    methods: list[str] | None = Field(None, description="HTTP methods accepted (default: all)")
+    cors: CorsConfig | None = None
+
+    @field_validator("paths")
+    @classmethod
+    def _check_paths(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.startswith("/"):
+                raise ValueError(f"a route path must start with '/', got {p!r}")
+            if "?" in p or "#" in p:
+                raise ValueError(f"a route path is a plain prefix, without query or fragment: {p!r}")
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _upper_methods(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [m.upper() for m in v]
+
+
+class GatewaySettings(StrictModel):
+    """How the gateway itself is reached and what it accepts."""
+
+    urls: list[str] = Field(default_factory=list, description="Public base URLs of the gateway; their hosts are accepted public hosts")
+    hosts: list[str] = Field(default_factory=list, description="Extra Host names accepted in gateway mode (loopback names always are)")
+    origins: list[str] = Field(default_factory=list, description="Browser origins accepted on every route, e.g. https://app.example.com")
+    intercept_unmatched: Literal["pass", "block"] = Field("pass", description="Intercept mode: what to do with traffic no route governs")
+    debug_headers: bool = Field(False, description="Add X-MCP-Gateway-Policy (version and digest) and X-MCP-Gateway-Route to responses")
+    max_body_size: ByteSize = Field(1024 * 1024, gt=0, description="Largest request body accepted on a governed route")
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, v: list[str]) -> list[str]:
+        for u in v:
+            parts = urlsplit(u)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"expected an absolute http(s) URL, got {u!r}")
+        return [u.rstrip("/") for u in v]
+
+    @field_validator("hosts")
+    @classmethod
+    def _lower_hosts(cls, v: list[str]) -> list[str]:
+        return [h.lower().strip("[]") for h in v]
+
+
+class Policy(StrictModel):
+    """The whole policy file."""
+
+    version: Literal[1] = Field(1, description="Policy format version")
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    services: dict[str, Service] = Field(min_length=1)
+    routes: dict[str, Route] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "Policy":
+        seen: dict[str, str] = {}
+        for name, route in self.routes.items():
+            if route.service not in self.services:
+                known = ", ".join(sorted(self.services)) or "none"
+                raise ValueError(f"route {name!r} names service {route.service!r}, which is not defined (services: {known})")
+            for p in route.paths:
+                if p in seen:
+                    raise ValueError(f"path {p!r} is claimed by both route {seen[p]!r} and route {name!r}")
+                seen[p] = name
+        return self

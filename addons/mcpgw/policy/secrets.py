@@ -1,0 +1,153 @@
+"""Secret references in policy values, resolved at load: `{env://NAME}`, `{file:///path}`
+(relative paths are relative to the policy file) and Kong's `{vault://env/NAME}`.
+
+A resolved secret is a `Secret`, whose repr and str never show the value. Adding a backend is
+one class with a `scheme` and a `read(location)` method, registered in `BACKENDS`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets as _random
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import PlainSerializer, ValidationInfo, WrapValidator
+
+REFERENCE = re.compile(r"^\{(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<location>[^{}]*)\}$")
+_FINGERPRINT_KEY = _random.token_bytes(32)  # per process: digests never reveal a secret
+
+
+class SecretError(ValueError):
+    pass
+
+
+class Secret:
+    """A secret value. Only `reveal()` gives it out; everything else is redacted."""
+
+    __slots__ = ("_value", "reference")
+
+    def __init__(self, value: str, reference: str | None = None):
+        self._value = value
+        self.reference = reference
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.reference or 'inline'})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(("secret", hashlib.sha256(self._value.encode()).digest()))
+
+
+class Backend:
+    scheme: ClassVar[str]
+
+    def __init__(self, resolver: "SecretResolver"):
+        self.resolver = resolver
+
+    def read(self, location: str) -> str:
+        raise NotImplementedError
+
+
+class EnvBackend(Backend):
+    scheme = "env"
+
+    def read(self, location: str) -> str:
+        if not location:
+            raise SecretError("env reference needs a variable name, e.g. {env://GITHUB_TOKEN}")
+        value = os.environ.get(location)
+        if value is None:
+            raise SecretError(f"environment variable {location} is not set")
+        if value == "":
+            raise SecretError(f"environment variable {location} is empty")
+        return value
+
+
+class FileBackend(Backend):
+    scheme = "file"
+
+    def read(self, location: str) -> str:
+        path = Path(location)
+        if not path.is_absolute():
+            path = self.resolver.base_dir / path
+        try:
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except FileNotFoundError:
+            raise SecretError(f"secret file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise SecretError(f"cannot read secret file {path}: {e}") from None
+        finally:
+            self.resolver.files.append(path)
+        if not value:
+            raise SecretError(f"secret file {path} is empty")
+        return value
+
+
+class KongVaultBackend(Backend):
+    """Kong's `{vault://env/NAME}`: the env vault upper-cases the name and maps '-' to '_'."""
+
+    scheme = "vault"
+
+    def read(self, location: str) -> str:
+        vault, _, name = location.partition("/")
+        if vault != "env" or not name:
+            raise SecretError(f"only Kong's env vault is supported ({{vault://env/NAME}}), got vault {vault!r}")
+        return EnvBackend(self.resolver).read(name.split("/")[0].upper().replace("-", "_"))
+
+
+BACKENDS: dict[str, type[Backend]] = {b.scheme: b for b in (EnvBackend, FileBackend, KongVaultBackend)}
+
+
+class SecretResolver:
+    """Resolves references for one policy load and remembers what it read."""
+
+    def __init__(self, base_dir: Path | str = "."):
+        self.base_dir = Path(base_dir)
+        self.files: list[Path] = []
+        self._values: list[str] = []
+
+    def resolve(self, text: str) -> Secret:
+        m = REFERENCE.match(text.strip())
+        if not m:
+            return Secret(text)
+        backend = BACKENDS.get(m["scheme"])
+        if backend is None:
+            raise SecretError(f"unknown secret reference scheme in {text} (supported: {', '.join(sorted(BACKENDS))})")
+        try:
+            value = backend(self).read(m["location"])
+        except SecretError as e:
+            raise SecretError(f"cannot resolve {text}: {e}") from None
+        self._values.append(value)
+        return Secret(value, reference=text)
+
+    def fingerprint(self) -> bytes:
+        mac = hmac.new(_FINGERPRINT_KEY, digestmod=hashlib.sha256)
+        for v in self._values:
+            mac.update(len(v).to_bytes(4, "big") + v.encode())
+        return mac.digest()
+
+
+def _validate_secret(value: Any, handler: Any, info: ValidationInfo) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a string or a secret reference such as {env://NAME}")
+    resolver = (info.context or {}).get("secrets") or SecretResolver()
+    return resolver.resolve(value)
+
+
+SecretValue = Annotated[
+    Secret,
+    WrapValidator(_validate_secret),
+    PlainSerializer(lambda s: s.reference or "<redacted>", return_type=str),
+]
+"""A policy field holding a secret: plain text or a reference, resolved while the policy loads."""

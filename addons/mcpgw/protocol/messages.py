@@ -1,0 +1,147 @@
+"""The message layer: apply per-message transforms to server -> client JSON-RPC traffic, whatever
+carries it (a JSON body, a batch array, an SSE event on a POST's stream or on the GET stream).
+
+SSE is processed event by event as chunks arrive, never buffered whole. Events a transform does
+not change are passed on byte for byte; changed ones are re-encoded. A transform that fails turns
+its message into a JSON-RPC error (fail closed: an unfiltered list never slips through)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from dataclasses import replace
+from typing import Any, Callable
+
+from .sse import SSEEvent, SSEParser
+
+log = logging.getLogger("mcpgw.messages")
+
+MessageTransform = Callable[[dict], dict]
+EventTransform = Callable[[SSEEvent], SSEEvent]
+
+_WITHHELD = "The gateway could not process this upstream message; it was withheld."
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def apply_transforms(obj: Any, transforms: list[MessageTransform]) -> Any:
+    """Run transforms over one message or each element of a batch. Returns `obj` itself when
+    nothing changed (a transform returns its argument to mean 'unchanged')."""
+    if isinstance(obj, list):
+        out = [apply_transforms(m, transforms) for m in obj]
+        return obj if all(a is b for a, b in zip(out, obj)) else out
+    if not isinstance(obj, dict):
+        return obj
+    current = obj
+    for t in transforms:
+        try:
+            current = t(current)
+        except Exception:
+            log.exception("message transform %s failed; withholding the message", getattr(t, "__name__", t))
+            return {"jsonrpc": "2.0", "id": obj.get("id"), "error": {"code": -32603, "message": _WITHHELD}}
+    return current
+
+
+def transform_json_body(body: bytes, transforms: list[MessageTransform]) -> bytes | None:
+    """A buffered JSON response body: the new body, or None when unchanged or not JSON."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    new = apply_transforms(obj, transforms)
+    return None if new is obj else _dumps(new).encode()
+
+
+def message_event_transform(transforms: list[MessageTransform]) -> EventTransform:
+    """Lift message transforms to SSE events carrying JSON-RPC (`event: message` or unnamed)."""
+
+    def transform_event(ev: SSEEvent) -> SSEEvent:
+        if ev.data is None or ev.event not in (None, "", "message"):
+            return ev
+        try:
+            obj = json.loads(ev.data)
+        except ValueError:
+            return ev
+        new = apply_transforms(obj, transforms)
+        return ev if new is obj else replace(ev, data=_dumps(new), raw=b"")
+
+    return transform_event
+
+
+class _Decoder:
+    """Incremental Content-Encoding decoder, so a compressed stream stays a stream."""
+
+    def __init__(self, encoding: str):
+        enc = encoding.strip().lower()
+        if enc in ("gzip", "x-gzip"):
+            z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self.decode, self.flush = z.decompress, z.flush
+        elif enc == "deflate":
+            z = zlib.decompressobj()
+            self.decode, self.flush = z.decompress, z.flush
+        elif enc == "br":
+            import brotli
+
+            b = brotli.Decompressor()
+            self.decode, self.flush = b.process, (lambda: b"")
+        elif enc == "zstd":
+            import zstandard
+
+            d = zstandard.ZstdDecompressor().decompressobj()
+            self.decode, self.flush = d.decompress, d.flush
+        else:
+            raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+
+
+def can_decode(encoding: str | None) -> bool:
+    if not encoding or encoding.strip().lower() == "identity":
+        return True
+    try:
+        _Decoder(encoding)
+    except (ValueError, ImportError):
+        return False
+    return True
+
+
+class SSEStream:
+    """`flow.response.stream` callable: decode, split into events, transform, re-emit.
+
+    mitmproxy calls it once per received chunk and once with b"" at the end."""
+
+    def __init__(self, transforms: list[EventTransform], content_encoding: str | None = None,
+                 max_event_size: int = 16 * 1024 * 1024, on_event: Callable[[SSEEvent], None] | None = None):
+        self.transforms = transforms
+        self.parser = SSEParser(max_event_size=max_event_size)
+        enc = (content_encoding or "").strip().lower()
+        self.decoder = _Decoder(enc) if enc and enc != "identity" else None
+        self.on_event = on_event
+        self.failed = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if self.failed:
+            return b""
+        try:
+            if chunk:
+                events = self.parser.feed(self.decoder.decode(chunk) if self.decoder else chunk)
+            else:
+                events = self.parser.feed(self.decoder.flush()) if self.decoder else []
+                events += self.parser.flush()
+            return b"".join([self._emit(ev) for ev in events])
+        except Exception:
+            # Fail closed: stop relaying rather than pass on what could not be checked.
+            log.exception("SSE stream processing failed; ending the stream to the client")
+            self.failed = True
+            note = {"jsonrpc": "2.0", "method": "notifications/message",
+                    "params": {"level": "error", "logger": "mcp-gateway", "data": _WITHHELD}}
+            return b"event: message\ndata: " + _dumps(note).encode() + b"\n\n"
+
+    def _emit(self, ev: SSEEvent) -> bytes:
+        original = ev
+        for t in self.transforms:
+            ev = t(ev)
+        if self.on_event is not None:
+            self.on_event(ev)
+        return ev.raw if ev is original and ev.raw else ev.encode()

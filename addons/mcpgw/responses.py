@@ -1,0 +1,58 @@
+"""Every answer the gateway gives itself: JSON for HTTP-level refusals, JSON-RPC errors for
+refused messages (as JSON or as an SSE event, whichever the client asked for)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mitmproxy import http
+
+JSON = "application/json"
+SSE = "text/event-stream"
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_response(status: int, body: dict, headers: dict[str, str] | None = None) -> http.Response:
+    resp = http.Response.make(status, _dumps(body), {"Content-Type": JSON, "Cache-Control": "no-store"})
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def wants_sse_only(request: http.Request) -> bool:
+    accept = request.headers.get("accept", "").lower()
+    return SSE in accept and JSON not in accept and "*/*" not in accept
+
+
+def jsonrpc_errors_response(request: http.Request, errors: list[dict], *, batch: bool = False,
+                            status: int = 200, headers: dict[str, str] | None = None) -> http.Response:
+    """Answer JSON-RPC error objects: one message, or an array for a batch."""
+    payload: Any = errors if batch else errors[0]
+    if wants_sse_only(request):
+        events = b"".join(b"event: message\ndata: " + _dumps(e) + b"\n\n" for e in errors)
+        resp = http.Response.make(status, events, {"Content-Type": SSE, "Cache-Control": "no-store"})
+    else:
+        resp = http.Response.make(status, _dumps(payload), {"Content-Type": JSON, "Cache-Control": "no-store"})
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def jsonrpc_error(id: Any, code: int, message: str, data: Any = None) -> dict:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "id": id, "error": err}
+
+
+def gateway_failure(request: http.Request | None, what: str) -> http.Response:
+    """Fail closed: the gateway could not decide, so nothing is forwarded."""
+    body = {"error": "gateway_error", "message": f"The gateway refused this request because it could not {what}. "
+            "Nothing was forwarded. See the gateway log."}
+    if request is not None and request.method == "POST" and "json" in request.headers.get("content-type", ""):
+        return jsonrpc_errors_response(request, [jsonrpc_error(None, -32603, body["message"])], status=500)
+    return json_response(500, body)

@@ -1,0 +1,109 @@
+"""Which route governs a request, and where it goes upstream.
+
+Gateway mode matches the request path against route prefixes (longest first, Kong's plain prefix
+semantics) and also answers the RFC 9728 well-known path of each route. Intercept mode matches the
+request URL against each service URL, so one policy governs both modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .policy.models import Policy, Route, Service
+
+PRM_PREFIX = "/.well-known/oauth-protected-resource"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    name: str
+    route: Route
+    service: Service
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    route: CompiledRoute
+    kind: Literal["mcp", "prm"]
+    prefix: str | None  # the matched gateway prefix; None in intercept mode
+
+    @property
+    def name(self) -> str:
+        return self.route.name
+
+
+def _split(path: str) -> tuple[str, str]:
+    path_only, sep, query = path.partition("?")
+    return path_only, sep + query
+
+
+def _join(base: str, rest: str) -> str:
+    if not rest:
+        return base or "/"
+    if not base:
+        return rest if rest.startswith("/") else "/" + rest
+    return base + (rest if rest.startswith("/") else "/" + rest)
+
+
+class RouteTable:
+    """Compiled once per policy version; lookups are a short scan of sorted prefixes."""
+
+    def __init__(self, policy: Policy):
+        routes = [CompiledRoute(n, r, policy.services[r.service]) for n, r in policy.routes.items()]
+        self.routes = {r.name: r for r in routes}
+        prefixes = [(p, r) for r in routes for p in r.route.paths]
+        self._gateway = sorted(prefixes, key=lambda pr: len(pr[0]), reverse=True)
+        self._prm = sorted(((PRM_PREFIX + p.rstrip("/"), r) for p, r in prefixes), key=lambda pr: len(pr[0]), reverse=True)
+        by_origin: dict[tuple[str, str, int], list[CompiledRoute]] = {}
+        for r in routes:  # first route per service URL wins: file order is the tie-break
+            key = (r.service.scheme, r.service.host.lower(), r.service.port)
+            if not any(o.service.url == r.service.url for o in by_origin.get(key, [])):
+                by_origin.setdefault(key, []).append(r)
+        for lst in by_origin.values():
+            lst.sort(key=lambda r: len(r.service.path), reverse=True)
+        self._intercept = by_origin
+
+    def match_gateway(self, path: str) -> RouteMatch | None:
+        path_only, _ = _split(path)
+        if path_only.startswith(PRM_PREFIX + "/"):
+            for prefix, route in self._prm:
+                if path_only == prefix or path_only == prefix + "/":
+                    return RouteMatch(route, "prm", prefix)
+        for prefix, route in self._gateway:
+            if path_only.startswith(prefix):
+                return RouteMatch(route, "mcp", prefix)
+        return None
+
+    def match_intercept(self, scheme: str, host: str, port: int, path: str) -> RouteMatch | None:
+        path_only, _ = _split(path)
+        for route in self._intercept.get((scheme, host.lower(), port), ()):
+            base = route.service.path
+            if not base or path_only == base or path_only.startswith(base + "/"):
+                return RouteMatch(route, "mcp", None)
+        return None
+
+    @staticmethod
+    def upstream_path(match: RouteMatch, path: str) -> str:
+        """The upstream request target for a gateway-mode request (query string kept)."""
+        path_only, query = _split(path)
+        svc = match.route.service
+        if match.route.route.strip_path and match.prefix is not None:
+            rest = path_only[len(match.prefix):]
+        else:
+            rest = path_only
+        return _join(svc.path, rest) + query
+
+    @staticmethod
+    def gateway_path(match: RouteMatch, upstream_path: str) -> str | None:
+        """Inverse of upstream_path, for URLs the upstream hands out (the legacy SSE `endpoint`).
+        None when the upstream path is outside what this route can reach."""
+        path_only, query = _split(upstream_path)
+        svc_path = match.route.service.path
+        if match.prefix is None:
+            return upstream_path
+        if svc_path and not (path_only == svc_path or path_only.startswith(svc_path + "/")):
+            return None
+        rest = path_only[len(svc_path):]
+        if match.route.route.strip_path:
+            return _join(match.prefix.rstrip("/"), rest) + query
+        return path_only + query if path_only.startswith(match.prefix) else None

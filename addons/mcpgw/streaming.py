@@ -1,0 +1,84 @@
+"""Server -> client: decide per response whether to stream it raw, stream it through the message
+layer (SSE), or buffer it for rewriting (JSON that a transform must see)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+from mitmproxy import http
+
+from .context import FlowContext
+from .protocol.messages import SSEStream, can_decode, message_event_transform, transform_json_body
+from .protocol.sse import SSEEvent
+from .responses import json_response
+
+log = logging.getLogger("mcpgw.streaming")
+MAX_BUFFERED_JSON = 64 * 1024 * 1024
+
+
+def _ctype(resp: http.Response) -> str:
+    return resp.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def legacy_endpoint_rewriter(ctx: FlowContext):
+    """Legacy HTTP+SSE: the `endpoint` event names where to POST. Point it at the gateway's route
+    (the Python client refuses an endpoint on another origin)."""
+
+    def rewrite(ev: SSEEvent) -> SSEEvent:
+        if ev.event != "endpoint" or ev.data is None or ctx.match is None:
+            return ev
+        ctx.legacy_stream = True
+        parts = urlsplit(ev.data.strip())
+        upstream = parts.path + (f"?{parts.query}" if parts.query else "")
+        mapped = ctx.snapshot.routes.gateway_path(ctx.match, upstream)
+        if mapped is None:
+            log.error("route %s: legacy endpoint %r is outside the service URL; withholding it", ctx.route_name, ev.data)
+            return replace(ev, event=None, data=None, comments=["mcp-gateway: endpoint outside this route"], raw=b"")
+        return replace(ev, data=mapped, raw=b"")
+
+    return rewrite
+
+
+def prepare_response(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    resp = flow.response
+    assert resp is not None
+    ctype = _ctype(resp)
+    if ctype == "text/event-stream":
+        transforms = []
+        if ctx.mode == "gateway" and flow.request.method == "GET":
+            transforms.append(legacy_endpoint_rewriter(ctx))
+        if ctx.server_transforms:
+            transforms.append(message_event_transform(ctx.server_transforms))
+        if not transforms:
+            resp.stream = True
+            return None
+        encoding = resp.headers.get("content-encoding")
+        if not can_decode(encoding):
+            return json_response(502, {"message": f"upstream used an unsupported Content-Encoding {encoding!r}"})
+        resp.stream = SSEStream(transforms, encoding)
+        resp.headers.pop("content-encoding", None)
+        resp.headers.pop("content-length", None)
+        return None
+    if ctype == "application/json" and ctx.server_transforms:
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BUFFERED_JSON:
+            return json_response(502, {"message": "upstream JSON response too large to inspect"})
+        resp.stream = False  # buffered: transform_buffered_json rewrites it
+        return None
+    resp.stream = True
+    return None
+
+
+def transform_buffered_json(ctx: FlowContext, flow: http.HTTPFlow) -> None:
+    resp = flow.response
+    if resp is None or not ctx.server_transforms or _ctype(resp) != "application/json" or resp.stream:
+        return None
+    body = resp.get_content(strict=False)
+    if body is None:
+        return None
+    new = transform_json_body(body, ctx.server_transforms)
+    if new is not None:
+        resp.content = new  # re-encodes per Content-Encoding and fixes Content-Length
+    return None
