@@ -38,6 +38,7 @@ class MCPGateway:
         self._startup_error: str | None = None
         self._running = False
         self._watcher: asyncio.Task | None = None
+        self._poll = 1.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -46,10 +47,17 @@ class MCPGateway:
                           f"MCP gateway policy file (native YAML or a Kong decK file). Default: {DEFAULT_POLICY} if it exists.")
         loader.add_option("mcp_public_hosts", str, "",
                           "Comma-separated extra Host names the gateway answers to in gateway (reverse) mode.")
-        loader.add_option("mcp_policy_poll", float, 1.0,
+        loader.add_option("mcp_policy_poll", str, "1",
                           "Seconds between checks of the policy file (and the files it references) for changes.")
 
     def configure(self, updated: set[str]) -> None:
+        if "mcp_policy_poll" in updated:
+            try:
+                self._poll = float(ctx.options.mcp_policy_poll)
+                if not 0.05 <= self._poll <= 3600:
+                    raise ValueError
+            except ValueError:
+                raise exceptions.OptionsError("mcp_policy_poll must be a number of seconds between 0.05 and 3600") from None
         if "mcp_public_hosts" in updated:
             self._option_hosts = [h.strip() for h in ctx.options.mcp_public_hosts.split(",") if h.strip()]
             self._hosts_cache = None
@@ -91,7 +99,7 @@ class MCPGateway:
             ctx.options.update(**changed)
         self._running = True
         if self._watcher is None:
-            self._watcher = asyncio.get_running_loop().create_task(self.store.watch(ctx.options.mcp_policy_poll))
+            self._watcher = asyncio.get_running_loop().create_task(self.store.watch(self._poll))
 
     def done(self) -> None:
         if self._watcher is not None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 from mitmproxy import http
 
 if TYPE_CHECKING:
+    from .identity.consumers import Identity
     from .policy.store import Snapshot
     from .protocol.jsonrpc import Message
     from .routing import RouteMatch
@@ -41,10 +42,11 @@ class FlowContext:
     client_host: str | None = None  # the Host the client sent (gateway mode)
     client_scheme: str = "http"
     started: float = field(default_factory=time.time)
-    # identity
-    consumer: Any = None
-    groups: tuple[str, ...] = ()
-    identified_by: str | None = None
+    # identity: set by the identity phases; None = anonymous caller on a route without auth
+    identity: "Identity | None" = None
+    # credentials the gateway consumed (("header", "apikey"), ("query", "apikey"), ("header", "authorization")):
+    # credential mediation removes these before the upstream when it swaps in a stored credential
+    consumed_credentials: list[tuple[str, str]] = field(default_factory=list)
     # client -> server messages of this request, parsed once
     messages: list["Message"] = field(default_factory=list)
     is_batch: bool = False

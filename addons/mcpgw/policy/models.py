@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from ..guards import CorsConfig
+from ..identity.consumers import Consumer, ConsumerGroup, groups_validator, normalize_groups
 from .base import ByteSize, StrictModel
 
 
@@ -107,11 +108,19 @@ class Policy(StrictModel):
 
     version: Literal[1] = Field(1, description="Policy format version")
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    consumer_groups: dict[str, ConsumerGroup] = Field(default_factory=dict)
+    consumers: dict[str, Consumer] = Field(default_factory=dict, description="Consumers by username")
     services: dict[str, Service] = Field(min_length=1)
     routes: dict[str, Route] = Field(min_length=1)
 
+    @field_validator("consumer_groups", mode="before")
+    @classmethod
+    def _groups_as_mapping(cls, v):
+        return normalize_groups(v)
+
     @model_validator(mode="after")
     def _check_references(self) -> "Policy":
+        groups_validator(self.consumer_groups, self.consumers)
         seen: dict[str, str] = {}
         for name, route in self.routes.items():
             if route.service not in self.services:
