@@ -133,7 +133,7 @@ class MCPGateway:
         if fctx is None or flow.response or flow.error or not flow.live:
             return
         try:
-            flow.response = await pipeline.run(pipeline.REQUEST_PHASES, fctx, flow)
+            flow.response = await pipeline.run(pipeline.request_phases(fctx), fctx, flow)
         except Exception:
             log.exception("request pipeline failed on route %s; refusing", fctx.route_name)
             flow.response = gateway_failure(flow.request, "process it")

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from mitmproxy import http
 
+from .routing import PRM_PREFIX
+
 if TYPE_CHECKING:
     from .identity.consumers import Identity
     from .policy.store import Snapshot
@@ -24,13 +26,16 @@ ServerMessageTransform = Callable[[dict], dict]
 
 @dataclass(slots=True)
 class Decision:
-    """One governance outcome, for audit and the mitmweb comment."""
+    """One governance outcome, for audit, metrics and the mitmweb comment."""
 
     allowed: bool
-    method: str | None = None
-    name: str | None = None
-    rule: str = ""
+    method: str | None = None  # JSON-RPC method, e.g. "tools/call"
+    primitive: str | None = None  # "tool" | "prompt" | "resource"
+    name: str | None = None  # tool / prompt name or resource URI
+    rule: str = ""  # which rule decided, e.g. "acl.tools.push_files.allow" or "acl.default_acl[0].deny"
+    reason: str = ""  # short human-readable reason ("acl", "malformed", ...)
     message_id: Any = None
+    shadow: bool = False  # shadow mode: denied by policy but forwarded ("would_deny")
 
 
 @dataclass(slots=True, eq=False)
@@ -54,6 +59,9 @@ class FlowContext:
     server_transforms: list[ServerMessageTransform] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     legacy_stream: bool = False
+    # gateway mode: set when a phase has pointed the request at its upstream; a request for which
+    # no phase did so is answered 404 rather than sent to the listener's nominal target
+    upstream_set: bool = False
 
     @property
     def route_name(self) -> str | None:
@@ -66,6 +74,24 @@ class FlowContext:
 
     def public_url(self, path: str) -> str:
         return self.public_base + path
+
+    @property
+    def route_url(self) -> str:
+        """The URL a client uses for this route: the gateway URL (gateway mode) or the upstream's."""
+        if self.mode == "gateway" and self.match is not None and self.match.kind == "mcp":
+            return self.public_url(self.match.prefix or "")
+        if self.mode == "gateway" and self.match is not None:
+            return self.public_url(self.match.prefix[len(PRM_PREFIX):])
+        return self.match.route.service.url if self.match else ""
+
+    @property
+    def prm_url(self) -> str:
+        """Where this route's Protected Resource Metadata is served (RFC 9728 well-known location)."""
+        if self.mode == "gateway" and self.match is not None:
+            path = self.match.prefix if self.match.kind == "prm" else PRM_PREFIX + (self.match.prefix or "").rstrip("/")
+            return self.public_url(path)
+        svc = self.match.route.service if self.match else None
+        return f"{svc.scheme}://{svc.url.split('://', 1)[1].split('/', 1)[0]}{PRM_PREFIX}{svc.path}" if svc else ""
 
 
 _contexts: "weakref.WeakKeyDictionary[http.HTTPFlow, FlowContext]" = weakref.WeakKeyDictionary()

@@ -53,4 +53,12 @@ def forward(ctx: FlowContext, flow: http.HTTPFlow) -> None:
     req.port = svc.port
     req.host = svc.host  # also rewrites the Host header / :authority to the upstream's
     req.host_header = req.host if svc.port == (443 if svc.scheme == "https" else 80) else f"{svc.host}:{svc.port}"
+    ctx.upstream_set = True
+    return None
+
+
+def not_routed(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    """Gateway mode: the last word. Nothing goes to the listener's nominal reverse target."""
+    if ctx.mode == "gateway" and not ctx.upstream_set:
+        return json_response(404, {"message": "no route matched with those values"})
     return None

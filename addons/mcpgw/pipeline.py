@@ -23,7 +23,7 @@ HEADER_PHASES: tuple[Phase, ...] = (
     forwarding.check_declared_size,
 )
 
-# At request end (body available). Gateway-mode-only phases check ctx.mode themselves.
+# At request end (body available), for MCP traffic. Gateway-mode-only phases check ctx.mode.
 REQUEST_PHASES: tuple[Phase, ...] = (
     guards.check_origin,
     guards.cors_preflight,
@@ -34,6 +34,16 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     # governance
     # credentials
     forwarding.forward,
+    forwarding.not_routed,
+)
+
+# At request end, for a route's /.well-known/oauth-protected-resource/<route> (gateway mode):
+# discovery must work before the client has any credential, so no identity phase runs here.
+PRM_REQUEST_PHASES: tuple[Phase, ...] = (
+    guards.check_origin,
+    guards.cors_preflight,
+    # prm
+    forwarding.not_routed,
 )
 
 RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
@@ -44,6 +54,10 @@ RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
 RESPONSE_PHASES: tuple[Phase, ...] = (
     streaming.transform_buffered_json,
 )
+
+
+def request_phases(ctx: FlowContext) -> tuple[Phase, ...]:
+    return PRM_REQUEST_PHASES if ctx.match is not None and ctx.match.kind == "prm" else REQUEST_PHASES
 
 
 async def run(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
