@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import PlainSerializer, ValidationInfo, WrapValidator
+from pydantic_core import core_schema
 
 REFERENCE = re.compile(r"^\{(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<location>[^{}]*)\}$")
 _FINGERPRINT_KEY = _random.token_bytes(32)  # per process: digests never reveal a secret
@@ -35,6 +36,11 @@ class Secret:
 
     def reveal(self) -> str:
         return self._value
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        # Validation happens in SecretValue's wrap validator; the schema only accepts instances.
+        return core_schema.is_instance_schema(cls)
 
     def __repr__(self) -> str:
         return f"Secret({self.reference or 'inline'})"
