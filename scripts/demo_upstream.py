@@ -68,10 +68,16 @@ class Settings:
     require_bearer: bool = False
     record: bool = False
     public_url: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     @property
     def base_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        return (self.public_url or f"{self.scheme}://{self.host}:{self.port}").rstrip("/")
 
     @property
     def resource_metadata_url(self) -> str:
@@ -556,24 +562,28 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
                              "/_test/big-sse?mb=N, /_test/redirect?to=URL and /_test/echo")
     parser.add_argument("--public-url", metavar="URL",
                         help="base URL clients use to reach this server, for the PRM (default: http://HOST:PORT)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain) file")
+    parser.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     if args.page_size is not None and args.page_size < 1:
         parser.error("--page-size must be at least 1")
     return Settings(host=args.host, port=args.port, json_response=args.json_response, page_size=args.page_size,
                     auth_server=args.auth_server, require_bearer=args.require_bearer, record=args.record,
-                    public_url=args.public_url)
+                    public_url=args.public_url, tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
 async def serve(settings: Settings) -> None:
     config = uvicorn.Config(build_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                            timeout_graceful_shutdown=2)
+                            timeout_graceful_shutdown=2, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)
     if server.started:
         settings.port = server.servers[0].sockets[0].getsockname()[1]  # the real one if --port 0
-        print(f"demo upstream listening on http://{settings.host}:{settings.port}/mcp", flush=True)
+        print(f"demo upstream listening on {settings.scheme}://{settings.host}:{settings.port}/mcp", flush=True)
     await serving
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,12 @@ from typing import Any, AsyncIterator
 import httpx
 import yaml
 
+from .procs import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ENTRY = ROOT / "addons" / "mcp_gateway.py"
 DEMO_UPSTREAM = ROOT / "scripts" / "demo_upstream.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Process:
@@ -70,24 +65,32 @@ class Process:
 
 
 class DemoUpstream:
-    """scripts/demo_upstream.py on a free port, recording what reaches it."""
+    """scripts/demo_upstream.py on a free port, recording what reaches it. With tls=True it serves
+    HTTPS on https://localhost:PORT with a throwaway certificate, like a vendor's server."""
 
-    def __init__(self, workdir: Path, *args: str, name: str = "upstream"):
+    def __init__(self, workdir: Path, *args: str, name: str = "upstream", tls: bool = False):
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        extra: list[str] = []
+        if tls:
+            from .tls import make_server_cert
+
+            cert, key = make_server_cert(workdir)
+            extra = ["--tls-cert", str(cert), "--tls-key", str(key)]
+        self.base = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
         self.url = f"{self.base}/mcp"
-        self.process = Process([sys.executable, str(DEMO_UPSTREAM), "--port", str(self.port), "--record", *args],
+        self._verify = False if tls else True
+        self.process = Process([sys.executable, str(DEMO_UPSTREAM), "--port", str(self.port), "--record", *extra, *args],
                                workdir / f"{name}.log")
         self.process.wait_for(r"demo upstream listening on")
 
     def requests(self) -> list[dict[str, Any]]:
-        return httpx.get(f"{self.base}/_test/requests", timeout=10).json()
+        return httpx.get(f"{self.base}/_test/requests", timeout=10, verify=self._verify).json()
 
     def tool_calls(self) -> list[str]:
         return [r["tool"] for r in self.requests() if r.get("tool")]
 
     def reset(self) -> None:
-        httpx.post(f"{self.base}/_test/reset", timeout=10).raise_for_status()
+        httpx.post(f"{self.base}/_test/reset", timeout=10, verify=self._verify).raise_for_status()
 
     def stop(self) -> None:
         self.process.stop()
@@ -98,7 +101,7 @@ class Gateway:
 
     def __init__(self, workdir: Path, policy: Path | str | dict, *, intercept: bool = True,
                  extra: list[str] = (), env: dict[str, str] | None = None, name: str = "gateway",
-                 wait: bool = True):
+                 wait: bool = True, entry: Path = ENTRY):
         self.workdir = workdir
         self.policy_path = workdir / f"{name}-policy.yaml"
         if isinstance(policy, dict):
@@ -111,7 +114,7 @@ class Gateway:
         self.port = free_port()
         self.proxy_port = free_port() if intercept else None
         self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [str(BIN / "mitmdump"), "-s", str(ENTRY), "--set", f"mcp_policy={self.policy_path}",
+        cmd = [str(BIN / "mitmdump"), "-s", str(entry), "--set", f"mcp_policy={self.policy_path}",
                "--set", f"confdir={self.confdir}", "--set", "mcp_policy_poll=0.2", "--set", "ssl_insecure=true",
                "--mode", f"reverse:http://127.0.0.1:9@127.0.0.1:{self.port}"]
         if intercept:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_UPSTREAM = REPO_ROOT / "scripts" / "demo_upstream.py"
-DEMO_UPSTREAM_READY = re.compile(r"demo upstream listening on (http://\S+)/mcp")
+DEMO_UPSTREAM_READY = re.compile(r"demo upstream listening on (https?://\S+)/mcp")
 
 Pattern = str | re.Pattern[str]
 
