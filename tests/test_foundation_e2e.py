@@ -145,22 +145,35 @@ async def test_json_answers_and_legacy_transport(gateway):
         assert not (await session.call_tool("search_code", {"query": "x"})).isError
 
 
-async def test_http2_client_through_tls_gateway_listener(gateway):
-    def factory(headers=None, timeout=None, auth=None):
-        return httpx.AsyncClient(http1=False, http2=True, verify=str(gateway.ca_cert), headers=headers, auth=auth,
-                                 timeout=httpx.Timeout(30, read=60))
+def test_http2_client_through_tls_gateway_listener(gateway):
+    """HTTP/2 over TLS on the gateway listener, JSON and SSE answers (curl: httpx offers http/1.1
+    first, and mitmproxy honours the client's preference, so the SDK client always gets HTTP/1.1)."""
+    import json
+    import shutil
+    import subprocess
 
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
-
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl not installed")
     url = f"https://127.0.0.1:{gateway.port}/github-mcp"
-    async with streamablehttp_client(url, httpx_client_factory=factory) as (read, write, _):
-        async with ClientSession(read, write) as session:
-            await session.initialize()
-            assert len((await session.list_tools()).tools) >= 75
-    async with factory() as client:
-        r = await client.post(url, json=jsonrpc("initialize", INIT), headers=MCP_HEADERS)
-        assert r.http_version == "HTTP/2" and r.status_code == 200
+
+    def post(body: dict, *headers: str) -> tuple[str, str]:
+        out = subprocess.run([curl, "-sS", "--http2", "--cacert", str(gateway.ca_cert), "-D", "-", url,
+                              "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
+                              *[a for h in headers for a in ("-H", h)], "-d", json.dumps(body)],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return out.split("\n", 1)[0], out  # status line, and everything (headers then body)
+
+    head, body = post(jsonrpc("initialize", INIT))
+    assert head.startswith("HTTP/2 200")
+    sid = re.search(r"^mcp-session-id: (\S+)", body, re.M | re.I).group(1)
+    post(jsonrpc("notifications/initialized", id=None), f"Mcp-Session-Id: {sid}")
+    head, body = post(jsonrpc("tools/list", id=2), f"Mcp-Session-Id: {sid}", "MCP-Protocol-Version: 2025-06-18")
+    assert head.startswith("HTTP/2 200") and "text/event-stream" in body
+    events = [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:")]
+    assert events, (head, body)
+    tools = events[0]["result"]["tools"]
+    assert len(tools) >= 75
 
 
 async def test_transport_details_pass_untouched(gateway, upstream):

@@ -86,8 +86,8 @@ class MCPGateway:
             log.error(self._startup_error)
             return
         self._startup_error = None
-        log.info("policy version %d loaded from %s: %d route(s) %s", snap.version, snap.source,
-                 len(snap.policy.routes), ", ".join(snap.policy.routes))
+        log.info("policy version %d loaded from %s (%s): %d route(s) %s", snap.version, snap.source,
+                 snap.digest[:12], len(snap.policy.routes), ", ".join(snap.policy.routes))
 
     async def running(self) -> None:
         if self._startup_error or self.store.current is None:

@@ -120,23 +120,25 @@ class SSEStream:
         self.on_event = on_event
         self.failed = False
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        # A list, never b"": mitmproxy sends each element as a body chunk, and an empty chunk
+        # is the HTTP/1.1 chunked-encoding terminator, which would end the response early.
         if self.failed:
-            return b""
+            return []
         try:
             if chunk:
                 events = self.parser.feed(self.decoder.decode(chunk) if self.decoder else chunk)
             else:
                 events = self.parser.feed(self.decoder.flush()) if self.decoder else []
                 events += self.parser.flush()
-            return b"".join([self._emit(ev) for ev in events])
+            return [data for data in map(self._emit, events) if data]
         except Exception:
             # Fail closed: stop relaying rather than pass on what could not be checked.
             log.exception("SSE stream processing failed; ending the stream to the client")
             self.failed = True
             note = {"jsonrpc": "2.0", "method": "notifications/message",
                     "params": {"level": "error", "logger": "mcp-gateway", "data": _WITHHELD}}
-            return b"event: message\ndata: " + _dumps(note).encode() + b"\n\n"
+            return [b"event: message\ndata: " + _dumps(note).encode() + b"\n\n"]
 
     def _emit(self, ev: SSEEvent) -> bytes:
         original = ev
