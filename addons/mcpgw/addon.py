@@ -62,7 +62,10 @@ class MCPGateway:
             self._option_hosts = [h.strip() for h in ctx.options.mcp_public_hosts.split(",") if h.strip()]
             self._hosts_cache = None
         if "mcp_policy" in updated:
-            self._load_policy(self._policy_path())
+            path = self._policy_path()
+            # mitmproxy re-applies the old value after refusing a change: no need to reload then.
+            if self.store.current is None or path.resolve() != self.store.path:
+                self._load_policy(path)
         if self._running:
             for name, value in REQUIRED_OPTIONS.items():
                 if name in updated and getattr(ctx.options, name) != value:

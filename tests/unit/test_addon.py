@@ -1,0 +1,146 @@
+"""The addon's hooks with mitmproxy's test helpers: routing decisions and failing closed."""
+
+import pytest
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons, tflow
+
+from mcpgw import context, pipeline
+from mcpgw.addon import MCPGateway
+
+POLICY = """
+gateway: {intercept_unmatched: pass}
+services:
+  gh: {url: "https://api.githubcopilot.com/mcp"}
+routes:
+  github-mcp: {service: gh, paths: [/github-mcp]}
+"""
+BODY = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    addon = MCPGateway()
+    with taddons.context(Proxyserver(), addon) as tctx:  # proxyserver declares keep_host_header & co
+        tctx.configure(addon, mcp_policy=str(path), keep_host_header=True)
+        yield addon, tctx, path
+
+
+def reverse_flow(path: str = "/github-mcp", host: str = "localhost:8443", method: str = "POST"):
+    f = tflow.tflow()
+    f.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:9@8443")
+    f.client_conn.timestamp_tls_setup = None  # plain HTTP on the gateway listener
+    f.request.method, f.request.path, f.request.host, f.request.port = method, path, "127.0.0.1", 9
+    f.request.headers["Host"] = host
+    f.request.headers["Content-Type"] = "application/json"
+    f.request.content = BODY
+    return f
+
+
+def intercept_flow(url: str):
+    f = tflow.tflow()
+    f.client_conn.proxy_mode = ProxyMode.parse("regular")
+    f.request.url = url
+    f.request.method = "POST"
+    f.request.headers["Content-Type"] = "application/json"
+    f.request.content = BODY
+    return f
+
+
+async def through(addon: MCPGateway, f):
+    addon.requestheaders(f)
+    await addon.request(f)
+    return f
+
+
+async def test_gateway_mode_routes_to_the_service_whatever_the_listener_target(gateway):
+    addon, _, _ = gateway
+    f = await through(addon, reverse_flow("/github-mcp/x?y=1"))
+    assert f.response is None
+    assert f.request.url == "https://api.githubcopilot.com/mcp/x?y=1"
+    assert f.request.headers["Host"] == "api.githubcopilot.com"
+    assert context.get(f).route_url == "http://localhost:8443/github-mcp"
+    tls = reverse_flow()
+    tls.client_conn.timestamp_tls_setup = 1.0  # TLS: the public URL follows the listener the client used
+    await through(addon, tls)
+    assert context.get(tls).prm_url == "https://localhost:8443/.well-known/oauth-protected-resource/github-mcp"
+
+
+async def test_unknown_path_and_foreign_host_are_answered_not_forwarded(gateway):
+    addon, _, _ = gateway
+    f = await through(addon, reverse_flow("/elsewhere"))
+    assert f.response.status_code == 404 and f.request.host == "127.0.0.1"
+    f = await through(addon, reverse_flow(host="attacker.example:8443"))
+    assert f.response.status_code == 403 and b"forbidden_host" in f.response.content
+
+
+async def test_a_failing_phase_fails_closed(gateway, monkeypatch):
+    addon, _, _ = gateway
+
+    def broken(ctx, flow):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(pipeline, "REQUEST_PHASES", (broken, *pipeline.REQUEST_PHASES))
+    f = await through(addon, reverse_flow())
+    assert f.response.status_code == 500 and b"Nothing was forwarded" in f.response.content
+    assert f.request.host == "127.0.0.1"  # never pointed at the upstream
+
+
+async def test_request_streaming_is_refused_on_governed_routes(gateway):
+    addon, _, _ = gateway
+    f = reverse_flow()
+    addon.requestheaders(f)
+    f.request.stream = True  # as if something re-enabled streaming after the gateway's hook
+    await addon.request(f)
+    assert f.response.status_code == 500
+
+
+async def test_declared_oversize_body_refused_before_reading(gateway):
+    addon, _, _ = gateway
+    f = reverse_flow()
+    f.request.headers["Content-Length"] = str(5 * 1024 * 1024)
+    addon.requestheaders(f)
+    assert f.response.status_code == 413
+
+
+async def test_gateway_mode_needs_the_client_host(gateway):
+    addon, tctx, _ = gateway
+    tctx.options.keep_host_header = False  # not yet running: the addon does not refuse the change
+    f = await through(addon, reverse_flow())
+    assert f.response.status_code == 503
+
+
+async def test_intercept_mode_governs_the_service_url_and_passes_the_rest(gateway):
+    addon, tctx, path = gateway
+    governed = await through(addon, intercept_flow("https://api.githubcopilot.com/mcp"))
+    assert context.get(governed) is not None and governed.response is None
+    assert governed.request.url == "https://api.githubcopilot.com/mcp"
+    other = await through(addon, intercept_flow("https://example.com/mcp"))
+    assert context.get(other) is None and other.response is None
+    path.write_text(POLICY.replace("pass", "block"))
+    addon.store.reload()
+    blocked = await through(addon, intercept_flow("https://example.com/mcp"))
+    assert blocked.response.status_code == 403
+
+
+async def test_no_policy_means_no_traffic(tmp_path):
+    addon = MCPGateway()
+    with taddons.context(Proxyserver(), addon) as tctx:
+        tctx.configure(addon, mcp_policy=str(tmp_path / "missing.yaml"))
+        f = await through(addon, reverse_flow())
+        assert f.response.status_code == 503
+
+
+async def test_invalid_policy_change_at_runtime_is_refused_and_old_one_kept(gateway):
+    from mitmproxy import exceptions
+
+    addon, tctx, path = gateway
+    first = addon.store.current
+    addon._running = True
+    bad = path.with_name("bad.yaml")
+    bad.write_text("routes: {}")
+    with pytest.raises(exceptions.OptionsError):
+        tctx.configure(addon, mcp_policy=str(bad))
+    assert addon.store.current.digest == first.digest and addon.store.path == first.files[0]
