@@ -15,6 +15,7 @@ from mitmproxy import http
 
 from . import forwarding, guards, inbound, streaming
 from .context import FlowContext
+from .identity import keyauth, prm, upstream_headers
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
 
@@ -29,10 +30,14 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     guards.cors_preflight,
     forwarding.check_method,
     # identity
+    upstream_headers.strip_client_identity_headers,
+    prm.challenge,
+    keyauth.authenticate,
     forwarding.check_body,
     inbound.parse_client_messages,
     # governance
     # credentials
+    upstream_headers.add_identity_headers,  # after every identity phase
     forwarding.forward,
     forwarding.not_routed,
 )
@@ -43,15 +48,19 @@ PRM_REQUEST_PHASES: tuple[Phase, ...] = (
     guards.check_origin,
     guards.cors_preflight,
     # prm
+    prm.serve_metadata,
     forwarding.not_routed,
 )
 
 RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
     guards.add_cors_to_response,
     streaming.prepare_response,
+    prm.rewrite_upstream_challenge,
+    prm.buffer_upstream_metadata,  # after prepare_response, which would stream it
 )
 
 RESPONSE_PHASES: tuple[Phase, ...] = (
+    prm.rewrite_upstream_metadata,
     streaming.transform_buffered_json,
 )
 

@@ -1,20 +1,26 @@
 """Consumers and consumer groups (Kong semantics), and the API keys that identify them.
 
 A key is written in plain text, as a secret reference (`{env://DEV_KEY}`), or as
-`sha256:<hex digest>` so that policy files in git hold no key. Lookups hash the presented key
-once and compare digests in constant time."""
+`sha256:<hex digest>` so that policy files in git hold no key. Only the SHA-256 digest of a key is
+kept; a presented key is hashed once and looked up by digest, so no comparison ever touches the
+key itself."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, WrapValidator, field_validator
+from pydantic import Field, WrapValidator
 
 from ..policy.base import StrictModel
+from ..policy.derived import PerPolicy
 from ..policy.secrets import _validate_secret
+
+if TYPE_CHECKING:
+    from ..policy.models import Policy
 
 _SHA256 = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 
@@ -46,11 +52,12 @@ def _validate_key(value: Any, handler: Any, info: Any) -> KeyDigest:
 
 
 ApiKey = Annotated[KeyDigest, WrapValidator(_validate_key)]
+ConsumerField = Literal["username", "id", "custom_id"]
 
 
 class Consumer(StrictModel):
-    id: str | None = Field(None, description="Optional stable id (Kong consumer id)")
-    custom_id: str | None = Field(None, description="Optional external id, e.g. the IdP subject")
+    id: str | None = Field(None, min_length=1, description="Optional stable id (Kong consumer id)")
+    custom_id: str | None = Field(None, min_length=1, description="Optional external id, e.g. the IdP subject")
     groups: list[str] = Field(default_factory=list, description="Consumer group names")
     keys: list[ApiKey] = Field(default_factory=list, description="API keys: plain, {env://NAME}, {file://path} or sha256:<hex>")
 
@@ -74,28 +81,60 @@ class Identity:
 
 
 def groups_validator(groups: dict[str, ConsumerGroup], consumers: dict[str, Consumer]) -> None:
-    """Every group a consumer names must be declared; every key must be unique."""
-    seen: dict[bytes, str] = {}
+    """Every group a consumer names must be declared; keys, ids and custom_ids must be unique
+    (as Kong's database enforces), so that a lookup never has two answers."""
+    seen_keys: dict[bytes, str] = {}
+    seen_ids: dict[tuple[str, str], str] = {}
     for name, c in consumers.items():
         for g in c.groups:
             if g not in groups:
                 raise ValueError(f"consumer {name!r} is in group {g!r}, which is not declared under consumer_groups")
         for k in c.keys:
-            if k.digest in seen:
-                raise ValueError(f"consumers {seen[k.digest]!r} and {name!r} share an API key")
-            seen[k.digest] = name
+            if k.digest in seen_keys:
+                raise ValueError(f"consumers {seen_keys[k.digest]!r} and {name!r} share an API key")
+            seen_keys[k.digest] = name
+        for field, value in (("id", c.id), ("custom_id", c.custom_id)):
+            if value is None:
+                continue
+            if (field, value) in seen_ids:
+                raise ValueError(f"consumers {seen_ids[field, value]!r} and {name!r} have the same {field} {value!r}")
+            seen_ids[field, value] = name
 
 
-class KeyIndex:
-    """digest -> consumer name, built once per policy version."""
+class ConsumerIndex:
+    """The consumers of one policy version, by API key digest, username, id and custom_id."""
 
-    def __init__(self, consumers: dict[str, Consumer]):
-        self._by_digest = {k.digest: name for name, c in consumers.items() for k in c.keys}
+    def __init__(self, policy: "Policy"):
+        self.consumers = policy.consumers
+        self.groups = frozenset(policy.consumer_groups)
+        self._by_digest = {k.digest: name for name, c in policy.consumers.items() for k in c.keys}
+        self.by: dict[str, dict[str, str]] = {
+            "username": {name: name for name in policy.consumers},
+            "id": {c.id: name for name, c in policy.consumers.items() if c.id},
+            "custom_id": {c.custom_id: name for name, c in policy.consumers.items() if c.custom_id},
+        }
+        # Every value that names some consumer, whichever field it is in.
+        self.subjects = frozenset(s for index in self.by.values() for s in index)
 
-    def lookup(self, presented: str) -> str | None:
-        # The presented key is hashed before any comparison, so lookup timing can only reveal
-        # something about a SHA-256 digest, never about the key itself.
+    def by_key(self, presented: str) -> str | None:
+        """The consumer owning an API key. The presented key is hashed before the lookup, so its
+        timing can only depend on a SHA-256 digest, never on the key itself."""
         return self._by_digest.get(digest_key(presented))
+
+    def find(self, value: str, fields: Sequence[ConsumerField] = ("username", "id")) -> str | None:
+        """The consumer whose `fields` (tried in order, like Kong's consumer_by) equal `value`."""
+        for field in fields:
+            if (name := self.by[field].get(value)) is not None:
+                return name
+        return None
+
+    def identity(self, username: str, method: str) -> Identity:
+        c = self.consumers[username]
+        return Identity(username, c.id, c.custom_id, tuple(c.groups), method)
+
+
+consumer_index = PerPolicy(ConsumerIndex)
+"""The ConsumerIndex of a policy, built once per policy version."""
 
 
 def normalize_groups(v: Any) -> Any:

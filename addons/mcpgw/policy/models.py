@@ -10,6 +10,8 @@ from pydantic import Field, field_validator, model_validator
 
 from ..guards import CorsConfig
 from ..identity.consumers import Consumer, ConsumerGroup, groups_validator, normalize_groups
+from ..identity.keyauth import KeyAuthConfig, check_anonymous
+from ..identity.prm import PrmConfig, check_discovery
 from .base import ByteSize, StrictModel
 
 
@@ -61,6 +63,9 @@ class Route(StrictModel):
     strip_path: bool = Field(True, description="Remove the matched prefix before appending to the service path (Kong semantics)")
     methods: list[str] | None = Field(None, description="HTTP methods accepted (default: all)")
     cors: CorsConfig | None = None
+    key_auth: KeyAuthConfig | None = Field(None, description="Identify the consumer by an API key (docs/identity.md)")
+    prm: PrmConfig | None = Field(None, description="OAuth discovery: PRM challenge, rewrite or serve (docs/identity.md)")
+    upstream_identity_headers: bool = Field(False, description="Send the caller's identity upstream as X-Consumer-* headers")
 
     @field_validator("paths")
     @classmethod
@@ -126,6 +131,8 @@ class Policy(StrictModel):
             if route.service not in self.services:
                 known = ", ".join(sorted(self.services)) or "none"
                 raise ValueError(f"route {name!r} names service {route.service!r}, which is not defined (services: {known})")
+            check_anonymous(name, route.key_auth, self.consumers)
+            check_discovery(name, route)
             for p in route.paths:
                 if p in seen:
                     raise ValueError(f"path {p!r} is claimed by both route {seen[p]!r} and route {name!r}")

@@ -1,0 +1,64 @@
+"""Tell the upstream who the caller is, with Kong's headers, and make sure nobody else can.
+
+Upstreams behind Kong trust `X-Consumer-*` headers because Kong sets them. A client could send
+them itself, so on every governed route they are removed on the way in, before any identity
+phase, whether or not the route forwards the identity (`upstream_identity_headers`)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from mitmproxy import http
+
+from ..responses import json_response
+
+if TYPE_CHECKING:
+    from ..context import FlowContext
+
+log = logging.getLogger("mcpgw.identity")
+
+GATEWAY_SET_PREFIXES = ("x-consumer-", "x-credential-", "x-anonymous-")
+_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def strip_client_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
+    """Remove X-Consumer-*, X-Credential-* and X-Anonymous-* headers the client sent."""
+    headers = flow.request.headers
+    forged = {name.lower() for name in headers if name.lower().startswith(GATEWAY_SET_PREFIXES)}
+    for name in forged:
+        del headers[name]
+    if forged:
+        log.info("route %s: removed client-sent identity headers %s", ctx.route_name, ", ".join(sorted(forged)))
+    return None
+
+
+def identity_headers(ctx: "FlowContext") -> dict[str, str]:
+    identity = ctx.identity
+    if identity is None:
+        return {}
+    headers = {"X-Consumer-Username": identity.username}
+    if identity.id:
+        headers["X-Consumer-ID"] = identity.id
+    if identity.custom_id:
+        headers["X-Consumer-Custom-ID"] = identity.custom_id
+    if identity.groups:
+        headers["X-Consumer-Groups"] = ", ".join(identity.groups)
+    if identity.method == "anonymous":
+        headers["X-Anonymous-Consumer"] = "true"
+    return headers
+
+
+def add_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    """Routes with `upstream_identity_headers: true`: forward the resolved identity upstream."""
+    if ctx.match is None or not ctx.match.route.route.upstream_identity_headers:
+        return None
+    headers = identity_headers(ctx)
+    # Names from token claims end up here too: never let one split or corrupt a header.
+    if any(_UNSAFE_IN_HEADER.search(v) for v in headers.values()):
+        log.error("route %s: identity %r cannot be sent as a header; refusing", ctx.route_name, ctx.identity)
+        return json_response(500, {"message": "The caller's identity cannot be forwarded to the upstream"})
+    for name, value in headers.items():
+        flow.request.headers[name] = value
+    return None
