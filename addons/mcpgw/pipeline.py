@@ -15,6 +15,7 @@ from mitmproxy import http
 
 from . import forwarding, guards, inbound, streaming
 from .context import FlowContext
+from .governance import enforce
 from .identity import keyauth, prm, upstream_headers
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
@@ -36,6 +37,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     forwarding.check_body,
     inbound.parse_client_messages,
     # governance
+    enforce.enforce_acl,
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase
     forwarding.forward,

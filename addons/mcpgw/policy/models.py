@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from ..governance.acl import AclSettings
 from ..guards import CorsConfig
 from ..identity.consumers import Consumer, ConsumerGroup, groups_validator, normalize_groups
 from ..identity.keyauth import KeyAuthConfig, check_anonymous
@@ -66,6 +67,7 @@ class Route(StrictModel):
     key_auth: KeyAuthConfig | None = Field(None, description="Identify the consumer by an API key (docs/identity.md)")
     prm: PrmConfig | None = Field(None, description="OAuth discovery: PRM challenge, rewrite or serve (docs/identity.md)")
     upstream_identity_headers: bool = Field(False, description="Send the caller's identity upstream as X-Consumer-* headers")
+    acl: AclSettings | None = Field(None, description="Tool governance: per-consumer ACLs on tools, prompts and resources (docs/governance.md)")
 
     @field_validator("paths")
     @classmethod

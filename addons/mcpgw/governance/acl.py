@@ -1,0 +1,214 @@
+"""ACL settings of a route (Kong ai-mcp-proxy names and semantics) and their compiled form.
+
+    acl:
+      consumer_identifier: username        # username | consumer_id | custom_id
+      include_consumer_groups: true
+      default_acl:
+        - scope: tools
+          deny: [developer]
+      tools:
+        - name: search_repositories
+          acl: {allow: [admin, developer]}
+
+A primitive's own `acl` replaces the `default_acl` of its scope entirely; a primitive without an
+entry (or whose entry has no `acl`) falls under the `default_acl`. The settings are compiled once
+per policy version into frozensets and dicts, so that deciding costs a few lookups."""
+
+from __future__ import annotations
+
+import logging
+import re
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..policy.base import ByteSize, StrictModel
+
+if TYPE_CHECKING:
+    from ..policy.models import Policy
+    from .engine import SubjectView
+
+log = logging.getLogger("mcpgw.governance")
+
+Primitive = Literal["tool", "prompt", "resource"]
+Scope = Literal["tools", "prompts", "resources"]
+SCOPE_OF: dict[str, Scope] = {"tool": "tools", "prompt": "prompts", "resource": "resources"}
+
+
+class AclLists(StrictModel):
+    """Who may use a primitive. `deny` wins over `allow`; an `allow` list (even an empty one)
+    admits only the subjects on it; with neither list everyone is admitted."""
+
+    allow: list[str] | None = Field(None, description="Subjects allowed: consumer (see consumer_identifier) or consumer group names")
+    deny: list[str] | None = Field(None, description="Subjects denied; takes precedence over allow")
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _non_empty_subjects(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(not s for s in v):
+            raise ValueError("a subject must not be empty")
+        return v
+
+
+class DefaultAcl(AclLists):
+    """The ACL of every primitive of `scope` that has no ACL of its own."""
+
+    scope: Scope = Field("tools", description="Which primitives this default applies to (Kong's default: tools)")
+
+
+class ToolAcl(StrictModel):
+    name: str = Field(min_length=1, description="The tool's name, exactly as the upstream lists it")
+    description: str | None = None
+    acl: AclLists | None = Field(None, description="Replaces default_acl for this tool; without it the default applies")
+
+
+class PromptAcl(StrictModel):
+    name: str = Field(min_length=1, description="The prompt's name, exactly as the upstream lists it")
+    description: str | None = None
+    acl: AclLists | None = None
+
+
+class ResourceAcl(StrictModel):
+    uri: str = Field(min_length=1, description="A resource URI, or a pattern where '*' matches any characters")
+    description: str | None = None
+    acl: AclLists | None = None
+
+
+class AclSettings(StrictModel):
+    """Tool governance of one route."""
+
+    default_acl: list[DefaultAcl] = Field(default_factory=list, description="One default per scope")
+    tools: list[ToolAcl] = Field(default_factory=list)
+    prompts: list[PromptAcl] = Field(default_factory=list)
+    resources: list[ResourceAcl] = Field(default_factory=list)
+    consumer_identifier: Literal["username", "consumer_id", "custom_id"] = Field(
+        "username", description="Which consumer field the subjects in ACL lists name")
+    include_consumer_groups: bool = Field(False, description="Let consumer group names match subjects (Kong's default: false)")
+    deny_response: Literal["jsonrpc", "http403"] = Field(
+        "jsonrpc", description="jsonrpc: JSON-RPC error -32602 (HTTP 200); http403: HTTP 403 with WWW-Authenticate insufficient_scope")
+    shadow: bool = Field(False, description="Evaluate and record, but forward denied calls and unfiltered lists")
+    max_request_body_size: ByteSize | None = Field(
+        None, gt=0, description="Largest request body on this route (at most gateway.max_body_size, which applies first)")
+
+    @field_validator("consumer_identifier", mode="before")
+    @classmethod
+    def _id_alias(cls, v: object) -> object:
+        return "consumer_id" if v == "id" else v
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> "AclSettings":
+        scopes = [d.scope for d in self.default_acl]
+        for scope in set(scopes):
+            if scopes.count(scope) > 1:
+                raise ValueError(f"default_acl has more than one entry for scope {scope!r}")
+        for kind, keys in (("tools", [t.name for t in self.tools]), ("prompts", [p.name for p in self.prompts]),
+                           ("resources", [r.uri for r in self.resources])):
+            dupes = sorted({k for k in keys if keys.count(k) > 1})
+            if dupes:
+                raise ValueError(f"{kind} lists {', '.join(map(repr, dupes))} more than once")
+        return self
+
+
+# --- compiled form ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledLists:
+    """One allow/deny pair and where it was written (for Decision.rule)."""
+
+    where: str
+    allow: frozenset[str] | None
+    deny: frozenset[str] | None
+
+
+def _lists(where: str, lists: AclLists) -> CompiledLists:
+    return CompiledLists(where,
+                         None if lists.allow is None else frozenset(lists.allow),
+                         None if lists.deny is None else frozenset(lists.deny))
+
+
+def uri_pattern(pattern: str) -> re.Pattern[str]:
+    """A resource pattern: '*' matches any run of characters (including '/'); all else is literal."""
+    return re.compile("(?s:" + ".*".join(re.escape(part) for part in pattern.split("*")) + r")\Z")
+
+
+@dataclass(eq=False)
+class CompiledAcl:
+    settings: AclSettings
+    tools: dict[str, CompiledLists]
+    prompts: dict[str, CompiledLists]
+    resources: dict[str, CompiledLists]  # exact URIs
+    resource_patterns: tuple[tuple[re.Pattern[str], CompiledLists], ...]
+    defaults: dict[str, CompiledLists]  # by primitive
+    views: dict[frozenset[str], "SubjectView"] = field(default_factory=dict)  # filled by engine.view()
+
+    @property
+    def shadow(self) -> bool:
+        return self.settings.shadow
+
+
+def compile_acl(settings: AclSettings) -> CompiledAcl:
+    defaults = {p: CompiledLists(f"acl.default_acl({SCOPE_OF[p]}): none", None, None) for p in SCOPE_OF}
+    for i, d in enumerate(settings.default_acl):
+        primitive = next(p for p, s in SCOPE_OF.items() if s == d.scope)
+        defaults[primitive] = _lists(f"acl.default_acl[{i}]", d)
+    exact: dict[str, CompiledLists] = {}
+    patterns: list[tuple[re.Pattern[str], CompiledLists]] = []
+    for r in settings.resources:
+        if r.acl is None:
+            continue
+        lists = _lists(f"acl.resources[{r.uri}]", r.acl)
+        if "*" in r.uri:
+            patterns.append((uri_pattern(r.uri), lists))
+        else:
+            exact[r.uri] = lists
+    return CompiledAcl(
+        settings=settings,
+        tools={t.name: _lists(f"acl.tools[{t.name}]", t.acl) for t in settings.tools if t.acl is not None},
+        prompts={p.name: _lists(f"acl.prompts[{p.name}]", p.acl) for p in settings.prompts if p.acl is not None},
+        resources=exact,
+        resource_patterns=tuple(patterns),
+        defaults=defaults,
+    )
+
+
+# Compiled per settings object, i.e. per policy version: a reload validates new (frozen) models,
+# and the entries of the old ones go away with them.
+_compiled: dict[int, CompiledAcl] = {}
+
+
+def compiled(settings: AclSettings) -> CompiledAcl:
+    acl = _compiled.get(id(settings))
+    if acl is None or acl.settings is not settings:
+        acl = _compiled[id(settings)] = compile_acl(settings)
+        weakref.finalize(settings, _compiled.pop, id(settings), None)
+    return acl
+
+
+def route_acl(policy: "Policy", route_name: str | None) -> CompiledAcl | None:
+    """The compiled ACL of a route, or None when the route is ungoverned."""
+    route = policy.routes.get(route_name) if route_name else None
+    settings = route.acl if route is not None else None
+    if settings is None:
+        return None
+    first_use = id(settings) not in _compiled
+    acl = compiled(settings)
+    if first_use:
+        _warn_about_groups(policy, route_name, settings)
+    return acl
+
+
+def _warn_about_groups(policy: "Policy", route_name: str, settings: AclSettings) -> None:
+    """Group names in ACL lists only match with include_consumer_groups: say so rather than let a
+    `deny: [suspended]` quietly deny nobody."""
+    if settings.include_consumer_groups:
+        return
+    lists: list[AclLists] = [*settings.default_acl, *(e.acl for e in (*settings.tools, *settings.prompts, *settings.resources)
+                                                       if e.acl is not None)]
+    named = {s for lst in lists for s in (*(lst.allow or ()), *(lst.deny or ()))}
+    groups = sorted(s for s in named if s in policy.consumer_groups and s not in policy.consumers)
+    if groups:
+        log.warning("route %s: the ACL names consumer group(s) %s, which never match because "
+                    "include_consumer_groups is false", route_name, ", ".join(groups))

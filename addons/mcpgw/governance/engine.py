@@ -1,0 +1,125 @@
+"""The one decision function. Enforcement of calls, filtering of lists and `explain` all ask a
+`SubjectView`, so a list can never show what a call would refuse, nor hide what it would allow.
+
+Evaluation of one allow/deny pair, as Kong's ai-mcp-proxy documents it:
+  1. the caller matches `deny`                      -> denied
+  2. an `allow` list exists and the caller is not on it -> denied
+  3. otherwise (only `deny`, caller not on it; or no lists) -> allowed
+The pair evaluated is the primitive's own `acl` if it has one, else the `default_acl` of its scope.
+The caller's subjects are its consumer_identifier value and, with include_consumer_groups, its
+consumer group names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .acl import CompiledAcl, CompiledLists, Primitive, route_acl
+
+if TYPE_CHECKING:
+    from ..context import Decision
+    from ..identity.consumers import Identity
+    from ..policy.models import Policy
+
+_MAX_VIEWS = 1024  # distinct subject sets per policy version kept precomputed
+_MAX_CACHED_URIS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    rule: str  # which list decided, e.g. "acl.tools[push_files].allow"
+
+
+def evaluate(lists: CompiledLists, subjects: frozenset[str]) -> Verdict:
+    if lists.deny and not subjects.isdisjoint(lists.deny):
+        return Verdict(False, lists.where + ".deny")
+    if lists.allow is not None:
+        return Verdict(not subjects.isdisjoint(lists.allow), lists.where + ".allow")
+    return Verdict(True, lists.where + (".deny" if lists.deny is not None else ""))
+
+
+def subjects_of(identity: "Identity | None", acl: CompiledAcl) -> frozenset[str]:
+    """What an ACL list entry can name for this caller. An anonymous caller has no subjects: it
+    passes only ACLs without an allow list."""
+    if identity is None:
+        return frozenset()
+    field = acl.settings.consumer_identifier
+    own = identity.username if field == "username" else identity.id if field == "consumer_id" else identity.custom_id
+    subjects = {own} if own else set()
+    if acl.settings.include_consumer_groups:
+        subjects.update(identity.groups)
+    return frozenset(subjects)
+
+
+class SubjectView:
+    """Every verdict of one compiled ACL for one set of subjects, computed up front for the named
+    primitives; a tool lookup on the hot path is one dict access."""
+
+    __slots__ = ("acl", "subjects", "tools", "prompts", "default_tool", "default_prompt", "default_resource",
+                 "_exact_resources", "_resource_patterns", "_resource_cache")
+
+    def __init__(self, acl: CompiledAcl, subjects: frozenset[str]):
+        self.acl = acl
+        self.subjects = subjects
+        self.tools = {name: evaluate(lists, subjects) for name, lists in acl.tools.items()}
+        self.prompts = {name: evaluate(lists, subjects) for name, lists in acl.prompts.items()}
+        self.default_tool = evaluate(acl.defaults["tool"], subjects)
+        self.default_prompt = evaluate(acl.defaults["prompt"], subjects)
+        self.default_resource = evaluate(acl.defaults["resource"], subjects)
+        self._exact_resources = {uri: evaluate(lists, subjects) for uri, lists in acl.resources.items()}
+        self._resource_patterns = tuple((rx, evaluate(lists, subjects)) for rx, lists in acl.resource_patterns)
+        self._resource_cache: dict[str, Verdict] = {}
+
+    def tool(self, name: str) -> Verdict:
+        return self.tools.get(name, self.default_tool)
+
+    def prompt(self, name: str) -> Verdict:
+        return self.prompts.get(name, self.default_prompt)
+
+    def resource(self, uri: str) -> Verdict:
+        """Exact URI entries first, then patterns in the order written, then the default."""
+        verdict = self._resource_cache.get(uri)
+        if verdict is None:
+            verdict = self._exact_resources.get(uri)
+            if verdict is None:
+                verdict = next((v for rx, v in self._resource_patterns if rx.match(uri)), self.default_resource)
+            if len(self._resource_cache) >= _MAX_CACHED_URIS:
+                self._resource_cache.clear()
+            self._resource_cache[uri] = verdict
+        return verdict
+
+    def decide(self, primitive: Primitive, name: str) -> Verdict:
+        if primitive == "tool":
+            return self.tool(name)
+        if primitive == "prompt":
+            return self.prompt(name)
+        if primitive == "resource":
+            return self.resource(name)
+        raise ValueError(f"unknown primitive {primitive!r}")
+
+
+def view(acl: CompiledAcl, identity: "Identity | None") -> SubjectView:
+    subjects = subjects_of(identity, acl)
+    found = acl.views.get(subjects)
+    if found is None:
+        if len(acl.views) >= _MAX_VIEWS:
+            acl.views.clear()
+        found = acl.views[subjects] = SubjectView(acl, subjects)
+    return found
+
+
+def explain(policy: "Policy", route_name: str, identity: "Identity | None", primitive: Primitive, name: str) -> "Decision":
+    """What the gateway decides when `identity` uses primitive `name` on `route_name` under
+    `policy`: the same decision enforcement and list filtering make. A route without an `acl` is
+    ungoverned: everything is allowed. Raises KeyError for an unknown route."""
+    from ..context import Decision  # context imports the policy models, which import this package
+
+    if route_name not in policy.routes:
+        raise KeyError(f"no route named {route_name!r}")
+    acl = route_acl(policy, route_name)
+    if acl is None:
+        return Decision(True, primitive=primitive, name=name, reason="no acl")
+    verdict = view(acl, identity).decide(primitive, name)
+    return Decision(verdict.allowed, primitive=primitive, name=name, rule=verdict.rule, reason="acl",
+                    shadow=acl.shadow and not verdict.allowed)
