@@ -17,7 +17,7 @@ from . import context, guards, pipeline
 from .context import FlowContext
 from .policy.loader import PolicyError
 from .policy.store import PolicyStore, Snapshot
-from .responses import gateway_failure, json_response
+from .responses import gateway_failure, json_response, replacing_upstream
 
 log = logging.getLogger("mcpgw")
 
@@ -145,10 +145,10 @@ class MCPGateway:
         fctx = context.get(flow)
         if fctx is None or flow.response is None:
             return
-        with self._fail_closed(flow, "process the upstream response", status=502):
+        with self._fail_closed(flow, "process the upstream response", status=502, at_headers=True):
             replacement = pipeline.run_sync(pipeline.RESPONSE_HEADER_PHASES, fctx, flow)
             if replacement is not None:
-                flow.response = replacement
+                flow.response = replacing_upstream(replacement)
             if fctx.snapshot.policy.gateway.debug_headers:
                 flow.response.headers["X-MCP-Gateway-Policy"] = f"{fctx.snapshot.version}-{fctx.snapshot.digest[:12]}"
                 flow.response.headers["X-MCP-Gateway-Route"] = fctx.route_name or ""
@@ -194,11 +194,11 @@ class MCPGateway:
         return self._hosts_cache[1]
 
     @contextlib.contextmanager
-    def _fail_closed(self, flow: http.HTTPFlow, what: str, status: int = 500):
+    def _fail_closed(self, flow: http.HTTPFlow, what: str, status: int = 500, at_headers: bool = False):
         try:
             yield
         except Exception:
             log.exception("MCP gateway could not %s (%s); refusing", what, flow.request.pretty_url)
             resp = gateway_failure(flow.request, what)
             resp.status_code = status
-            flow.response = resp
+            flow.response = replacing_upstream(resp) if at_headers else resp

@@ -3,6 +3,7 @@ CORS, for gateway mode."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -37,14 +38,14 @@ class CorsConfig(StrictModel):
         return [m.upper() for m in v]
 
 
+_AUTHORITY = re.compile(r"^(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._-]+))(?::\d{1,5})?$")
+
+
 def host_of(authority: str | None) -> str:
-    """Hostname of a Host header value, lower-case, without port or IPv6 brackets."""
-    if not authority:
-        return ""
-    authority = authority.strip().lower()
-    if authority.startswith("["):
-        return authority[1:authority.find("]")] if "]" in authority else ""
-    return authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
+    """Hostname of a Host header value, lower-case, without port or IPv6 brackets; "" when the
+    value is not a well-formed host[:port] (it is echoed into public URLs, so nothing else passes)."""
+    m = _AUTHORITY.match((authority or "").strip().lower())
+    return (m.group("v6") or m.group("name")) if m else ""
 
 
 def public_hosts(gateway_urls: list[str], extra: list[str], option_hosts: list[str]) -> frozenset[str]:

@@ -56,3 +56,23 @@ def gateway_failure(request: http.Request | None, what: str) -> http.Response:
     if request is not None and request.method == "POST" and "json" in request.headers.get("content-type", ""):
         return jsonrpc_errors_response(request, [jsonrpc_error(None, -32603, body["message"])], status=500)
     return json_response(500, body)
+
+
+class _ReplacementBody:
+    """Stream callable for an answer that replaces the upstream's after its headers arrived.
+
+    mitmproxy goes on reading the upstream body into whatever `flow.response` is, so a plain
+    replacement would reach the client with the upstream's body. This sends the replacement's own
+    body once and discards every upstream chunk."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        out, self.body = ([self.body] if self.body else []), b""
+        return out
+
+
+def replacing_upstream(resp: http.Response) -> http.Response:
+    resp.stream = _ReplacementBody(resp.raw_content or b"")
+    return resp

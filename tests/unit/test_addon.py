@@ -144,3 +144,20 @@ async def test_invalid_policy_change_at_runtime_is_refused_and_old_one_kept(gate
     with pytest.raises(exceptions.OptionsError):
         tctx.configure(addon, mcp_policy=str(bad))
     assert addon.store.current.digest == first.digest and addon.store.path == first.files[0]
+
+
+async def test_refusal_at_response_headers_never_carries_the_upstream_body(gateway, monkeypatch):
+    """mitmproxy keeps reading the upstream body into flow.response after responseheaders: a
+    replacement must send its own body and discard the upstream's."""
+    from mcpgw.responses import json_response
+
+    addon, _, _ = gateway
+    monkeypatch.setattr(pipeline, "RESPONSE_HEADER_PHASES",
+                        (lambda ctx, flow: json_response(502, {"message": "refused"}),))
+    f = await through(addon, reverse_flow())
+    f.response = tflow.tresp()
+    addon.responseheaders(f)
+    assert f.response.status_code == 502
+    sent = f.response.stream(b"upstream secret body") + f.response.stream(b"more") + f.response.stream(b"")
+    assert b"".join(sent) == b'{"message":"refused"}' == f.response.raw_content
+    assert int(f.response.headers["content-length"]) == len(b"".join(sent))
