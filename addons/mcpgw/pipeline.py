@@ -16,7 +16,7 @@ from mitmproxy import http
 from . import forwarding, guards, inbound, streaming
 from .context import FlowContext
 from .governance import enforce
-from .identity import keyauth, prm, upstream_headers
+from .identity import keyauth, oauth, prm, upstream_headers
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
 
@@ -33,6 +33,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     # identity
     upstream_headers.strip_client_identity_headers,
     prm.challenge,
+    oauth.authenticate,
     keyauth.authenticate,
     forwarding.check_body,
     inbound.parse_client_messages,

@@ -12,6 +12,7 @@ from ..governance.acl import AclSettings
 from ..guards import CorsConfig
 from ..identity.consumers import Consumer, ConsumerGroup, groups_validator, normalize_groups
 from ..identity.keyauth import KeyAuthConfig, check_anonymous
+from ..identity.oauth import OAuthConfig
 from ..identity.prm import PrmConfig, check_discovery
 from .base import ByteSize, StrictModel
 
@@ -67,6 +68,7 @@ class Route(StrictModel):
     key_auth: KeyAuthConfig | None = Field(None, description="Identify the consumer by an API key (docs/identity.md)")
     prm: PrmConfig | None = Field(None, description="OAuth discovery: PRM challenge, rewrite or serve (docs/identity.md)")
     upstream_identity_headers: bool = Field(False, description="Send the caller's identity upstream as X-Consumer-* headers")
+    oauth: OAuthConfig | None = Field(None, description="OAuth 2 resource server: require a valid bearer token (docs/identity.md)")
     acl: AclSettings | None = Field(None, description="Tool governance: per-consumer ACLs on tools, prompts and resources (docs/governance.md)")
 
     @field_validator("paths")
