@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from . import context, guards, pipeline
+from . import context, guards, pipeline, redaction
 from .context import FlowContext
 from .policy.loader import PolicyError
 from .policy.store import PolicyStore, Snapshot
@@ -39,10 +40,12 @@ class MCPGateway:
         self._running = False
         self._watcher: asyncio.Task | None = None
         self._poll = 1.0
+        self._uninstall_redaction: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def load(self, loader) -> None:
+        self._uninstall_redaction = redaction.install(self.store)  # before anything is loaded or logged
         loader.add_option("mcp_policy", str, "",
                           f"MCP gateway policy file (native YAML or a Kong decK file). Default: {DEFAULT_POLICY} if it exists.")
         loader.add_option("mcp_public_hosts", str, "",
@@ -108,11 +111,14 @@ class MCPGateway:
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+        if self._uninstall_redaction is not None:
+            self._uninstall_redaction()
+            self._uninstall_redaction = None
 
     @command.command("mcp.reload")
     def reload(self) -> str:
         """Re-read the policy file now; an invalid version is rejected and the active one stays."""
-        result = self.store.reload(force=True)
+        result = redaction.redact(self.store.reload(force=True))
         log.info("mcp.reload: %s", result)
         return result
 
@@ -130,6 +136,8 @@ class MCPGateway:
             if fctx is not None:
                 flow.request.stream = False  # governed bodies are inspected whole
                 flow.response = pipeline.run_sync(pipeline.HEADER_PHASES, fctx, flow)
+        if flow.response is not None:
+            redaction.mask_request(flow.request)  # answered here; mitmproxy keeps (and may save) the flow
 
     async def request(self, flow: http.HTTPFlow) -> None:
         fctx = context.get(flow)
@@ -140,6 +148,8 @@ class MCPGateway:
         except Exception:
             log.exception("request pipeline failed on route %s; refusing", fctx.route_name)
             flow.response = gateway_failure(flow.request, "process it")
+        if flow.response is not None:
+            redaction.mask_request(flow.request)  # answered here; mitmproxy keeps (and may save) the flow
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         fctx = context.get(flow)

@@ -13,7 +13,7 @@ from typing import Awaitable, Callable
 
 from mitmproxy import http
 
-from . import forwarding, guards, inbound, streaming
+from . import credentials, forwarding, guards, inbound, redaction, streaming
 from .context import FlowContext
 from .governance import enforce
 from .identity import keyauth, oauth, prm, upstream_headers
@@ -22,6 +22,7 @@ Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable
 
 # At request headers, before the body is read.
 HEADER_PHASES: tuple[Phase, ...] = (
+    redaction.note_client_credentials,  # first: whatever happens next, these values stay out of logs
     forwarding.check_declared_size,
 )
 
@@ -41,7 +42,9 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     enforce.enforce_acl,
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase
+    credentials.mediate,  # after the identity headers, which its operations may change (as in Kong)
     forwarding.forward,
+    credentials.check_destination,  # the final target, once forward has set it
     forwarding.not_routed,
 )
 
@@ -56,6 +59,7 @@ PRM_REQUEST_PHASES: tuple[Phase, ...] = (
 )
 
 RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
+    redaction.mask_sent_request,  # first, so a phase answering instead cannot skip it
     guards.add_cors_to_response,
     streaming.prepare_response,
     prm.rewrite_upstream_challenge,

@@ -3,11 +3,12 @@ referenced here, so a route reads as the list of what applies to it."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from ..credentials import CredentialsConfig, check_route as check_credentials
 from ..governance.acl import AclSettings
 from ..guards import CorsConfig
 from ..identity.consumers import Consumer, ConsumerGroup, groups_validator, normalize_groups
@@ -70,6 +71,7 @@ class Route(StrictModel):
     upstream_identity_headers: bool = Field(False, description="Send the caller's identity upstream as X-Consumer-* headers")
     oauth: OAuthConfig | None = Field(None, description="OAuth 2 resource server: require a valid bearer token (docs/identity.md)")
     acl: AclSettings | None = Field(None, description="Tool governance: per-consumer ACLs on tools, prompts and resources (docs/governance.md)")
+    credentials: CredentialsConfig | None = Field(None, description="Upstream credential: passthrough (default) or inject a stored one (docs/credentials.md)")
 
     @field_validator("paths")
     @classmethod
@@ -96,6 +98,10 @@ class GatewaySettings(StrictModel):
     intercept_unmatched: Literal["pass", "block"] = Field("pass", description="Intercept mode: what to do with traffic no route governs")
     debug_headers: bool = Field(False, description="Add X-MCP-Gateway-Policy (version and digest) and X-MCP-Gateway-Route to responses")
     max_body_size: ByteSize = Field(1024 * 1024, gt=0, description="Largest request body accepted on a governed route")
+    env_file: str | None = Field(None, description="dotenv file (NAME=value) read for {env://NAME} before the process environment; "
+                                                   "watched, so rewriting it rotates secrets (docs/credentials.md)")
+    secret_refresh: float | None = Field(None, gt=0, description="Seconds between re-resolutions of every secret reference, "
+                                                                 "even when no watched file changed")
 
     @field_validator("urls")
     @classmethod
@@ -127,6 +133,16 @@ class Policy(StrictModel):
     def _groups_as_mapping(cls, v):
         return normalize_groups(v)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_env_file(cls, data: Any, info: ValidationInfo) -> Any:
+        # Before any field is validated: secret references anywhere may name its variables.
+        gateway = data.get("gateway") if isinstance(data, dict) else None
+        resolver = (info.context or {}).get("secrets")
+        if isinstance(gateway, dict) and isinstance(gateway.get("env_file"), str) and resolver is not None:
+            resolver.load_env_file(gateway["env_file"])
+        return data
+
     @model_validator(mode="after")
     def _check_references(self) -> "Policy":
         groups_validator(self.consumer_groups, self.consumers)
@@ -137,6 +153,7 @@ class Policy(StrictModel):
                 raise ValueError(f"route {name!r} names service {route.service!r}, which is not defined (services: {known})")
             check_anonymous(name, route.key_auth, self.consumers)
             check_discovery(name, route)
+            check_credentials(name, route, self.consumer_groups)
             for p in route.paths:
                 if p in seen:
                     raise ValueError(f"path {p!r} is claimed by both route {seen[p]!r} and route {name!r}")

@@ -1,5 +1,11 @@
 """Secret references in policy values, resolved at load: `{env://NAME}`, `{file:///path}`
-(relative paths are relative to the policy file) and Kong's `{vault://env/NAME}`.
+(relative paths are relative to the policy file) and Kong's `{vault://env/NAME}`. A value is
+either one reference (`SecretValue`) or text with references embedded in it, such as
+`Bearer {env://TOKEN}` (`SecretTextValue`).
+
+`{env://NAME}` looks in the policy's `gateway.env_file` (dotenv syntax) before the process
+environment: the file can be rewritten to rotate a secret, the environment of a running process
+cannot.
 
 A resolved secret is a `Secret`, whose repr and str never show the value. Adding a backend is
 one class with a `scheme` and a `read(location)` method, registered in `BACKENDS`."""
@@ -18,6 +24,7 @@ from pydantic import PlainSerializer, ValidationInfo, WrapValidator
 from pydantic_core import core_schema
 
 REFERENCE = re.compile(r"^\{(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<location>[^{}]*)\}$")
+EMBEDDED_REFERENCE = re.compile(r"\{[a-z][a-z0-9+.-]*://[^{}]*\}")
 _FINGERPRINT_KEY = _random.token_bytes(32)  # per process: digests never reveal a secret
 
 
@@ -54,6 +61,17 @@ class Secret:
         return hash(("secret", hashlib.sha256(self._value.encode()).digest()))
 
 
+class SecretText(Secret):
+    """Text with secret references embedded, e.g. `Bearer {env://TOKEN}`. `reference` is the text
+    as written (safe to show); `parts` are the secrets it embeds, each also secret on its own."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, value: str, reference: str | None = None, parts: tuple[Secret, ...] = ()):
+        super().__init__(value, reference)
+        self.parts = parts
+
+
 class Backend:
     scheme: ClassVar[str]
 
@@ -70,9 +88,10 @@ class EnvBackend(Backend):
     def read(self, location: str) -> str:
         if not location:
             raise SecretError("env reference needs a variable name, e.g. {env://GITHUB_TOKEN}")
-        value = os.environ.get(location)
+        value = self.resolver.env.get(location, os.environ.get(location))
         if value is None:
-            raise SecretError(f"environment variable {location} is not set")
+            also = f" (nor in env file {self.resolver.env_file})" if self.resolver.env_file else ""
+            raise SecretError(f"environment variable {location} is not set{also}")
         if value == "":
             raise SecretError(f"environment variable {location} is empty")
         return value
@@ -112,6 +131,43 @@ class KongVaultBackend(Backend):
 
 BACKENDS: dict[str, type[Backend]] = {b.scheme: b for b in (EnvBackend, FileBackend, KongVaultBackend)}
 
+_ENV_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*?)\s*$")
+_ENV_DOUBLE_QUOTED = re.compile(r'"(?P<text>(?:[^"\\]|\\.)*)"\s*(?:#.*)?')
+_ENV_SINGLE_QUOTED = re.compile(r"'(?P<text>[^']*)'\s*(?:#.*)?")
+_ENV_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def parse_env_file(text: str, source: str) -> dict[str, str]:
+    """dotenv syntax: `NAME=value` lines, optionally prefixed with `export`; blank lines and `#`
+    comments are skipped. A value is unquoted (a ` #` starts a comment), 'single-quoted'
+    (literal) or "double-quoted" (with \\n, \\t, \\" and \\\\ escapes). Errors name the
+    line, never its content: the content is a secret."""
+    env: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _ENV_ASSIGNMENT.match(line)
+        if m is None:
+            raise SecretError(f"{source}, line {number}: expected NAME=value")
+        name, value = m["name"], m["value"]
+        if name in lines:
+            raise SecretError(f"{source}, line {number}: {name} is already set on line {lines[name]}")
+        if value.startswith('"'):
+            quoted = _ENV_DOUBLE_QUOTED.fullmatch(value)
+            if quoted is None:
+                raise SecretError(f"{source}, line {number}: unterminated double quote")
+            value = re.sub(r"\\(.)", lambda e: _ENV_ESCAPES.get(e[1], e[0]), quoted["text"])
+        elif value.startswith("'"):
+            quoted = _ENV_SINGLE_QUOTED.fullmatch(value)
+            if quoted is None:
+                raise SecretError(f"{source}, line {number}: unterminated single quote")
+            value = quoted["text"]
+        else:
+            value = re.split(r"\s#", value, maxsplit=1)[0].rstrip()
+        env[name], lines[name] = value, number
+    return env
+
 
 class SecretResolver:
     """Resolves references for one policy load and remembers what it read."""
@@ -119,7 +175,23 @@ class SecretResolver:
     def __init__(self, base_dir: Path | str = "."):
         self.base_dir = Path(base_dir)
         self.files: list[Path] = []
+        self.env: dict[str, str] = {}  # from gateway.env_file, consulted before os.environ
+        self.env_file: Path | None = None
         self._values: list[str] = []
+
+    def load_env_file(self, location: str) -> None:
+        """Read the policy's `gateway.env_file`; it is watched like the policy file."""
+        path = Path(location).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        self.files.append(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SecretError(f"env file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise SecretError(f"cannot read env file {path}: {e}") from None
+        self.env, self.env_file = parse_env_file(text, str(path)), path
 
     def resolve(self, text: str) -> Secret:
         m = REFERENCE.match(text.strip())
@@ -134,6 +206,17 @@ class SecretResolver:
             raise SecretError(f"cannot resolve {text}: {e}") from None
         self._values.append(value)
         return Secret(value, reference=text)
+
+    def resolve_text(self, text: str) -> SecretText:
+        """Resolve every reference embedded in `text`; text without references stays as written."""
+        parts: list[Secret] = []
+
+        def substitute(m: re.Match[str]) -> str:
+            parts.append(self.resolve(m[0]))
+            return parts[-1].reveal()
+
+        value = EMBEDDED_REFERENCE.sub(substitute, text)
+        return SecretText(value, reference=text if parts else None, parts=tuple(parts))
 
     def fingerprint(self) -> bytes:
         mac = hmac.new(_FINGERPRINT_KEY, digestmod=hashlib.sha256)
@@ -157,3 +240,20 @@ SecretValue = Annotated[
     PlainSerializer(lambda s: s.reference or "<redacted>", return_type=str),
 ]
 """A policy field holding a secret: plain text or a reference, resolved while the policy loads."""
+
+
+def _validate_secret_text(value: Any, handler: Any, info: ValidationInfo) -> SecretText:
+    if isinstance(value, SecretText):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a string, optionally with secret references such as {env://NAME}")
+    resolver = (info.context or {}).get("secrets") or SecretResolver()
+    return resolver.resolve_text(value)
+
+
+SecretTextValue = Annotated[
+    SecretText,
+    WrapValidator(_validate_secret_text),
+    PlainSerializer(lambda s: s.reference or "<redacted>", return_type=str),
+]
+"""A policy field holding text with embedded secret references, e.g. `Bearer {env://TOKEN}`."""
