@@ -15,7 +15,10 @@ from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from . import context, guards, pipeline, redaction
+from .auditlog import AuditLog
 from .context import FlowContext
+from .metrics import Metrics
+from .mitm_ui import MCPConsole
 from .policy.loader import PolicyError
 from .policy.store import PolicyStore, Snapshot
 from .responses import gateway_failure, json_response, replacing_upstream
@@ -41,6 +44,10 @@ class MCPGateway:
         self._watcher: asyncio.Task | None = None
         self._poll = 1.0
         self._uninstall_redaction: Callable[[], None] | None = None
+        # Audit log, metrics and mitmproxy UI: child addons, whose hooks mitmproxy runs after this
+        # addon's own on every flow, so they see each flow as the pipeline left it.
+        self.audit = AuditLog(self.store)
+        self.addons = [self.audit, Metrics(self.store, self.audit), MCPConsole(self.store)]
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -62,6 +62,8 @@ class FlowContext:
     # gateway mode: set when a phase has pointed the request at its upstream; a request for which
     # no phase did so is answered 404 rather than sent to the listener's nominal target
     upstream_set: bool = False
+    # the phase that answered the client itself (e.g. "identity.keyauth.authenticate"), for audit
+    answered_by: str | None = None
 
     @property
     def route_name(self) -> str | None:

@@ -82,6 +82,7 @@ async def run(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) 
         if inspect.isawaitable(result):
             result = await result
         if result is not None:
+            ctx.answered_by = phase_name(phase)
             return result
     return None
 
@@ -92,5 +93,12 @@ def run_sync(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) -
         if inspect.isawaitable(result):  # pragma: no cover - a wiring error, caught by tests
             raise TypeError(f"phase {phase.__qualname__} is async but runs in a synchronous hook")
         if result is not None:
+            ctx.answered_by = phase_name(phase)
             return result
     return None
+
+
+def phase_name(phase: Phase) -> str:
+    """A phase as audit records name it: module path inside the package, then the function."""
+    module = getattr(phase, "__module__", "").removeprefix("mcpgw.")
+    return f"{module}.{getattr(phase, '__qualname__', type(phase).__name__)}"

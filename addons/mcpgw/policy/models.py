@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from ..audit import AuditSettings
 from ..credentials import CredentialsConfig, check_route as check_credentials
 from ..governance.acl import AclSettings
 from ..guards import CorsConfig
@@ -71,6 +72,7 @@ class Route(StrictModel):
     upstream_identity_headers: bool = Field(False, description="Send the caller's identity upstream as X-Consumer-* headers")
     oauth: OAuthConfig | None = Field(None, description="OAuth 2 resource server: require a valid bearer token (docs/identity.md)")
     acl: AclSettings | None = Field(None, description="Tool governance: per-consumer ACLs on tools, prompts and resources (docs/governance.md)")
+    audit: AuditSettings | None = Field(None, description="Audit log settings of this route, e.g. log_payloads (docs/observability.md)")
     credentials: CredentialsConfig | None = Field(None, description="Upstream credential: passthrough (default) or inject a stored one (docs/credentials.md)")
 
     @field_validator("paths")
