@@ -97,7 +97,8 @@ def validate_policy(data: Any, root: yaml.Node | None, source: str, resolver: Se
     if "_format_version" in data:
         from .deck import translate_deck  # decK files are translated into the native model
 
-        data = translate_deck(data, source)
+        # Problems are located in the decK file; the native result's keys are not its lines.
+        data, root = translate_deck(data, source, root), None
     try:
         return Policy.model_validate(data, context={"secrets": resolver})
     except ValidationError as e:

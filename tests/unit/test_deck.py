@@ -1,0 +1,693 @@
+"""Kong decK files as policies (policy/deck.py, policy/deck_plugins.py): every supported construct,
+every refusal with its message, decK's env substitution, the recipe of seeds/003 and the examples
+of seeds/000 and 002, and the converter."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mitmproxy import http
+from mitmproxy.test import tflow
+
+from mcpgw import pipeline
+from mcpgw.context import FlowContext
+from mcpgw.policy.deck import convert_file, translate_deck
+from mcpgw.policy.loader import PolicyError, load_policy_file
+from mcpgw.policy.models import Policy
+from mcpgw.policy.store import Snapshot
+from mcpgw.routing import RouteTable
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "tests" / "data" / "kong-recipe.yaml"
+RECIPE_ENV = {
+    "DECK_KONNECT_MCP_HOST": "us.mcp.konghq.com",
+    "DECK_KONNECT_MCP_TOKEN": "kpat_stored_credential",
+    "DECK_OAUTH_AUTH_SERVER": "https://idp.example.com/oauth2/default",
+    "DECK_OAUTH_INTROSPECTION_URL": "https://idp.example.com/oauth2/default/v1/introspect",
+    "DECK_OAUTH_CLIENT_ID": "kong-introspector",
+    "DECK_OAUTH_CLIENT_SECRET": "introspection-secret",
+}
+UPSTREAM = "http://127.0.0.1:8931/mcp"
+_versions = itertools.count(1)
+
+
+def deck(*routes_plugins: dict, consumers: list | None = None, groups: list | None = None, **extra) -> dict:
+    """A decK file with one service and one route carrying `routes_plugins`."""
+    doc = {
+        "_format_version": "3.0",
+        "consumer_groups": groups if groups is not None else [{"name": "admin"}, {"name": "developer"}],
+        "consumers": consumers if consumers is not None else [
+            {"username": "admin-user", "keyauth_credentials": [{"key": "admin-api-key"}], "groups": [{"name": "admin"}]},
+            {"username": "dev-user", "custom_id": "okta|dev", "keyauth_credentials": [{"key": "dev-api-key"}],
+             "groups": [{"name": "developer"}]},
+        ],
+        "services": [{"name": "mcp", "url": UPSTREAM, "routes": [{"name": "r", "paths": ["/mcp"],
+                                                                  "plugins": copy.deepcopy(list(routes_plugins))}]}],
+    }
+    doc.update(extra)
+    return doc
+
+
+def translate(doc: dict, env: dict | None = None, **kw) -> dict:
+    return translate_deck(copy.deepcopy(doc), "kong.yaml", env=env or {}, **kw)
+
+
+def problems(doc: dict, env: dict | None = None) -> list[str]:
+    with pytest.raises(PolicyError) as refused:
+        translate(doc, env)
+    assert refused.value.source == "kong.yaml"
+    return refused.value.problems
+
+
+def only_problem(doc: dict, env: dict | None = None) -> str:
+    found = problems(doc, env)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def route(doc: dict, name: str = "r") -> dict:
+    return translate(doc)["routes"][name]
+
+
+KEY_AUTH = {"name": "key-auth", "config": {"key_names": ["apikey"], "hide_credentials": True}}
+OAUTH = {"name": "ai-mcp-oauth2", "config": {
+    "resource": "https://gw.example.com/mcp", "authorization_servers": ["https://idp.example.com"],
+    "introspection_endpoint": "https://idp.example.com/introspect", "client_id": "kong", "client_secret": "s",
+    "passthrough_credentials": False}}
+SWAP = {"name": "request-transformer-advanced", "config": {"add": {"headers": ["Authorization:Bearer stored"]}}}
+DATAKIT = {"name": "datakit", "config": {"nodes": [
+    {"name": "CHECK_AUTH", "type": "jq", "inputs": {"headers": "request.headers"},
+     "jq": ".headers.Authorization? != null or .headers.authorization? != null"},
+    {"name": "AUTH_BRANCH", "type": "branch", "input": "CHECK_AUTH", "else": ["UNAUTH_RESPONSE", "UNAUTH_EXIT"]},
+    {"name": "UNAUTH_RESPONSE", "type": "static", "values": {
+        "content-type": "application/json",
+        "www-authenticate": 'Bearer resource_metadata="https://gw.example.com/.well-known/oauth-protected-resource/mcp", '
+                            'error="invalid_token"',
+        "BODY": '{"message": "Unauthorized"}'}},
+    {"name": "UNAUTH_EXIT", "type": "exit", "status": 401,
+     "inputs": {"body": "UNAUTH_RESPONSE.BODY", "headers": "UNAUTH_RESPONSE"}},
+]}}
+
+
+# --- the recipe (seeds/003) ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def recipe_env(monkeypatch):
+    for name, value in RECIPE_ENV.items():
+        monkeypatch.setenv(name, value)
+    return RECIPE_ENV
+
+
+def test_recipe_loads_unchanged(recipe_env):
+    policy, _, _ = load_policy_file(RECIPE)
+    assert list(policy.routes) == ["github-mcp", "konnect-mcp"]  # the PRM route is folded into github-mcp
+    assert list(policy.services) == ["github-mcp-service", "konnect-mcp-service"]
+    assert policy.services["konnect-mcp-service"].url == "https://us.mcp.konghq.com"
+    assert set(policy.consumers) == {"admin-user", "dev-user"} and policy.consumers["dev-user"].groups == ["developer"]
+
+    github = policy.routes["github-mcp"]
+    assert github.paths == ["/github-mcp"] and github.strip_path
+    assert github.key_auth.key_names == ["apikey"] and github.key_auth.hide_credentials
+    assert (github.prm.challenge, github.prm.mode) == (True, "rewrite")
+    assert github.prm.upstream_url == "https://localhost/.well-known/oauth-protected-resource/mcp"
+    assert github.prm.resource == "https://localhost:8443/github-mcp"
+    assert github.acl.consumer_identifier == "username" and github.acl.include_consumer_groups
+    assert github.acl.default_acl[0].deny == ["developer"]
+    assert [(t.name, t.acl.allow) for t in github.acl.tools][:1] == [("search_repositories", ["admin", "developer"])]
+    assert len(github.acl.tools) == 11 and github.audit.log_payloads
+    assert github.credentials is None  # the GitHub token passes through
+
+    konnect = policy.routes["konnect-mcp"]
+    assert konnect.paths == ["/konnect-mcp"]  # its well-known path is served by the gateway
+    oauth = konnect.oauth
+    assert oauth.introspection_endpoint == RECIPE_ENV["DECK_OAUTH_INTROSPECTION_URL"]
+    assert oauth.client_secret.reveal() == "introspection-secret" and not oauth.passthrough_credentials
+    assert (oauth.consumer_claim, oauth.consumer_by, oauth.consumer_optional) == (["sub"], ["username", "custom_id"], True)
+    assert konnect.credentials.mode == "inject"
+    assert [(n, v.reveal()) for n, v in konnect.credentials.add.headers] == [("Authorization", "Bearer kpat_stored_credential")]
+    assert konnect.cors.origins == ["*"] and policy.gateway.urls == ["https://localhost:8443"]
+
+
+def test_recipe_needs_its_variables():
+    refused = problems(yaml.safe_load(RECIPE.read_text()), {})
+    assert len(refused) == 6
+    assert refused[0] == ('services[2].host: environment variable DECK_KONNECT_MCP_HOST is not set '
+                          '(${{ env "DECK_KONNECT_MCP_HOST" }})')
+
+
+def test_converter_output_behaves_like_the_deck_file(recipe_env, tmp_path):
+    native_text = convert_file(RECIPE, env=recipe_env)
+    assert "{env://DECK_KONNECT_MCP_TOKEN}" in native_text and "{env://DECK_OAUTH_CLIENT_SECRET}" in native_text
+    assert "kpat_stored_credential" not in native_text and "introspection-secret" not in native_text
+    (tmp_path / "native.yaml").write_text(native_text)
+    from_native, _, _ = load_policy_file(tmp_path / "native.yaml")
+    from_deck, _, _ = load_policy_file(RECIPE)
+    assert from_native == from_deck  # secrets compare by value
+
+    inline = convert_file(RECIPE, env=recipe_env, inline_secrets=True)
+    assert "Authorization:Bearer kpat_stored_credential" in inline
+    assert yaml.safe_load(inline) == translate_deck(yaml.safe_load(RECIPE.read_text()), str(RECIPE), env=recipe_env)
+
+
+def test_converter_script(recipe_env, tmp_path):
+    script = [sys.executable, str(ROOT / "scripts" / "deck2policy.py")]
+    done = subprocess.run([*script, str(RECIPE), "-o", str(tmp_path / "p.yaml")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "github-mcp" in yaml.safe_load((tmp_path / "p.yaml").read_text())["routes"]
+    usage = subprocess.run([*script, "--help"], capture_output=True, text=True)
+    assert usage.returncode == 0 and "--set mcp_policy=kong.yaml" in usage.stdout
+    (tmp_path / "bad.yaml").write_text('_format_version: "3.0"\nservices: [{name: s, url: "http://x", '
+                                       'plugins: [{name: rate-limiting}]}]\n')
+    failed = subprocess.run([*script, str(tmp_path / "bad.yaml")], capture_output=True, text=True)
+    assert failed.returncode == 1 and "services[0].plugins[0] (name: rate-limiting) (line 2)" in failed.stderr
+
+
+# --- seeds/000 and seeds/002: key-auth on a service ----------------------------------------------
+
+
+SEED_000 = """
+_format_version: "3.0"
+services:
+- name: example-clean-service
+  url: http://127.0.0.1:8931/anything
+  routes:
+  - name: example-clean-route
+    paths: [/anything]
+plugins:
+- name: key-auth
+  service: example-clean-service
+  config:
+    key_names:
+    - apikey
+consumers:
+- username: alex
+  keyauth_credentials:
+  - key: hello_world
+"""
+
+SEED_002 = """
+_format_version: "3.0"
+services:
+- name: mcp-service
+  url: http://127.0.0.1:8931/mcp
+  routes:
+  - name: mcp-route
+    paths: [/llm/v1/chat]
+plugins:
+- name: key-auth
+  service: mcp-service
+  config:
+    key_names:
+      - apikey
+consumers:
+- username: chat-client
+  keyauth_credentials:
+    - key: secret-chat-key
+"""
+
+
+async def run_request(policy: Policy, path: str, headers: dict[str, str]) -> tuple[FlowContext, http.HTTPFlow, http.Response | None]:
+    snap = Snapshot(policy, RouteTable(policy), "test", next(_versions), "test", ())
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).encode()
+    fields = [(b"host", b"localhost:8000"), (b"content-type", b"application/json"),
+              (b"accept", b"application/json, text/event-stream"), *((k.encode(), v.encode()) for k, v in headers.items())]
+    flow = tflow.tflow(req=http.Request.make("POST", "http://localhost:8000" + path, body, http.Headers(fields)))
+    ctx = FlowContext(snap, "gateway", snap.routes.match_gateway(path), frozenset({"localhost"}), "localhost:8000", "http")
+    return ctx, flow, await pipeline.run(pipeline.REQUEST_PHASES, ctx, flow)
+
+
+@pytest.mark.parametrize("text, path, key", [(SEED_000, "/anything", "hello_world"),
+                                             (SEED_002, "/llm/v1/chat", "secret-chat-key")], ids=["seed-000", "seed-002"])
+async def test_seed_key_auth_validations(tmp_path, text, path, key):
+    (tmp_path / "kong.yaml").write_text(text)
+    policy, _, _ = load_policy_file(tmp_path / "kong.yaml")
+    ctx, flow, answer = await run_request(policy, path, {"apikey": key})
+    assert answer is None and ctx.upstream_set and flow.request.port == 8931  # 200: on its way to the upstream
+    assert "apikey" in flow.request.headers  # hide_credentials is false by default, as in Kong
+    for headers, message in (({"apikey": "another_key"}, "Unauthorized"), ({}, "No API key found in request")):
+        ctx, flow, answer = await run_request(policy, path, headers)
+        assert (answer.status_code, json.loads(answer.content)) == (401, {"message": message})
+        assert not ctx.upstream_set
+
+
+def test_seed_002_other_plugins_are_each_refused():
+    doc = yaml.safe_load(SEED_002)
+    doc["plugins"] += [
+        {"name": "ai-proxy-advanced", "service": "mcp-service", "config": {"targets": []}},
+        {"name": "ai-proxy", "consumer": "chat-client", "config": {"route_type": "llm/v1/chat"}},
+        {"name": "ai-rate-limiting-advanced", "service": "mcp-service", "config": {"strategy": "local"}},
+    ]
+    assert [p.split("): ")[0] + ")" for p in problems(doc)] == [
+        "plugins[1] (name: ai-proxy-advanced)", "plugins[2] (name: ai-proxy)", "plugins[3] (name: ai-rate-limiting-advanced)"]
+    assert all("is not supported; supported plugins: key-auth, ai-mcp-proxy" in p for p in problems(doc))
+
+
+# --- entities ----------------------------------------------------------------------------------------
+
+
+def test_services_from_host_port_protocol_path():
+    doc = deck()
+    doc["services"] = [
+        {"name": "a", "host": "api.example.com", "port": 443, "protocol": "https", "path": "/mcp", "tags": ["t"],
+         "connect_timeout": 5000, "read_timeout": 90000, "write_timeout": 60000, "retries": 5, "enabled": True,
+         "routes": [{"paths": ["/a"]}]},
+        {"name": "b", "host": "mcp.internal", "routes": [{"paths": ["/b"]}]},  # Kong's defaults: http, port 80
+        {"name": "c", "host": "::1", "port": "8080", "routes": [{"paths": ["/c"]}]},
+        {"name": "d", "url": "https://x.example.com:8443/mcp/", "connect_timeout": 60000, "routes": [{"paths": ["/d"]}]},
+        {"name": "off", "url": "http://off", "enabled": False, "routes": [{"paths": ["/off"]}]},
+    ]
+    native = translate(doc)
+    assert native["services"] == {"a": {"url": "https://api.example.com/mcp", "timeout": 90.0},
+                                  "b": {"url": "http://mcp.internal"}, "c": {"url": "http://[::1]:8080"},
+                                  "d": {"url": "https://x.example.com:8443/mcp/"}}
+    assert list(native["routes"]) == ["a-0", "b-0", "c-0", "d-0"]  # unnamed: service name and index
+
+
+def test_route_fields():
+    doc = deck()
+    doc["services"][0]["routes"] = [{
+        "name": "r", "paths": ["/mcp", "/mcp2"], "strip_path": False, "methods": ["get", "POST"],
+        "protocols": ["http", "https"], "hosts": ["MCP.example.com"], "preserve_host": False,
+        "request_buffering": False, "response_buffering": True, "tags": ["x"], "regex_priority": 0,
+        "path_handling": "v0", "https_redirect_status_code": 426, "id": "5f2a"}]
+    doc["routes"] = [{"name": "top", "service": {"name": "mcp"}, "paths": ["/top"], "hosts": ["mcp.example.com"]}]
+    doc["_info"] = {"select_tags": ["secure-external-mcp-gateway-recipe"]}
+    doc["_konnect"] = {"control_plane_name": "recipe"}
+    native = translate(doc)
+    assert native["routes"]["r"] == {"service": "mcp", "paths": ["/mcp", "/mcp2"], "strip_path": False,
+                                     "methods": ["GET", "POST"]}
+    assert native["routes"]["top"] == {"service": "mcp", "paths": ["/top"]}
+    assert native["gateway"]["hosts"] == ["mcp.example.com"]
+
+
+def test_route_without_paths_matches_everything():
+    doc = deck()
+    doc["services"][0]["routes"] = [{"name": "r", "methods": ["POST"]}]
+    assert route(doc)["paths"] == ["/"]
+
+
+def test_consumers_and_groups():
+    doc = deck(groups=[{"name": "admin", "tags": ["t"]}, {"name": "ops"}], consumers=[
+        {"username": "alice", "id": "6f1c", "custom_id": "okta|alice", "tags": ["t"],
+         "keyauth_credentials": [{"key": "k1", "id": "c1", "tags": ["t"]}, {"key": "k2"}],
+         "groups": [{"name": "admin"}, "ops"]},
+        {"username": "bob"}])
+    native = translate(doc)
+    assert native["consumer_groups"] == ["admin", "ops"]
+    assert native["consumers"] == {"alice": {"id": "6f1c", "custom_id": "okta|alice", "groups": ["admin", "ops"],
+                                             "keys": ["k1", "k2"]}, "bob": {}}
+
+
+# --- plugins -------------------------------------------------------------------------------------------
+
+
+def test_scopes_and_precedence():
+    doc = deck({"name": "cors", "config": {"origins": ["https://route.example"]}})
+    doc["services"][0]["routes"].append({"name": "other", "paths": ["/other"]})
+    doc["services"][0]["plugins"] = [{"name": "cors", "config": {"origins": ["https://service.example"]}}]
+    doc["plugins"] = [
+        {"name": "cors", "config": {"origins": ["https://global.example"]}},
+        {"name": "key-auth", "route": "other", "config": {"key_names": ["x-key"]}},
+        {"name": "key-auth", "service": "mcp", "instance_name": "service-keys", "tags": ["t"], "id": "p1",
+         "protocols": ["grpc", "grpcs", "http", "https"], "config": {"realm": "mcp"}},
+    ]
+    native = translate(doc)["routes"]
+    assert native["r"]["cors"]["origins"] == ["https://route.example"]  # route over service over global
+    assert native["other"]["cors"]["origins"] == ["https://service.example"]
+    assert native["other"]["key_auth"] == {"key_names": ["x-key"]}  # a route-scoped top-level plugin wins
+    assert native["r"]["key_auth"] == {"realm": "mcp"}
+
+
+def test_disabled_plugins_are_dropped():
+    doc = deck({"name": "rate-limiting", "enabled": False, "config": {"minute": 1}},
+               {**KEY_AUTH, "enabled": "false"})
+    assert "key_auth" not in route(doc)
+
+
+def test_kong_nulls_and_inert_defaults_are_accepted():
+    """What `deck gateway dump` writes: every option, unset ones as null, defaults spelled out."""
+    doc = deck({"name": "key-auth", "config": {
+        "anonymous": None, "hide_credentials": False, "key_in_body": False, "key_in_header": True, "key_in_query": True,
+        "key_names": ["apikey"], "realm": None, "run_on_preflight": True,
+        "identity_realms": [{"id": None, "region": None, "scope": "cp"}]}},
+        {"name": "cors", "config": {"origins": None, "credentials": False, "private_network": False,
+                                    "allow_origin_absent": True, "max_age": None, "preflight_continue": False}})
+    native = route(doc)
+    assert native["key_auth"] == {"hide_credentials": False, "key_in_body": False, "key_in_header": True,
+                                  "key_in_query": True, "key_names": ["apikey"], "run_on_preflight": True}
+    assert native["cors"] == {"credentials": False, "preflight_continue": False}
+
+
+def test_ai_mcp_proxy():
+    doc = deck(KEY_AUTH, {"name": "ai-mcp-proxy", "config": {
+        "mode": "passthrough-listener", "consumer_identifier": "custom_id", "include_consumer_groups": True,
+        "acl_attribute_type": "consumer", "server": {"forward_client_headers": True, "timeout": 10000},
+        "default_acl": [{"scope": "tools", "allow": ["admin"]}],
+        "tools": [{"name": "search_code", "description": "d", "annotations": {"read_only_hint": True},
+                   "acl": {"allow": ["okta|dev"]}}],
+        "logging": {"log_payloads": False, "log_statistics": True, "log_audits": True},
+        "max_request_body_size": 4 * 1024 * 1024}})
+    native = translate(doc)
+    assert native["routes"]["r"]["acl"] == {
+        "consumer_identifier": "custom_id", "include_consumer_groups": True,
+        "default_acl": [{"scope": "tools", "allow": ["admin"]}],
+        "tools": [{"name": "search_code", "description": "d", "acl": {"allow": ["okta|dev"]}}],
+        "max_request_body_size": 4 * 1024 * 1024}
+    assert "audit" not in native["routes"]["r"]
+    assert native["gateway"]["max_body_size"] == 4 * 1024 * 1024  # the gateway-wide limit applies first
+
+
+def test_ai_mcp_proxy_without_acl_settings_only_logs():
+    doc = deck({"name": "ai-mcp-proxy", "config": {"mode": "passthrough-listener", "max_request_body_size": 0,
+                                                    "logging": {"log_payloads": True}}})
+    assert route(doc) == {"service": "mcp", "paths": ["/mcp"], "audit": {"log_payloads": True}}
+
+
+def test_ai_mcp_oauth2():
+    config = {**OAUTH["config"], "metadata_endpoint": "/.well-known/oauth-protected-resource/mcp", "timeout": 2500,
+              "keepalive": True, "http_version": 1.1, "token_exchange": {"enabled": False}, "cache_introspection": False,
+              "consumer_claim": ["sub"], "consumer_by": ["custom_id"], "scopes_supported": ["openid"]}
+    doc = deck({"name": "ai-mcp-oauth2", "config": config})
+    doc["services"][0]["routes"][0]["paths"].append("/.well-known/oauth-protected-resource/mcp")
+    native = route(doc)
+    assert native["paths"] == ["/mcp"]  # the metadata path is served by the gateway itself
+    assert native["oauth"]["timeout"] == 2.5  # Kong counts milliseconds
+    assert "metadata_endpoint" not in native["oauth"] and "keepalive" not in native["oauth"]
+    assert translate(doc)["gateway"]["urls"] == ["https://gw.example.com"]
+
+    jwks = {k: v for k, v in OAUTH["config"].items() if k not in ("introspection_endpoint", "client_id", "client_secret")}
+    assert route(deck({"name": "ai-mcp-oauth2", "config": {**jwks, "jwks_endpoint": "https://idp.example.com/jwks"}}))[
+        "oauth"]["jwks_endpoint"] == "https://idp.example.com/jwks"
+
+
+def test_token_swap_becomes_credential_injection():
+    native = route(deck(OAUTH, SWAP))
+    assert native["credentials"] == {"mode": "inject", "add": {"headers": ["Authorization:Bearer stored"]}}
+
+
+def test_swap_on_key_auth_route_that_removes_the_client_token():
+    swap = {"name": "request-transformer-advanced", "config": {
+        "remove": {"headers": ["authorization"], "querystring": [], "body": []},
+        "replace": {"headers": [], "querystring": [], "body": [], "uri": None},
+        "add": {"headers": ["Authorization:Bearer stored"], "querystring": ["v:1"], "body": []},
+        "append": {"headers": []}, "rename": {"headers": []}, "allow": {"body": None}, "http_method": None,
+        "dots_in_keys": True}}
+    native = route(deck({"name": "key-auth", "config": {"anonymous": "dev-user"}}, swap))
+    assert native["credentials"] == {"mode": "inject", "remove": {"headers": ["authorization"]},
+                                     "add": {"headers": ["Authorization:Bearer stored"], "querystring": ["v:1"]},
+                                     "allow_anonymous": True}  # Kong transforms for the anonymous consumer too
+
+
+def test_consumer_and_group_scoped_transformers_become_overrides():
+    doc = deck(OAUTH, SWAP)
+    doc["consumers"][0]["plugins"] = [{"name": "request-transformer-advanced",
+                                       "config": {"add": {"headers": ["Authorization:Bearer admin-token"]}}}]
+    doc["consumer_groups"][1]["plugins"] = [{"name": "request-transformer-advanced",
+                                             "config": {"add": {"headers": ["Authorization:Bearer dev-token"]}}}]
+    doc["plugins"] = [{"name": "request-transformer-advanced", "consumer": "okta|dev", "route": "r",
+                       "config": {"add": {"headers": ["Authorization:Bearer alice-token"]}}}]
+    native = route(doc)["credentials"]
+    assert native["overrides"] == [
+        {"consumers": ["admin-user"], "add": {"headers": ["Authorization:Bearer admin-token"]}},
+        {"consumers": ["dev-user"], "add": {"headers": ["Authorization:Bearer alice-token"]}},
+        {"groups": ["developer"], "add": {"headers": ["Authorization:Bearer dev-token"]}},
+    ]
+    Policy.model_validate(translate(doc))
+
+
+def test_prm_route_is_folded_into_the_rewrite():
+    doc = deck(DATAKIT, KEY_AUTH)
+    doc["services"].append({"name": "prm", "url": "http://127.0.0.1:8931/.well-known/oauth-protected-resource/mcp",
+                            "routes": [{"name": "prm", "paths": ["/.well-known/oauth-protected-resource/mcp"],
+                                        "methods": ["GET", "POST"], "plugins": [{
+                                            "name": "response-transformer-advanced",
+                                            "config": {"replace": {"json": ["resource:https://gw.example.com/mcp"],
+                                                                   "json_types": ["string"]},
+                                                       "remove": {"json": []}}}]}]})
+    native = translate(doc)
+    assert list(native["routes"]) == ["r"] and list(native["services"]) == ["mcp"]
+    assert native["routes"]["r"]["prm"] == {
+        "challenge": True, "mode": "rewrite", "resource": "https://gw.example.com/mcp",
+        "upstream_url": "http://127.0.0.1:8931/.well-known/oauth-protected-resource/mcp"}
+    doc["services"][1]["routes"][0]["strip_path"] = False
+    doc["services"][1]["url"] = "http://127.0.0.1:8931"
+    assert route(doc)["prm"]["upstream_url"] == "http://127.0.0.1:8931/.well-known/oauth-protected-resource/mcp"
+
+
+def test_datakit_is_recognised_by_structure_not_names():
+    nodes = copy.deepcopy(DATAKIT["config"]["nodes"])
+    renames = {"CHECK_AUTH": "has_token", "AUTH_BRANCH": "gate", "UNAUTH_RESPONSE": "answer", "UNAUTH_EXIT": "stop"}
+    text = json.dumps(nodes)
+    for old, new in renames.items():
+        text = text.replace(old, new)
+    nodes = json.loads(text)
+    nodes[0]["inputs"] = {"h": "request.headers"}
+    nodes[0]["jq"] = '.h["Authorization"] != null'
+    nodes[2]["values"] = {"WWW-Authenticate": nodes[2]["values"]["www-authenticate"].replace(', error="invalid_token"', ""),
+                          "payload": '{"message":"Unauthorized"}'}
+    nodes[3]["inputs"] = {"body": "answer.payload", "headers": "answer"}
+    nodes[3]["status"] = "401"
+    nodes.reverse()
+    doc = deck({"name": "datakit", "ordering": {"before": {"access": ["key-auth", "ai-mcp-proxy"]}},
+                "config": {"nodes": nodes, "debug": False}}, KEY_AUTH)
+    assert route(doc)["prm"] == {"challenge": True}
+
+
+def test_datakit_with_oauth_serves_the_prm():
+    datakit = copy.deepcopy(DATAKIT)
+    assert route(deck(datakit, OAUTH))["prm"] == {"challenge": True, "mode": "serve"}
+
+
+def test_env_substitution_and_types():
+    doc = deck()
+    doc["services"][0] = {"name": "mcp", "host": '${{ env "DECK_HOST" }}', "port": '${{env "DECK_PORT"}}',
+                          "protocol": "https", "routes": [{"name": "r", "paths": ['/${{ env "DECK_PREFIX" }}'],
+                                                           "strip_path": '${{ env "DECK_STRIP" }}'}]}
+    env = {"DECK_HOST": "mcp.example.com", "DECK_PORT": "8443", "DECK_PREFIX": "team-a", "DECK_STRIP": "false"}
+    native = translate(doc, env)
+    assert native["services"]["mcp"]["url"] == "https://mcp.example.com:8443"
+    assert native["routes"]["r"] == {"service": "mcp", "paths": ["/team-a"], "strip_path": False}
+
+
+def test_env_secrets_become_references_in_the_converter():
+    doc = deck(OAUTH, {"name": "request-transformer-advanced",
+                       "config": {"add": {"headers": ['Authorization:Bearer ${{ env "DECK_TOKEN" }}']}}},
+               consumers=[{"username": "u", "keyauth_credentials": [{"key": '${{ env "DECK_KEY" }}'}]}])
+    doc["services"][0]["routes"][0]["plugins"][0]["config"]["client_secret"] = '${{ env "DECK_SECRET" }}'
+    env = {"DECK_TOKEN": "t0k3n", "DECK_KEY": "k3y", "DECK_SECRET": "s3cr3t"}
+    loaded = translate(doc, env)
+    assert loaded["consumers"]["u"]["keys"] == ["k3y"] and loaded["routes"]["r"]["oauth"]["client_secret"] == "s3cr3t"
+    converted = translate(doc, env, secret_references=True)
+    assert converted["consumers"]["u"]["keys"] == ["{env://DECK_KEY}"]
+    assert converted["routes"]["r"]["oauth"]["client_secret"] == "{env://DECK_SECRET}"
+    assert converted["routes"]["r"]["credentials"]["add"]["headers"] == ["Authorization:Bearer {env://DECK_TOKEN}"]
+
+
+def test_vault_references_pass_through(monkeypatch):
+    monkeypatch.setenv("DEV_KEY", "from-the-vault")
+    doc = deck(KEY_AUTH, consumers=[{"username": "u", "keyauth_credentials": [{"key": "{vault://env/dev-key}"}]}])
+    assert translate(doc)["consumers"]["u"]["keys"] == ["{vault://env/dev-key}"]
+    policy = Policy.model_validate(translate(doc))
+    assert policy.consumers["u"].keys[0].source == "{vault://env/dev-key}"
+
+
+def test_load_errors_name_the_line(tmp_path):
+    (tmp_path / "kong.yaml").write_text(yaml.safe_dump(deck(KEY_AUTH, {"name": "rate-limiting"}), sort_keys=False))
+    with pytest.raises(PolicyError) as refused:
+        load_policy_file(tmp_path / "kong.yaml")
+    [message] = refused.value.problems
+    assert message.startswith("services[0].routes[0].plugins[1] (name: rate-limiting) (line ")
+
+
+# --- refusals: one clear message per unsupported item -----------------------------------------------
+
+
+def with_route_field(**fields) -> dict:
+    doc = deck()
+    doc["services"][0]["routes"][0].update(fields)
+    return doc
+
+
+def with_service_field(**fields) -> dict:
+    doc = deck()
+    doc["services"][0].update(fields)
+    return doc
+
+
+PRM_ROUTE = {"name": "prm", "paths": ["/.well-known/oauth-protected-resource/elsewhere"], "plugins": [
+    {"name": "response-transformer-advanced", "config": {"replace": {"json": ["resource:https://gw/mcp"]}}}]}
+
+
+def prm_route_with(config: dict) -> dict:
+    doc = deck(KEY_AUTH)
+    doc["services"].append({"name": "prm", "url": "http://127.0.0.1:8931", "routes": [{
+        "name": "prm", "paths": ["/.well-known/oauth-protected-resource/mcp"],
+        "plugins": [{"name": "response-transformer-advanced", "config": config}]}]})
+    return doc
+
+
+def datakit_with(change) -> dict:
+    plugin = copy.deepcopy(DATAKIT)
+    change(plugin["config"]["nodes"])
+    return deck(plugin, KEY_AUTH)
+
+
+REFUSALS = {
+    "format-1.1": ({**deck(), "_format_version": "1.1"},
+                   "_format_version: decK format '1.1' is not supported: only '3.0'"),
+    "upstreams": ({**deck(), "upstreams": [{"name": "u"}]}, "upstreams: not supported (no load balancing"),
+    "vaults": ({**deck(), "vaults": []}, "vaults: not supported (the built-in env vault"),
+    "info-defaults": ({**deck(), "_info": {"defaults": {}}}, "_info.defaults: not supported: _info takes select_tags only"),
+    "basic-auth-credentials": (deck(consumers=[{"username": "u", "basicauth_credentials": [{}]}]),
+                               "consumers[0].basicauth_credentials: consumer field 'basicauth_credentials' is not "
+                               "supported (only keyauth_credentials (key-auth) are supported)"),
+    "consumer-acls": (deck(consumers=[{"username": "u", "acls": [{"group": "g"}]}]), "consumers[0].acls: consumer field"),
+    "consumer-without-username": (deck(consumers=[{"custom_id": "x"}]), "consumers[0]: a consumer needs a username"),
+    "key-ttl": (deck(consumers=[{"username": "u", "keyauth_credentials": [{"key": "k", "ttl": 60}]}]),
+                "consumers[0].keyauth_credentials[0].ttl: key-auth credential field 'ttl' is not supported (expiring keys"),
+    "undeclared-group": (deck(consumers=[{"username": "u", "groups": [{"name": "ops"}]}]),
+                         "consumers[0].groups[0]: consumer group 'ops' is not declared under consumer_groups"),
+    "tls-verify": (with_service_field(tls_verify=False), "services[0].tls_verify: service field 'tls_verify' is not supported"),
+    "grpc-service": (with_service_field(url=None, host="h", protocol="grpc"),
+                     "services[0].protocol: protocol 'grpc' is not supported"),
+    "url-and-host": (with_service_field(host="h"), "services[0]: give either url or host/port/protocol/path, not both"),
+    "regex-path": (with_route_field(paths=["~/mcp$"]), "services[0].routes[0].paths[0]: a path must be a plain prefix "
+                   "starting with '/' (regex paths, starting with '~', are not supported)"),
+    "preserve-host": (with_route_field(preserve_host=True), "services[0].routes[0].preserve_host: not supported"),
+    "route-headers": (with_route_field(headers={"x": ["y"]}), "services[0].routes[0].headers: route field 'headers' is "
+                      "not supported (native routes match on path and method only)"),
+    "grpc-route": (with_route_field(protocols=["grpc"]), "services[0].routes[0].protocols: only http and https routes"),
+    "path-handling-v1": (with_route_field(path_handling="v1"), "services[0].routes[0].path_handling: only path_handling v0"),
+    "wildcard-host": (with_route_field(hosts=["*.example.com"]), "services[0].routes[0].hosts: expected a list of host "
+                      "names (wildcards are not supported)"),
+    "unknown-plugin": (deck({"name": "rate-limiting", "config": {"minute": 5}}),
+                       "services[0].routes[0].plugins[0] (name: rate-limiting): plugin 'rate-limiting' is not supported; "
+                       "supported plugins: key-auth, ai-mcp-proxy, ai-mcp-oauth2, cors, request-transformer-advanced"),
+    "acl-plugin": (deck({"name": "acl", "config": {"allow": ["admin"]}}),
+                   "services[0].routes[0].plugins[0] (name: acl): Kong's acl plugin (consumer groups allowed on a whole "
+                   "route) has no equivalent in the native policy"),
+    "plugin-protocols": (deck({**KEY_AUTH, "protocols": ["grpc"]}), "services[0].routes[0].plugins[0] (name: key-auth)"
+                         ".protocols: a plugin limited to some protocols is not supported"),
+    "plugin-condition": (deck({**KEY_AUTH, "condition": "x"}), "services[0].routes[0].plugins[0].condition: plugin "
+                         "field 'condition' is not supported"),
+    "key-auth-option": (deck({"name": "key-auth", "config": {"key_names": ["apikey"], "identity_realms": [{"scope": "realm"}]}}),
+                        "services[0].routes[0].plugins[0] (name: key-auth).config.identity_realms: option not supported"),
+    "key-in-body": (deck({"name": "key-auth", "config": {"key_in_body": True}}),
+                    "services[0].routes[0].plugins[0] (name: key-auth).config.key_in_body: key_in_body is not supported"),
+    "conversion-mode": (deck({"name": "ai-mcp-proxy", "config": {"mode": "conversion-listener"}}),
+                        "(name: ai-mcp-proxy).config.mode: mode 'conversion-listener' is not supported; "
+                        "supported: passthrough-listener"),
+    "conversion-tool": (deck({"name": "ai-mcp-proxy", "config": {"mode": "passthrough-listener",
+                                                                 "tools": [{"name": "t", "path": "/x"}]}}),
+                        "(name: ai-mcp-proxy).config.tools[0].path: only used by the conversion modes"),
+    "oauth-acl-attribute": (deck({"name": "ai-mcp-proxy", "config": {"mode": "passthrough-listener",
+                                                                     "acl_attribute_type": "oauth_access_token"}}),
+                            "(name: ai-mcp-proxy).config.acl_attribute_type: option not supported"),
+    "token-exchange": (deck({"name": "ai-mcp-oauth2", "config": {**OAUTH["config"], "token_exchange": {
+        "enabled": True, "token_endpoint": "https://idp/token"}}}),
+        "(name: ai-mcp-oauth2).config.token_exchange: option not supported"),
+    "jwks-discovery": (deck({"name": "ai-mcp-oauth2", "config": {"authorization_servers": ["https://idp"]}}),
+                       "(name: ai-mcp-oauth2).config: set jwks_endpoint or introspection_endpoint"),
+    "metadata-endpoint": (deck({"name": "ai-mcp-oauth2", "config": {**OAUTH["config"], "metadata_endpoint": "/prm"}}),
+                          "(name: ai-mcp-oauth2).config.metadata_endpoint: the gateway serves this route's PRM at "
+                          "/.well-known/oauth-protected-resource/mcp"),
+    "transformer-body": (deck(OAUTH, {"name": "request-transformer-advanced", "config": {"add": {"body": ["a:b"]}}}),
+                         "(name: request-transformer-advanced).config.add.body: only header and query string operations"),
+    "transformer-uri": (deck(OAUTH, {"name": "request-transformer-advanced", "config": {"replace": {"uri": "/x"}}}),
+                        "(name: request-transformer-advanced).config.replace.uri: only header and query string"),
+    "transformer-method": (deck(OAUTH, {"name": "request-transformer-advanced", "config": {"http_method": "GET"}}),
+                           "(name: request-transformer-advanced).config.http_method: option not supported"),
+    "transformer-without-auth": (deck(SWAP), "(name: request-transformer-advanced): becomes credential injection "
+                                 "(credentials: mode inject), which the gateway does only for authenticated callers"),
+    "transformer-on-passthrough": (deck(KEY_AUTH, SWAP), "(name: request-transformer-advanced): becomes credential "
+                                   "injection, which replaces the client's credentials, but on this route the client's "
+                                   "Authorization header reaches the upstream in Kong"),
+    "consumer-scoped-key-auth": (deck(consumers=[{"username": "u", "plugins": [KEY_AUTH]}]),
+                                 "consumers[0].plugins[0] (name: key-auth): plugins scoped to a consumer or consumer "
+                                 "group are supported for request-transformer-advanced only"),
+    "response-transformer-elsewhere": (deck({"name": "response-transformer-advanced",
+                                             "config": {"replace": {"json": ["resource:https://gw/mcp"]}}}),
+                                       "(name: response-transformer-advanced): response-transformer-advanced is "
+                                       "supported only as the PRM rewrite"),
+    "response-transformer-other-field": (prm_route_with({"replace": {"json": ["resource:https://gw/mcp"]},
+                                                         "add": {"headers": ["x:y"]}}),
+                                         "(name: response-transformer-advanced).config.add: only replace.json: "
+                                         "['resource:<absolute URL>'] (the PRM rewrite) is supported"),
+    "datakit-other-graph": (datakit_with(lambda n: n.pop()), "(name: datakit).config.nodes: node types ['branch', "
+                            "'jq', 'static']; the only datakit graph supported is the PRM challenge"),
+    "datakit-other-test": (datakit_with(lambda n: n[0].update(jq=".headers.cookie != null")),
+                           "(name: datakit).config.nodes: the jq node must read request.headers and test only that "
+                           "an Authorization header is present"),
+    "datakit-other-status": (datakit_with(lambda n: n[3].update(status=403)),
+                             "(name: datakit).config.nodes: the exit status is 403, not 401"),
+    "datakit-other-body": (datakit_with(lambda n: n[2]["values"].update(BODY='{"error": "login"}')),
+                           "(name: datakit).config.nodes: the body must be {\"message\": \"Unauthorized\"}"),
+    "datakit-extra-header": (datakit_with(lambda n: n[2]["values"].update({"x-trace": "1"})),
+                             "(name: datakit).config.nodes: static headers ['content-type', 'www-authenticate', "
+                             "'x-trace']"),
+    "datakit-elsewhere": (datakit_with(lambda n: n[2]["values"].update({"www-authenticate": 'Bearer resource_metadata='
+                                                                        '"https://gw/.well-known/oauth-protected-resource/x"'})),
+                          "(name: datakit).config.nodes: the challenge points at https://gw/.well-known/oauth-protected-"
+                          "resource/x, but the gateway serves this route's PRM at /.well-known/oauth-protected-resource/mcp"),
+    "ordering-against-native": (deck({**KEY_AUTH, "ordering": {"before": {"access": ["datakit"]}}}),
+                                "(name: key-auth).ordering.before.access: key-auth cannot run before datakit"),
+    "ordering-other-phase": (deck({**KEY_AUTH, "ordering": {"after": {"header_filter": ["cors"]}}}),
+                             "(name: key-auth).ordering.after: only the access phase can be ordered"),
+    "vault-elsewhere": (deck({"name": "cors", "config": {"origins": ["{vault://env/origin}"]}}),
+                        "services[0].routes[0].plugins[0].config.origins[0]: a Kong vault reference is resolved only in "
+                        "consumer keys, ai-mcp-oauth2 client_secret and request-transformer-advanced values"),
+    "other-vault": (deck(consumers=[{"username": "u", "keyauth_credentials": [{"key": "{vault://hcv/k}"}]}]),
+                    "consumers[0].keyauth_credentials[0].key: cannot resolve {vault://hcv/k}: only Kong's env vault"),
+    "env-template-function": (deck(consumers=[{"username": '${{ env "DECK_U" | lower }}'}]),
+                              "consumers[0].username: unsupported decK template"),
+    "env-without-prefix": (deck(consumers=[{"username": '${{ env "HOME" }}'}]),
+                           "consumers[0].username: environment variable 'HOME': decK only reads variables whose names "
+                           "start with DECK_"),
+    "env-missing": (deck(consumers=[{"username": '${{ env "DECK_USER" }}'}]),
+                    'consumers[0].username: environment variable DECK_USER is not set (${{ env "DECK_USER" }})'),
+    "service-less-route": ({**deck(), "routes": [{"name": "x", "paths": ["/x"]}]},
+                           "routes[0]: a route needs a service (service: NAME)"),
+    "unknown-scope": ({**deck(), "plugins": [{"name": "cors", "route": "nope"}]},
+                      "plugins[0] (name: cors): route 'nope' is not defined"),
+    "duplicate-plugin": (deck(KEY_AUTH, KEY_AUTH), "services[0].routes[0].plugins[1] (name: key-auth): a second key-auth "
+                         "plugin at the same level as services[0].routes[0].plugins[0]"),
+    "no-route": ({"_format_version": "3.0", "services": [{"name": "s", "url": UPSTREAM}]},
+                 "(top level): the file defines no route"),
+}
+
+
+@pytest.mark.parametrize("doc, message", list(REFUSALS.values()), ids=list(REFUSALS))
+def test_refusal(doc, message):
+    assert message in only_problem(doc)
+
+
+def test_prm_route_refusals():
+    doc = deck(KEY_AUTH)
+    doc["services"].append({"name": "prm", "url": "http://127.0.0.1:8931", "routes": [
+        {**PRM_ROUTE, "methods": ["POST"], "plugins": [*PRM_ROUTE["plugins"], KEY_AUTH]}]})
+    assert problems(doc) == [
+        "services[1].routes[0].plugins[0] (name: response-transformer-advanced): response-transformer-advanced is "
+        "supported only as the PRM rewrite, on a route whose paths are /.well-known/oauth-protected-resource<path of "
+        "another route>; path '/.well-known/oauth-protected-resource/elsewhere' is not",
+    ]
+    doc["services"][1]["routes"][0]["paths"] = ["/.well-known/oauth-protected-resource/mcp"]
+    assert problems(doc) == [
+        "services[1].routes[0].plugins[1] (name: key-auth): not supported on a PRM route: the gateway serves protected "
+        "resource metadata to everyone, without running plugins (discovery precedes authentication)",
+        "services[1].routes[0].methods: a PRM route must accept GET",
+    ]
+
+
+def test_hosts_must_agree():
+    doc = with_route_field(hosts=["a.example.com"])
+    doc["services"][0]["routes"].append({"name": "b", "paths": ["/b"], "hosts": ["b.example.com"]})
+    assert [p.split(":")[0] for p in problems(doc)] == ["services[0].routes[0].hosts", "services[0].routes[1].hosts"]
