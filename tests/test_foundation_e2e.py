@@ -335,3 +335,38 @@ def test_gateway_refuses_all_traffic_when_its_code_cannot_load(tmp_path):
     finally:
         gw.stop()
     assert gw.process.proc.returncode != 0 and "MCP gateway failed to load" in gw.log()
+
+
+async def test_script_reload_keeps_the_gateway_governing(tmp_path, upstream_json):
+    """mitmproxy re-imports a changed -s script (the entry drops the package so edits apply); the
+    reloaded gateway must keep routing, watching the policy and refusing what it should."""
+    import os
+    import shutil
+
+    from tests.support.gateway import ROOT
+
+    shutil.copytree(ROOT / "addons", tmp_path / "addons", ignore=shutil.ignore_patterns("__pycache__"))
+    entry = tmp_path / "addons" / "mcp_gateway.py"
+
+    def policy(path: str) -> dict:
+        return {"services": {"gh": {"url": upstream_json.url}}, "routes": {"r": {"service": "gh", "paths": [path]}}}
+
+    gw = Gateway(tmp_path, policy("/one"), intercept=False, entry=entry)
+    try:
+        async with http_client(gw) as client:
+            async def status(path: str) -> int:
+                r = await client.post(gw.url(path), json=jsonrpc("initialize", INIT), headers=MCP_HEADERS)
+                return r.status_code
+
+            assert await status("/one") == 200
+            for n in (2, 3):  # a second reload must be picked up too
+                stamp = time.time() + n
+                os.utime(entry, (stamp, stamp))
+                gw.process.wait_for(r"Loading script", count=n)
+                gw.process.wait_for(r"policy version \d+ loaded", count=n)
+                assert await status("/one") == 200 and await status("/nope") == 404
+            gw.write_policy(policy("/two"))
+            gw.process.wait_for(r"policy version \d+ loaded", count=4)
+            assert await status("/two") == 200 and await status("/one") == 404
+    finally:
+        gw.stop()

@@ -102,15 +102,22 @@ class MCPGateway:
         log.info("policy version %d loaded from %s (%s): %d route(s) %s", snap.version, snap.source,
                  snap.digest[:12], len(snap.policy.routes), ", ".join(snap.policy.routes))
 
-    async def running(self) -> None:
+    def running(self) -> None:
+        # Synchronous on purpose: after a script reload mitmproxy calls `running` synchronously.
+        restarted = getattr(ctx.master, "_mcp_gateway_started", False)
         if self._startup_error or self.store.current is None:
             print(self._startup_error or "MCP gateway: no policy loaded", file=sys.stderr, flush=True)
-            raise SystemExit(1)  # never proxy without a policy
+            if not restarted:
+                raise SystemExit(1)  # never start proxying without a policy
+            # A code reload with a broken policy: every flow is refused (503) until the watcher
+            # loads a valid version.
+            log.error("MCP gateway reloaded without a valid policy: refusing all traffic until one loads")
         changed = {k: v for k, v in REQUIRED_OPTIONS.items() if getattr(ctx.options, k) != v}
         if changed:
             log.info("MCP gateway sets %s", ", ".join(f"{k}={v!r}" for k, v in changed.items()))
             ctx.options.update(**changed)
         self._running = True
+        ctx.master._mcp_gateway_started = True  # survives the package re-import of a script reload
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self.store.watch(self._poll))
 
