@@ -7,8 +7,8 @@ origin that records whatever reaches it.
 - rotation: the env file and a secret file change while ten clients call in a loop;
 - confused deputy: redirects, client-chosen hosts and intercept mode never carry the credential
   anywhere but the route's upstream;
-- and everything the gateway wrote (log at debug level with headers, saved flows) holds none
-  of the secrets used here."""
+- and everything the gateway wrote (log at debug level with headers, saved flows, audit log)
+  holds none of the secrets used here."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def gateway(workdir, upstream, auth, bystander):
     }
     gw = Gateway(workdir, policy, env={"INTROSPECTION_SECRET": client_secret}, extra=[
         "--set", "termlog_verbosity=debug", "--set", "flow_detail=2",
-        "--set", f"save_stream_file={workdir / 'flows.mitm'}"])
+        "--set", f"save_stream_file={workdir / 'flows.mitm'}", "--set", f"mcp_audit={workdir / 'audit.jsonl'}"])
     gw.secrets = [KONNECT_TOKEN, ADMIN_TOKEN, *ROTATING, *UPSTREAM_KEY, DEV_KEY, ADMIN_KEY, GITHUB_USER_TOKEN,
                   client_secret]
     yield gw
@@ -317,9 +317,9 @@ async def test_rotation_under_load_sends_old_or_new_never_anything_else(gateway,
 
 
 def test_nothing_the_gateway_wrote_holds_a_secret(gateway, workdir):
-    gateway.stop()  # flush and close the saved flows
+    gateway.stop()  # flush and close the saved flows and the audit log
     written = {"log": gateway.process.log_path.read_bytes()}
-    for name in ("flows.mitm",):
+    for name in ("flows.mitm", "audit.jsonl"):
         path = workdir / name
         assert path.exists() and path.stat().st_size > 0, name
         written[name] = path.read_bytes()
