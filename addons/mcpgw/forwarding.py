@@ -53,6 +53,8 @@ def forward(ctx: FlowContext, flow: http.HTTPFlow) -> None:
     req.port = svc.port
     req.host = svc.host  # also rewrites the Host header / :authority to the upstream's
     req.host_header = req.host if svc.port == (443 if svc.scheme == "https" else 80) else f"{svc.host}:{svc.port}"
+    if not (req.is_http2 or req.is_http3):
+        req.authority = ""  # origin-form upstream, even if the client sent an absolute-form target
     ctx.upstream_set = True
     return None
 

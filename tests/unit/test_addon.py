@@ -61,6 +61,10 @@ async def test_gateway_mode_routes_to_the_service_whatever_the_listener_target(g
     assert f.response is None
     assert f.request.url == "https://api.githubcopilot.com/mcp/x?y=1"
     assert f.request.headers["Host"] == "api.githubcopilot.com"
+    absolute = reverse_flow("/github-mcp")
+    absolute.request.authority = "attacker.example:443"  # an absolute-form target chooses nothing
+    await through(addon, absolute)
+    assert absolute.request.authority == "" and absolute.request.host == "api.githubcopilot.com"
     assert context.get(f).route_url == "http://localhost:8443/github-mcp"
     tls = reverse_flow()
     tls.client_conn.timestamp_tls_setup = 1.0  # TLS: the public URL follows the listener the client used

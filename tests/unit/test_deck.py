@@ -266,7 +266,7 @@ def test_services_from_host_port_protocol_path():
         {"name": "off", "url": "http://off", "enabled": False, "routes": [{"paths": ["/off"]}]},
     ]
     native = translate(doc)
-    assert native["services"] == {"a": {"url": "https://api.example.com/mcp", "timeout": 90.0},
+    assert native["services"] == {"a": {"url": "https://api.example.com/mcp"},  # timeouts: accepted, no effect
                                   "b": {"url": "http://mcp.internal"}, "c": {"url": "http://[::1]:8080"},
                                   "d": {"url": "https://x.example.com:8443/mcp/"}}
     assert list(native["routes"]) == ["a-0", "b-0", "c-0", "d-0"]  # unnamed: service name and index

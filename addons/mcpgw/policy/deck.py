@@ -57,7 +57,6 @@ ROUTE_FIELDS = ("name", "id", "paths", "strip_path", "methods", "protocols", "ho
 ROUTE_HINTS = {name: "native routes match on path and method only" for name in (
     "headers", "snis", "sources", "destinations", "expression", "priority")}
 DEFAULT_PORTS = {"http": 80, "https": 443}
-KONG_TIMEOUT = 60.0  # seconds; Kong's default for each of its three timeouts, and the native default
 _TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 _ENV_CALL = re.compile(r'\s*env\s+"([^"]*)"\s*', re.S)
 
@@ -123,7 +122,6 @@ class Service:
     name: str
     loc: Loc
     url: str | None
-    timeout: float | None
 
 
 @dataclass
@@ -270,11 +268,10 @@ class Translator:
         if not as_bool(service.get("enabled", True), (*loc, "enabled"), self.problems):
             self.disabled_services.add(name)  # Kong does not route to it: neither do its routes here
             return
-        timeouts = [as_int(service[k], (*loc, k), self.problems)
-                    for k in ("connect_timeout", "read_timeout", "write_timeout") if service.get(k) is not None]
-        timeout = max(timeouts) / 1000 if timeouts and all(timeouts) else None  # the largest of Kong's three
-        timeout = None if timeout == KONG_TIMEOUT else timeout
-        self.services[name] = Service(name, loc, self._service_url(service, loc), timeout)
+        for k in ("connect_timeout", "read_timeout", "write_timeout", "retries"):  # accepted; see docs/kong.md
+            if service.get(k) is not None:
+                as_int(service[k], (*loc, k), self.problems)
+        self.services[name] = Service(name, loc, self._service_url(service, loc))
         self.origins[("services", name)] = Origin(loc)
         for i, plugin in enumerate(self._list(service, "plugins", loc)):
             self._add_plugin(plugin, (*loc, "plugins", i), {"service": name})
@@ -479,7 +476,7 @@ def _native_policy(t: Translator, routes: dict[str, RouteBuild]) -> dict[str, An
     services = {}
     for name in dict.fromkeys(build.service for build in routes.values()):
         service = t.services[name]
-        services[name] = {"url": service.url, **({"timeout": service.timeout} if service.timeout else {})}
+        services[name] = {"url": service.url}
     policy: dict[str, Any] = {"version": 1}
     if gateway:
         policy["gateway"] = gateway

@@ -23,7 +23,6 @@ class Service(StrictModel):
     """An upstream MCP server."""
 
     url: str = Field(description="Upstream base URL, e.g. https://api.githubcopilot.com/mcp")
-    timeout: float = Field(60.0, gt=0, description="Seconds to wait for the upstream (connect and first byte)")
 
     @field_validator("url")
     @classmethod
