@@ -50,11 +50,14 @@ def forward(ctx: FlowContext, flow: http.HTTPFlow) -> None:
     req = flow.request
     req.path = ctx.snapshot.routes.upstream_path(ctx.match, req.path)
     req.scheme = svc.scheme
-    req.port = svc.port
-    req.host = svc.host  # also rewrites the Host header / :authority to the upstream's
-    req.host_header = req.host if svc.port == (443 if svc.scheme == "https" else 80) else f"{svc.host}:{svc.port}"
-    if not (req.is_http2 or req.is_http3):
-        req.authority = ""  # origin-form upstream, even if the client sent an absolute-form target
+    req.data.host, req.data.port = svc.host, svc.port  # the fields; Host is set once, below
+    if req.is_http2 or req.is_http3:
+        req.authority = svc.authority  # :authority is HTTP/2's Host; a Host header is only kept in step
+        if "Host" in req.headers:
+            req.headers["Host"] = svc.authority
+    else:
+        req.data.authority = b""  # origin-form upstream, even if the client sent an absolute-form target
+        req.headers["Host"] = svc.authority
     ctx.upstream_set = True
     return None
 

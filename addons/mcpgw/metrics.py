@@ -76,7 +76,6 @@ class Metrics:
         self._address: tuple[str, int] | None = None
         self._server: tuple[WSGIServer, threading.Thread] | None = None
         self._startup_error: str | None = None  # metrics were asked for and could not be served
-        audit_log.observers.append(self.observe)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -118,6 +117,7 @@ class Metrics:
         except OSError as e:
             raise exceptions.OptionsError(f"mcp_metrics: cannot listen on {address[0]}:{address[1]}: {e.strerror}") from None
         self._server, self._address = (server, thread), address
+        self.audit_log.observers.append(self.observe)  # counted only while served: no cost when off
         host, port = server.server_address[:2]
         log.info("metrics listening at http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
@@ -128,6 +128,8 @@ class Metrics:
             server.server_close()
             thread.join()
             self._server = self._address = None
+            if self.observe in self.audit_log.observers:
+                self.audit_log.observers.remove(self.observe)
 
     @property
     def port(self) -> int | None:

@@ -52,6 +52,8 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
                 r'(?:[^"\\]|\\.)+"'), r"\1" + MASK + '"'),
 )
 
+_SHAPE_HINT = re.compile(r'(?i)bearer|basic|eyJ|=|"')  # cheap test before the _SHAPES substitutions
+
 _lock = threading.Lock()
 _seen: OrderedDict[str, None] = OrderedDict()  # client credentials, least recently seen first
 _known: tuple[str, ...] = ()  # policy secrets and seen credentials, longest first
@@ -163,7 +165,8 @@ def note_client_credentials(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
         return name.lower() in key_names or CREDENTIAL_NAME.search(name) is not None
 
     found = [v for name, v in request.headers.items(multi=True) if is_credential(name)]
-    found += [v for name, v in request.query.items(multi=True) if is_credential(name)]
+    if "?" in request.path:
+        found += [v for name, v in request.query.items(multi=True) if is_credential(name)]
     for cookie in request.headers.get_all("cookie"):
         found += [pair.partition("=")[2] for pair in cookie.split(";")]
     remember(found)
@@ -188,13 +191,20 @@ def mask_request(request: http.Request) -> None:
         if CREDENTIAL_NAME.search(name) or value in seen:
             scheme = _SCHEME_AND_TOKEN.match(value.strip())
             return f"{value.split()[0]} {MASK}" if scheme else MASK
-        return _mask(value, policy_values)
+        if any(v in value for v in policy_values) or _SHAPE_HINT.search(value):
+            return _mask(value, policy_values)
+        return value
 
-    for name in {n.lower() for n in request.headers}:
-        values = request.headers.get_all(name)
-        replaced = [masked(name, v) for v in values]
-        if replaced != values:
-            request.headers.set_all(name, replaced)
+    # One pass over the raw fields: per-name lookups would rescan every header for each name.
+    fields, changed = [], False
+    for raw_name, raw_value in request.headers.fields:
+        value = raw_value.decode("utf-8", "surrogateescape")
+        new = masked(raw_name.decode("latin-1"), value)
+        if new != value:
+            changed, raw_value = True, new.encode("utf-8", "surrogateescape")
+        fields.append((raw_name, raw_value))
+    if changed:
+        request.headers.fields = tuple(fields)
     if "?" in request.path:
         query = request.query
         for name in set(query.keys()):

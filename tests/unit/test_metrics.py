@@ -43,7 +43,13 @@ def store(tmp_path):
 @pytest.fixture
 def observed(store):
     audit_log = AuditLog(store)
-    return audit_log, Metrics(store, audit_log)
+    metrics = Metrics(store, audit_log)
+    assert audit_log.observers == []  # not served: nothing is counted, nothing costs
+    metrics._start(("127.0.0.1", 0))
+    assert audit_log.observers == [metrics.observe]
+    yield audit_log, metrics
+    metrics._stop()
+    assert audit_log.observers == []
 
 
 def call(audit_log: AuditLog, store: PolicyStore, tool: str, allowed: bool, identity=DEV) -> None:

@@ -3,6 +3,7 @@ referenced here, so a route reads as the list of what applies to it."""
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -40,22 +41,29 @@ class Service(StrictModel):
             raise ValueError(f"bad port in {v!r}") from e
         return v.rstrip("/") if parts.path not in ("", "/") else f"{parts.scheme}://{parts.netloc}"
 
-    @property
+    # Parsed once per policy version: forwarding reads these on every request.
+    @cached_property
     def scheme(self) -> str:
         return urlsplit(self.url).scheme
 
-    @property
+    @cached_property
     def host(self) -> str:
         return urlsplit(self.url).hostname or ""
 
-    @property
+    @cached_property
     def port(self) -> int:
         parts = urlsplit(self.url)
         return parts.port or (443 if parts.scheme == "https" else 80)
 
-    @property
+    @cached_property
     def path(self) -> str:
         return urlsplit(self.url).path.rstrip("/")
+
+    @cached_property
+    def authority(self) -> str:
+        """Host[:port] as a Host header names this upstream (port only when not the default)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == (443 if self.scheme == "https" else 80) else f"{host}:{self.port}"
 
 
 class Route(StrictModel):
