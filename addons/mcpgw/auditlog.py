@@ -298,6 +298,8 @@ class AuditLog:
     # -- hooks ---------------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if self.writer is None and not self.observers:
+            return  # neither an audit file nor metrics: nothing to observe
         if context.get(flow) is None and flow.response is None:
             return  # not governed (intercept mode passes it through untouched)
         self._seen[flow] = audit.Observation(client_path=flow.request.path.split("?", 1)[0],

@@ -224,9 +224,8 @@ def check_route(route_name: str, route: "Route", groups: Collection[str]) -> Non
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """One set of operations with their values resolved, and what it is called in logs."""
+    """One set of operations with their values resolved."""
 
-    label: str
     ops: Operations
 
     def apply(self, request: http.Request) -> None:
@@ -294,9 +293,9 @@ def _compile(policy: "Policy") -> dict[str, RouteCredentials]:
             continue
         overrides = tuple(
             (frozenset(o.consumers), frozenset(o.groups),
-             Plan(f"overrides[{i}]", o))
+             Plan(o))
             for i, o in enumerate(config.overrides))
-        compiled[name] = RouteCredentials(config, Plan("route", config), overrides)
+        compiled[name] = RouteCredentials(config, Plan(config), overrides)
     return compiled
 
 
@@ -339,8 +338,6 @@ def mediate(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     _strip_client_credentials(ctx, request)
     plan = compiled.plan_for(identity)
     plan.apply(request)
-    log.debug("route %s: stored credential (%s operations) sent for consumer %s", ctx.route_name, plan.label,
-              identity.username if identity else "anonymous")
     return None
 
 

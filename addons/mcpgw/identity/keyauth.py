@@ -177,5 +177,4 @@ def authenticate(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | Non
         return _refuse(ctx, config, index, INVALID_KEY if key else NO_KEY)
     ctx.identity = index.identity(consumer, "key-auth")
     ctx.consumed_credentials.append((where, name))
-    log.debug("route %s: key-auth identified consumer %s", ctx.route_name, consumer)
-    return None
+    return None  # (no per-request log line: the flow comment and the audit record say who it was)
