@@ -54,6 +54,8 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
 
 _SHAPE_HINT = re.compile(r'(?i)bearer|basic|eyJ|=|"')  # cheap test before the _SHAPES substitutions
 
+_CREDENTIAL_HEADERS: dict[bytes, bool] = {}  # raw header name -> CREDENTIAL_NAME matches
+
 _lock = threading.Lock()
 _seen: OrderedDict[str, None] = OrderedDict()  # client credentials, least recently seen first
 _known: tuple[str, ...] = ()  # policy secrets and seen credentials, longest first
@@ -155,20 +157,31 @@ def track_policy(snapshot: "Snapshot", keep: int = 2) -> None:
 # -- pipeline phases -------------------------------------------------------------------------
 
 
+def _credential_header(raw_name: bytes) -> bool:
+    """Whether a header name says credential; cached per name (there are few distinct names)."""
+    verdict = _CREDENTIAL_HEADERS.get(raw_name)
+    if verdict is None:
+        verdict = CREDENTIAL_NAME.search(raw_name.decode("latin-1")) is not None
+        if len(_CREDENTIAL_HEADERS) < 4096:
+            _CREDENTIAL_HEADERS[raw_name] = verdict
+    return verdict
+
+
 def note_client_credentials(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     """Request headers phase: remember what the client presented before any phase handles it."""
     request = flow.request
     key_auth = ctx.match.route.route.key_auth if ctx.match is not None else None
-    key_names = {n.lower() for n in key_auth.key_names} if key_auth is not None else set()
-
-    def is_credential(name: str) -> bool:
-        return name.lower() in key_names or CREDENTIAL_NAME.search(name) is not None
-
-    found = [v for name, v in request.headers.items(multi=True) if is_credential(name)]
+    key_names = {n.lower() for n in key_auth.key_names} if key_auth is not None else ()
+    found = []
+    for raw_name, raw_value in request.headers.fields:
+        if _credential_header(raw_name) or (key_names and raw_name.decode("latin-1").lower() in key_names):
+            value = raw_value.decode("utf-8", "surrogateescape")
+            found.append(value)
+            if raw_name.lower() == b"cookie":
+                found += [pair.partition("=")[2] for pair in value.split(";")]
     if "?" in request.path:
-        found += [v for name, v in request.query.items(multi=True) if is_credential(name)]
-    for cookie in request.headers.get_all("cookie"):
-        found += [pair.partition("=")[2] for pair in cookie.split(";")]
+        found += [v for name, v in request.query.items(multi=True)
+                  if name.lower() in key_names or CREDENTIAL_NAME.search(name)]
     remember(found)
     return None
 
@@ -187,8 +200,9 @@ def mask_request(request: http.Request) -> None:
     # embedded (Bearer ...), so they are searched for. Membership tests need no lock.
     seen, policy_values = _seen, _known_policy
 
-    def masked(name: str, value: str) -> str:
-        if CREDENTIAL_NAME.search(name) or value in seen:
+    def masked(name: str | bytes, value: str) -> str:
+        credential = _credential_header(name) if isinstance(name, bytes) else CREDENTIAL_NAME.search(name)
+        if credential or value in seen:
             scheme = _SCHEME_AND_TOKEN.match(value.strip())
             return f"{value.split()[0]} {MASK}" if scheme else MASK
         if any(v in value for v in policy_values) or _SHAPE_HINT.search(value):
@@ -199,7 +213,7 @@ def mask_request(request: http.Request) -> None:
     fields, changed = [], False
     for raw_name, raw_value in request.headers.fields:
         value = raw_value.decode("utf-8", "surrogateescape")
-        new = masked(raw_name.decode("latin-1"), value)
+        new = masked(raw_name, value)
         if new != value:
             changed, raw_value = True, new.encode("utf-8", "surrogateescape")
         fields.append((raw_name, raw_value))
