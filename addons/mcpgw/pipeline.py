@@ -76,11 +76,19 @@ def request_phases(ctx: FlowContext) -> tuple[Phase, ...]:
     return PRM_REQUEST_PHASES if ctx.match is not None and ctx.match.kind == "prm" else REQUEST_PHASES
 
 
+_ASYNC: dict[Phase, bool] = {}  # phase -> is a coroutine function; asked once per phase, not per request
+
+
+def _is_async(phase: Phase) -> bool:
+    found = _ASYNC.get(phase)
+    if found is None:
+        found = _ASYNC[phase] = inspect.iscoroutinefunction(phase)
+    return found
+
+
 async def run(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     for phase in phases:
-        result = phase(ctx, flow)
-        if inspect.isawaitable(result):
-            result = await result
+        result = (await phase(ctx, flow)) if _is_async(phase) else phase(ctx, flow)
         if result is not None:
             ctx.answered_by = phase_name(phase)
             return result
@@ -89,9 +97,9 @@ async def run(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) 
 
 def run_sync(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     for phase in phases:
-        result = phase(ctx, flow)
-        if inspect.isawaitable(result):  # pragma: no cover - a wiring error, caught by tests
+        if _is_async(phase):  # a wiring error, caught by the tests
             raise TypeError(f"phase {phase.__qualname__} is async but runs in a synchronous hook")
+        result = phase(ctx, flow)
         if result is not None:
             ctx.answered_by = phase_name(phase)
             return result

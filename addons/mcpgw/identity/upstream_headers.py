@@ -20,15 +20,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcpgw.identity")
 
 GATEWAY_SET_PREFIXES = ("x-consumer-", "x-credential-", "x-anonymous-")
+_GATEWAY_SET_PREFIXES_RAW = tuple(p.encode() for p in GATEWAY_SET_PREFIXES)
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def strip_client_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     """Remove X-Consumer-*, X-Credential-* and X-Anonymous-* headers the client sent."""
     headers = flow.request.headers
-    forged = {name.lower() for name in headers if name.lower().startswith(GATEWAY_SET_PREFIXES)}
-    for name in forged:
-        del headers[name]
+    fields = headers.fields
+    kept = tuple(f for f in fields if not f[0].lower().startswith(_GATEWAY_SET_PREFIXES_RAW))
+    if len(kept) == len(fields):
+        return None
+    forged = {f[0].decode("latin-1").lower() for f in fields} - {f[0].decode("latin-1").lower() for f in kept}
+    headers.fields = kept
     if forged:
         log.info("route %s: removed client-sent identity headers %s", ctx.route_name, ", ".join(sorted(forged)))
     return None
@@ -59,6 +63,7 @@ def add_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Respon
     if any(_UNSAFE_IN_HEADER.search(v) for v in headers.values()):
         log.error("route %s: identity %r cannot be sent as a header; refusing", ctx.route_name, ctx.identity)
         return json_response(500, {"message": "The caller's identity cannot be forwarded to the upstream"})
-    for name, value in headers.items():
-        flow.request.headers[name] = value
+    # Client-sent X-Consumer-* headers are already gone (strip_client_identity_headers): append.
+    fields = flow.request.headers.fields
+    flow.request.headers.fields = fields + tuple((n.encode(), v.encode()) for n, v in headers.items())
     return None

@@ -350,7 +350,8 @@ def parse_strict(body: bytes) -> tuple[list[Message], bool]:
     except ValueError:  # e.g. an integer beyond int()'s digit limit
         raise JsonRpcParseError(PARSE_ERROR, "invalid JSON number") from None
 
-    if _nesting_exceeds(document, MAX_DEPTH):
+    # Each level opens a bracket, so a body with few brackets cannot nest too deep: skip the walk.
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _nesting_exceeds(document, MAX_DEPTH):
         raise JsonRpcParseError(INVALID_REQUEST, f"JSON nesting deeper than {MAX_DEPTH} levels")
     # A lone surrogate can only come from a \u escape. Valid surrogate pairs
     # also match this cheap test; the encoder then tells the two apart.
