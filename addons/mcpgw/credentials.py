@@ -224,8 +224,9 @@ def check_route(route_name: str, route: "Route", groups: Collection[str]) -> Non
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """One set of operations with their values resolved."""
+    """One set of operations with their values resolved, and what it is called in logs."""
 
+    label: str
     ops: Operations
 
     def apply(self, request: http.Request) -> None:
@@ -293,9 +294,9 @@ def _compile(policy: "Policy") -> dict[str, RouteCredentials]:
             continue
         overrides = tuple(
             (frozenset(o.consumers), frozenset(o.groups),
-             Plan(o))
+             Plan(f"overrides[{i}]", o))
             for i, o in enumerate(config.overrides))
-        compiled[name] = RouteCredentials(config, Plan(config), overrides)
+        compiled[name] = RouteCredentials(config, Plan("route", config), overrides)
     return compiled
 
 
@@ -338,6 +339,9 @@ def mediate(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     _strip_client_credentials(ctx, request)
     plan = compiled.plan_for(identity)
     plan.apply(request)
+    # Logged (unlike routine successes): a stored credential leaving the gateway is worth a line.
+    log.debug("route %s: stored credential (%s operations) sent for consumer %s", ctx.route_name, plan.label,
+              identity.username if identity else "anonymous")
     return None
 
 
