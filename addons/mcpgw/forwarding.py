@@ -19,6 +19,14 @@ def check_method(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     return None
 
 
+def refuse_upgrades(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    """MCP runs over plain HTTP requests. An upgraded connection (WebSocket, h2c) would carry
+    traffic no phase of the gateway ever sees, so governed routes do not upgrade."""
+    if "upgrade" in flow.request.headers:
+        return json_response(400, {"message": "protocol upgrades are not accepted on MCP routes"})
+    return None
+
+
 def check_body(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     """A governed request is inspected whole before anything is forwarded."""
     limit = ctx.snapshot.policy.gateway.max_body_size

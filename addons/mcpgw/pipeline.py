@@ -31,6 +31,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     guards.check_origin,
     guards.cors_preflight,
     forwarding.check_method,
+    forwarding.refuse_upgrades,
     # identity
     upstream_headers.strip_client_identity_headers,
     prm.challenge,

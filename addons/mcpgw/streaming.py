@@ -67,6 +67,11 @@ def prepare_response(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | N
             return json_response(502, {"message": "upstream JSON response too large to inspect"})
         resp.stream = False  # buffered: transform_buffered_json rewrites it
         return None
+    if ctx.server_transforms and 200 <= resp.status_code < 300 and ctype != "application/json" \
+            and resp.headers.get("content-length") != "0" and resp.status_code not in (202, 204):
+        # An answer that must be filtered, in a form the gateway cannot read: never pass it unfiltered.
+        return json_response(502, {"message": f"upstream answered with Content-Type {ctype or 'none'!r} where the "
+                                              "gateway needs application/json or text/event-stream to apply the policy"})
     resp.stream = True
     return None
 

@@ -165,3 +165,25 @@ async def test_refusal_at_response_headers_never_carries_the_upstream_body(gatew
     sent = f.response.stream(b"upstream secret body") + f.response.stream(b"more") + f.response.stream(b"")
     assert b"".join(sent) == b'{"message":"refused"}' == f.response.raw_content
     assert int(f.response.headers["content-length"]) == len(b"".join(sent))
+
+
+async def test_protocol_upgrades_are_refused_on_governed_routes(gateway):
+    addon, _, _ = gateway
+    f = reverse_flow(method="GET")
+    f.request.content = b""
+    f.request.headers["Upgrade"] = "websocket"
+    f.request.headers["Connection"] = "Upgrade"
+    await through(addon, f)
+    assert f.response.status_code == 400 and f.request.host == "127.0.0.1"
+
+
+async def test_a_list_answer_in_an_unreadable_form_is_withheld(gateway):
+    """If the answer must be filtered and is neither JSON nor SSE, it is refused, not passed."""
+    addon, _, _ = gateway
+    f = await through(addon, reverse_flow())
+    context.get(f).server_transforms.append(lambda message: message)  # as governance does for tools/list
+    f.response = tflow.tresp(content=b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"push_files"}]}}')
+    f.response.headers["Content-Type"] = "application/octet-stream"
+    addon.responseheaders(f)
+    assert f.response.status_code == 502
+    assert b"push_files" not in b"".join(f.response.stream(b"upstream body") + f.response.stream(b""))
