@@ -67,12 +67,12 @@ def banner(args: argparse.Namespace, policy: Path) -> str:
         lines.append("  consumers:")
         lines += [f"    {name:<12} groups {', '.join(groups) or '-':<12} key {', '.join(keys) or '(not shown)'}"
                   for name, groups, keys in consumers]
-    key = next((k[0] for _, _, k in consumers if k), None)
     client = f".venv/bin/python scripts/demo_client.py --url {gw}/github-mcp"
-    lines += ["", "Try it (in another terminal, from the project directory):"]
-    if key:
-        lines += [f"  {client} --key {key}", f"  {client} --key {key} --call push_files"]
-    else:
+    lines += ["", "Try it (in another terminal, from the project directory): each consumer sees the tools its",
+              "groups may use, and push_files is refused for developers before it reaches the upstream"]
+    keyed = [(name, keys[0]) for name, _, keys in consumers if keys]
+    lines += [f"  {client} --key {key} --call push_files" for _, key in sorted(keyed, key=lambda nk: "dev" not in nk[0])]
+    if not keyed:
         lines += [f"  {client}"]
     if args.tool == "mitmweb":
         lines += ["", "Inspect the flows in mitmweb: http://127.0.0.1:8081"]
