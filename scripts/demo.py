@@ -10,12 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_UPSTREAM_PORT = 8931  # the port policies/demo.yaml names
 BIN = Path(sys.executable).parent
 
 
@@ -60,7 +62,8 @@ def banner(args: argparse.Namespace, policy: Path) -> str:
         f"                   {gw}/github-legacy/sse   (legacy HTTP+SSE)",
         f"  intercept mode:  HTTPS_PROXY=http://127.0.0.1:{args.proxy_port} (CA: ~/.mitmproxy/mitmproxy-ca-cert.pem)",
         f"  upstream:        http://127.0.0.1:{args.upstream_port}/mcp (a GitHub-like MCP server with 100+ tools)",
-        f"  policy:          {policy.relative_to(ROOT)} (edit it: changes apply within a second)",
+        f"  policy:          {policy.relative_to(ROOT) if policy.is_relative_to(ROOT) else policy}"
+        " (edit it: changes apply within a second)",
     ]
     consumers = plain_keys(policy)
     if consumers:
@@ -85,7 +88,7 @@ def main() -> None:
     parser.add_argument("--tool", choices=["mitmdump", "mitmweb"], default="mitmdump")
     parser.add_argument("--port", type=int, default=8443, help="gateway (reverse) listener (default: %(default)s)")
     parser.add_argument("--proxy-port", type=int, default=8080, help="intercept (regular proxy) listener (default: %(default)s)")
-    parser.add_argument("--upstream-port", type=int, default=8931, help="demo upstream port (default: %(default)s)")
+    parser.add_argument("--upstream-port", type=int, default=DEMO_UPSTREAM_PORT, help="demo upstream port (default: %(default)s)")
     parser.add_argument("--policy", type=Path, default=ROOT / "policies" / "demo.yaml")
     args = parser.parse_args()
 
@@ -93,6 +96,11 @@ def main() -> None:
         if not port_free(port):
             sys.exit(f"error: port {port} ({what}) is in use; stop what uses it or pick another port (see --help)")
 
+    policy = args.policy.resolve()
+    if args.upstream_port != DEMO_UPSTREAM_PORT:  # the demo policy names the default port: use a copy
+        copy = Path(tempfile.mkdtemp(prefix="mcp-gateway-demo-")) / policy.name
+        copy.write_text(policy.read_text().replace(f"127.0.0.1:{DEMO_UPSTREAM_PORT}", f"127.0.0.1:{args.upstream_port}"))
+        policy = copy
     procs: list[subprocess.Popen] = []
 
     def stop(*_: object) -> None:
@@ -112,7 +120,7 @@ def main() -> None:
         procs.append(upstream)
         wait_listening(args.upstream_port, upstream, "the demo upstream")
         cmd = [str(BIN / args.tool), "-s", str(ROOT / "addons" / "mcp_gateway.py"),
-               "--set", f"mcp_policy={args.policy}",
+               "--set", f"mcp_policy={policy}",
                "--mode", f"reverse:http://127.0.0.1:{args.upstream_port}@{args.port}",
                "--mode", f"regular@{args.proxy_port}", "--set", "flow_detail=1"]
         if args.tool == "mitmweb":
@@ -120,7 +128,7 @@ def main() -> None:
         gateway = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         procs.append(gateway)
         wait_listening(args.port, gateway, "the gateway")
-        print(banner(args, args.policy.resolve()), flush=True)
+        print(banner(args, policy), flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         sys.exit("error: a demo process stopped unexpectedly; see the output above")
