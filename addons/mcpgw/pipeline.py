@@ -15,7 +15,7 @@ from mitmproxy import http
 
 from . import credentials, forwarding, guards, inbound, redaction, streaming
 from .context import FlowContext
-from .governance import enforce
+from .governance import access, enforce
 from .identity import keyauth, oauth, prm, upstream_headers
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
@@ -40,6 +40,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     forwarding.check_body,
     inbound.parse_client_messages,
     # governance
+    access.check_route_access,
     enforce.enforce_acl,
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase

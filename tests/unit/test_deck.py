@@ -248,7 +248,8 @@ def test_seed_002_other_plugins_are_each_refused():
     ]
     assert [p.split("): ")[0] + ")" for p in problems(doc)] == [
         "plugins[1] (name: ai-proxy-advanced)", "plugins[2] (name: ai-proxy)", "plugins[3] (name: ai-rate-limiting-advanced)"]
-    assert all("is not supported; supported plugins: key-auth, ai-mcp-proxy" in p for p in problems(doc))
+    assert all("is not supported; supported plugins: key-auth, acl (with include_consumer_groups), ai-mcp-proxy" in p
+               for p in problems(doc))
 
 
 # --- entities ----------------------------------------------------------------------------------------
@@ -571,10 +572,13 @@ REFUSALS = {
                       "names (wildcards are not supported)"),
     "unknown-plugin": (deck({"name": "rate-limiting", "config": {"minute": 5}}),
                        "services[0].routes[0].plugins[0] (name: rate-limiting): plugin 'rate-limiting' is not supported; "
-                       "supported plugins: key-auth, ai-mcp-proxy, ai-mcp-oauth2, cors, request-transformer-advanced"),
-    "acl-plugin": (deck({"name": "acl", "config": {"allow": ["admin"]}}),
-                   "services[0].routes[0].plugins[0] (name: acl): Kong's acl plugin (consumer groups allowed on a whole "
-                   "route) has no equivalent in the native policy"),
+                       "supported plugins: key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, cors"),
+    "acl-without-consumer-groups": (deck({"name": "acl", "config": {"allow": ["admin"]}}),
+                                    "services[0].routes[0].plugins[0] (name: acl).config.include_consumer_groups: set "
+                                    "include_consumer_groups: true"),
+    "acl-authenticated-groups": (deck({"name": "acl", "config": {"allow": ["admin"], "include_consumer_groups": True,
+                                                                 "always_use_authenticated_groups": True}}),
+                                 "(name: acl).config.always_use_authenticated_groups: option not supported"),
     "plugin-protocols": (deck({**KEY_AUTH, "protocols": ["grpc"]}), "services[0].routes[0].plugins[0] (name: key-auth)"
                          ".protocols: a plugin limited to some protocols is not supported"),
     "plugin-condition": (deck({**KEY_AUTH, "condition": "x"}), "services[0].routes[0].plugins[0].condition: plugin "
@@ -691,3 +695,11 @@ def test_hosts_must_agree():
     doc = with_route_field(hosts=["a.example.com"])
     doc["services"][0]["routes"].append({"name": "b", "paths": ["/b"], "hosts": ["b.example.com"]})
     assert [p.split(":")[0] for p in problems(doc)] == ["services[0].routes[0].hosts", "services[0].routes[1].hosts"]
+
+
+def test_acl_plugin_becomes_route_access():
+    native = translate(deck(KEY_AUTH, {"name": "acl", "config": {"allow": ["admin"], "include_consumer_groups": True,
+                                                                 "hide_groups_header": True}}))
+    assert native["routes"]["r"]["access"] == {"allow": ["admin"], "hide_groups_header": True}
+    native = translate(deck(KEY_AUTH, {"name": "acl", "config": {"deny": ["developer"], "include_consumer_groups": True}}))
+    assert native["routes"]["r"]["access"] == {"deny": ["developer"]}

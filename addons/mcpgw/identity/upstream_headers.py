@@ -63,7 +63,9 @@ def add_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Respon
     if any(_UNSAFE_IN_HEADER.search(v) for v in headers.values()):
         log.error("route %s: identity %r cannot be sent as a header; refusing", ctx.route_name, ctx.identity)
         return json_response(500, {"message": "The caller's identity cannot be forwarded to the upstream"})
-    # Client-sent X-Consumer-* headers are already gone (strip_client_identity_headers): append.
-    fields = flow.request.headers.fields
+    # Client-sent X-Consumer-* headers are already gone (strip_client_identity_headers); the route's
+    # access check may have set X-Consumer-Groups: replace, never duplicate.
+    names = {n.lower().encode() for n in headers}
+    fields = tuple(f for f in flow.request.headers.fields if f[0].lower() not in names)
     flow.request.headers.fields = fields + tuple((n.encode(), v.encode()) for n, v in headers.items())
     return None

@@ -13,6 +13,8 @@ no native equivalent is refused, one that changes nothing here is accepted (`INE
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 from collections.abc import Iterable
@@ -31,15 +33,13 @@ DEFAULT_BODY_LIMIT = 1024 * 1024  # Kong's max_request_body_size default, and th
 PLUGIN_FIELDS = ("name", "config", "instance_name", "tags", "enabled", "ordering", "protocols", "id",
                  "service", "route", "consumer", "consumer_group")
 # The gateway's fixed order of access-phase work, by the plugin that does it in Kong.
-NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "key-auth", "ai-mcp-proxy", "request-transformer-advanced")
+NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "key-auth", "acl", "ai-mcp-proxy", "request-transformer-advanced")
 RTA, RESPONSE_TRANSFORMER = "request-transformer-advanced", "response-transformer-advanced"
-SUPPORTED = ("key-auth", "ai-mcp-proxy", "ai-mcp-oauth2", "cors", RTA, RESPONSE_TRANSFORMER, "datakit")
-SUPPORTED_TEXT = ("key-auth, ai-mcp-proxy, ai-mcp-oauth2, cors, request-transformer-advanced (credential "
-                  "injection), response-transformer-advanced (PRM rewrite), datakit (PRM challenge)")
-REFUSED = {
-    "acl": "Kong's acl plugin (consumer groups allowed on a whole route) has no equivalent in the native policy; "
-           "govern access per tool with ai-mcp-proxy default_acl and tools[].acl",
-}
+SUPPORTED = ("key-auth", "acl", "ai-mcp-proxy", "ai-mcp-oauth2", "cors", RTA, RESPONSE_TRANSFORMER, "datakit")
+SUPPORTED_TEXT = ("key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, cors, "
+                  "request-transformer-advanced (credential injection), response-transformer-advanced (PRM rewrite), "
+                  "datakit (PRM challenge)")
+REFUSED: dict[str, str] = {}
 
 
 def _equal(default: Any) -> Any:
@@ -65,6 +65,7 @@ INERT: dict[str, dict[str, Any]] = {
         "server": _any,  # listener settings, unused in passthrough-listener mode
     },
     "cors": {"private_network": _equal(False), "allow_origin_absent": _equal(True)},
+    "acl": {"always_use_authenticated_groups": _equal(False)},
     RTA: {"dots_in_keys": _any},  # about body operations, which are refused
 }
 
@@ -288,7 +289,7 @@ def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
         if RESPONSE_TRANSFORMER in build.plugins:
             _fold_prm_route(build, builds, t)
     handlers = {"cors": _cors, "datakit": _datakit, "ai-mcp-oauth2": _oauth, "key-auth": _key_auth,
-                "ai-mcp-proxy": _mcp_proxy}
+                "acl": _acl, "ai-mcp-proxy": _mcp_proxy}
     for build in builds.values():
         if build.folded:
             continue
@@ -312,6 +313,19 @@ def _cors(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
     build.native["cors"] = take_options(plugin, ("origins", "methods", "headers", "exposed_headers", "credentials",
                                                  "max_age", "preflight_continue"), t.problems)
     build.origin(t, "cors", plugin)
+
+
+def _acl(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
+    """Kong's acl matches ACL groups (consumers' `acls` credentials), and consumer groups only with
+    include_consumer_groups; the gateway's consumers have consumer groups only."""
+    config = dict(plugin.config)
+    if config.pop("include_consumer_groups", False) is not True:
+        plugin.problem(t.problems, "set include_consumer_groups: true: the gateway matches consumer groups (consumers' "
+                       "acls credentials are not supported)", "config", "include_consumer_groups")
+        return
+    build.native["access"] = take_options(dataclasses.replace(plugin, config=config),
+                                          ("allow", "deny", "hide_groups_header"), t.problems)
+    build.origin(t, "access", plugin)
 
 
 def _key_auth(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:

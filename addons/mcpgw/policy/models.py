@@ -11,6 +11,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..audit import AuditSettings
 from ..credentials import CredentialsConfig, check_route as check_credentials
+from ..governance.access import RouteAccess, check_groups as check_access_groups
 from ..governance.acl import AclSettings
 from ..guards import CorsConfig
 from ..identity.consumers import Consumer, ConsumerGroup, groups_validator, normalize_groups
@@ -78,6 +79,7 @@ class Route(StrictModel):
     prm: PrmConfig | None = Field(None, description="OAuth discovery: PRM challenge, rewrite or serve (docs/identity.md)")
     upstream_identity_headers: bool = Field(False, description="Send the caller's identity upstream as X-Consumer-* headers")
     oauth: OAuthConfig | None = Field(None, description="OAuth 2 resource server: require a valid bearer token (docs/identity.md)")
+    access: RouteAccess | None = Field(None, description="Which consumer groups may use the route at all (Kong's acl plugin; docs/governance.md)")
     acl: AclSettings | None = Field(None, description="Tool governance: per-consumer ACLs on tools, prompts and resources (docs/governance.md)")
     audit: AuditSettings | None = Field(None, description="Audit log settings of this route, e.g. log_payloads (docs/observability.md)")
     credentials: CredentialsConfig | None = Field(None, description="Upstream credential: passthrough (default) or inject a stored one (docs/credentials.md)")
@@ -162,6 +164,7 @@ class Policy(StrictModel):
                 raise ValueError(f"route {name!r} names service {route.service!r}, which is not defined (services: {known})")
             check_anonymous(name, route.key_auth, self.consumers)
             check_discovery(name, route)
+            check_access_groups(name, route.access, self.consumer_groups)
             check_credentials(name, route, self.consumer_groups)
             for p in route.paths:
                 if p in seen:
