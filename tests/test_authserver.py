@@ -14,13 +14,12 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from mcp.client.auth import OAuthClientProvider
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.support.oauth_client import oauth_provider
 from tests.support.authserver import AuthServer, running_auth_server
 from tests.support.threaded_server import ThreadedServer
 
@@ -485,22 +484,6 @@ def protected_resource(auth: AuthServer) -> Starlette:
     )
 
 
-class InMemoryTokenStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 @pytest.mark.parametrize("issuer_path", ["", "/realms/demo"])
@@ -509,27 +492,8 @@ async def test_mcp_sdk_oauth_client_provider_completes_the_flow(issuer_path):
         resource_server = ThreadedServer(protected_resource(auth))
         resource_server.start()
         try:
-            callback: dict[str, str] = {}
-
-            async def open_browser(authorization_url: str) -> None:
-                # Stands in for the user's browser: follow /authorize to the redirect back.
-                async with httpx.AsyncClient() as browser:
-                    response = await browser.get(authorization_url)
-                location = urlsplit(response.headers["location"])
-                callback.update({name: values[0] for name, values in parse_qs(location.query).items()})
-
-            async def receive_callback() -> tuple[str, str | None]:
-                return callback["code"], callback.get("state")
-
-            storage = InMemoryTokenStorage()
             server_url = resource_server.base_url + "/mcp"
-            provider = OAuthClientProvider(
-                server_url=server_url,
-                client_metadata=OAuthClientMetadata(redirect_uris=[REDIRECT_URI], client_name="sdk-test"),
-                storage=storage,
-                redirect_handler=open_browser,
-                callback_handler=receive_callback,
-            )
+            provider, storage = oauth_provider(server_url, client_name="sdk-test")
             async with httpx.AsyncClient(auth=provider, timeout=10) as client:
                 first = await client.post(server_url, json={})
                 second = await client.post(server_url, json={})
@@ -542,4 +506,4 @@ async def test_mcp_sdk_oauth_client_provider_completes_the_flow(issuer_path):
     assert storage.client_info is not None and storage.client_info.client_secret
     assert storage.client_info.token_endpoint_auth_method == "client_secret_basic"  # RFC 7591 default
     assert storage.tokens is not None and storage.tokens.refresh_token
-    assert callback["iss"] == auth.url
+    assert storage.redirect["iss"] == auth.url

@@ -8,18 +8,16 @@ from __future__ import annotations
 import hashlib
 import ssl
 from collections.abc import Iterator
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
 import pytest
-from mcp.client.auth import OAuthClientProvider
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.support.oauth_client import oauth_provider
 from tests.support.authserver import AuthServer, running_auth_server
 from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, http_client, jsonrpc, mcp_session
 from tests.support.threaded_server import ThreadedServer
@@ -260,46 +258,9 @@ async def test_intercept_mode_prm_passes_through_and_challenge_names_the_upstrea
 # -- the official client's whole OAuth flow through the gateway -------------------------------------
 
 
-class MemoryTokens:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
-def oauth_client(server_url: str) -> tuple[OAuthClientProvider, MemoryTokens]:
-    """The SDK's OAuth provider; the "browser" follows the authorization URL and hands back the code."""
-    storage = MemoryTokens()
-    redirected: dict[str, str] = {}
-
-    async def open_browser(authorization_url: str) -> None:
-        async with httpx.AsyncClient() as c:
-            answer = await c.get(authorization_url)
-        query = parse_qs(urlsplit(answer.headers["location"]).query)
-        redirected.update(code=query["code"][0], state=query["state"][0])
-
-    async def callback() -> tuple[str, str | None]:
-        return redirected["code"], redirected["state"]
-
-    metadata = OAuthClientMetadata(redirect_uris=["http://localhost:3030/callback"], client_name="e2e",
-                                   token_endpoint_auth_method="none")
-    return OAuthClientProvider(server_url, metadata, storage, open_browser, callback), storage
-
-
 async def test_official_client_discovers_github_oauth_through_the_gateway(gateway, auth, recorded):
     url = gateway.url("/github-mcp")
-    provider, storage = oauth_client(url)
+    provider, storage = oauth_provider(url, token_endpoint_auth_method="none")
     async with mcp_session(url, headers={"apikey": "admin-api-key"}, auth=provider) as session:
         assert (await session.list_tools()).tools
     token = storage.tokens.access_token

@@ -7,19 +7,16 @@ the gateway checks against the JWKS. A second route validates opaque tokens by i
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from mcp.client.auth import OAuthClientProvider
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
+from tests.support.oauth_client import oauth_provider
 from tests.support.authserver import AuthServer, running_auth_server
 from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, free_port, jsonrpc, mcp_session
 
 pytestmark = pytest.mark.e2e
 
-REDIRECT_URI = "http://127.0.0.1:9/callback"
 INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 SEARCH = {"query": "kong gateway language:go"}
 
@@ -79,46 +76,6 @@ def gateway(workdir, upstream, auth, opaque_auth):
     gw = Gateway(workdir, policy, intercept=False, env={"INTROSPECTION_SECRET": client_secret})
     yield gw
     gw.stop()
-
-
-class InMemoryTokenStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
-def oauth_provider(server_url: str) -> tuple[OAuthClientProvider, InMemoryTokenStorage]:
-    """The SDK's OAuth client; the "browser" follows /authorize, which approves at once."""
-    callback: dict[str, str] = {}
-
-    async def open_browser(authorization_url: str) -> None:
-        async with httpx.AsyncClient() as browser:
-            response = await browser.get(authorization_url)
-        assert response.status_code == 302, response.text
-        query = parse_qs(urlsplit(response.headers["location"]).query)
-        callback.update({name: values[0] for name, values in query.items()})
-
-    async def receive_callback() -> tuple[str, str | None]:
-        return callback["code"], callback.get("state")
-
-    storage = InMemoryTokenStorage()
-    provider = OAuthClientProvider(
-        server_url=server_url,
-        client_metadata=OAuthClientMetadata(redirect_uris=[REDIRECT_URI], client_name="oauth-e2e"),
-        storage=storage, redirect_handler=open_browser, callback_handler=receive_callback)
-    return provider, storage
 
 
 async def post_initialize(url: str, token: str | None = None) -> httpx.Response:
