@@ -131,7 +131,7 @@ class ChainWriter:
     def _write(self, pending: audit.PendingRecord) -> None:
         try:
             line, head = seal(pending.finish(), self.head)
-        except Exception:
+        except Exception:  # after the response: nothing is forwarded here; the loss is counted and exported
             self.failed += 1
             log.exception("audit record could not be serialized; it is missing from the log")
             return
@@ -336,7 +336,7 @@ class AuditLog:
         try:
             redact = redaction.for_snapshot(fctx.snapshot) if fctx is not None else redaction.redact
             pending = audit.build(fctx, flow, obs, redact=redact)
-        except Exception:
+        except Exception:  # after the response: nothing is forwarded here; the loss is counted and exported
             self._build_failures += 1
             log.exception("could not build the audit record of %s %s", flow.request.method, flow.request.pretty_url)
             return
@@ -344,7 +344,7 @@ class AuditLog:
         for observe in self.observers:
             try:
                 observe(flow, records)
-            except Exception:
+            except Exception:  # one observer (metrics) failing must not cost the audit record
                 log.exception("audit observer failed")
         if self.writer is not None:
             for p in pending:

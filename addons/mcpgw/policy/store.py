@@ -127,5 +127,5 @@ class PolicyStore:
         for fn in self.listeners:
             try:
                 fn(snap, err)
-            except Exception:
+            except Exception:  # the swap already happened; a listener (metrics, log masking) must not undo it
                 log.exception("policy listener failed")

@@ -39,7 +39,7 @@ def apply_transforms(obj: Any, transforms: list[MessageTransform]) -> Any:
     for t in transforms:
         try:
             current = t(current)
-        except Exception:
+        except Exception:  # fail closed: the message is replaced by an error, never passed unchecked
             log.exception("message transform %s failed; withholding the message", getattr(t, "__name__", t))
             return {"jsonrpc": "2.0", "id": obj.get("id"), "error": {"code": -32603, "message": _WITHHELD}}
     return current
