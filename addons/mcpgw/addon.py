@@ -5,7 +5,6 @@ instead of letting mitmproxy forward the flow)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from . import context, guards, pipeline, redaction
 from .auditlog import AuditLog
 from .context import FlowContext
+from .headers import host_header
 from .metrics import Metrics
 from .mitm_ui import MCPConsole
 from .policy.loader import PolicyError
@@ -195,7 +195,8 @@ class MCPGateway:
                 flow.response = json_response(503, {"message": "MCP gateway needs keep_host_header=true"})
                 return None
             hosts = self._public_hosts(snap)
-            if refusal := guards.check_host(hosts, req.host_header):
+            host = host_header(req)
+            if refusal := guards.check_host(hosts, host):
                 flow.response = refusal
                 return None
             match = snap.routes.match_gateway(req.path)
@@ -203,13 +204,13 @@ class MCPGateway:
                 flow.response = json_response(404, {"message": "no route matched with those values"})
                 return None
             scheme = "https" if flow.client_conn.tls_established else "http"
-            return context.attach(flow, FlowContext(snap, "gateway", match, hosts, req.host_header, scheme))
+            return context.attach(flow, FlowContext(snap, "gateway", match, hosts, host, scheme))
         match = snap.routes.match_intercept(req.scheme, req.host, req.port, req.path)
         if match is None:
             if snap.policy.gateway.intercept_unmatched == "block":
                 flow.response = json_response(403, {"message": f"{req.pretty_host} is not governed by this gateway's policy"})
             return None  # not ours: mitmproxy handles it as usual
-        return context.attach(flow, FlowContext(snap, "intercept", match, frozenset(), req.host_header, req.scheme))
+        return context.attach(flow, FlowContext(snap, "intercept", match, frozenset(), host_header(req), req.scheme))
 
     def _public_hosts(self, snap: Snapshot) -> frozenset[str]:
         if self._hosts_cache is None or self._hosts_cache[0] != snap.version:
@@ -217,12 +218,30 @@ class MCPGateway:
             self._hosts_cache = (snap.version, guards.public_hosts(gw.urls, gw.hosts, self._option_hosts))
         return self._hosts_cache[1]
 
-    @contextlib.contextmanager
-    def _fail_closed(self, flow: http.HTTPFlow, what: str, status: int = 500, at_headers: bool = False):
-        try:
-            yield
-        except Exception:
-            log.exception("MCP gateway could not %s (%s); refusing", what, flow.request.pretty_url)
-            resp = gateway_failure(flow.request, what)
-            resp.status_code = status
-            flow.response = replacing_upstream(resp) if at_headers else resp
+    def _fail_closed(self, flow: http.HTTPFlow, what: str, status: int = 500, at_headers: bool = False) -> "_FailClosed":
+        return _FailClosed(flow, what, status, at_headers)
+
+
+class _FailClosed:
+    """`with`: an exception inside answers the client with an error instead of escaping to
+    mitmproxy, which would forward the flow. (A class, not a generator-based context manager:
+    it is entered on every flow.)"""
+
+    __slots__ = ("flow", "what", "status", "at_headers")
+
+    def __init__(self, flow: http.HTTPFlow, what: str, status: int, at_headers: bool):
+        self.flow, self.what, self.status, self.at_headers = flow, what, status, at_headers
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is None or not issubclass(kind, Exception):
+            return False
+        flow = self.flow
+        log.error("MCP gateway could not %s (%s); refusing", self.what, flow.request.pretty_url,
+                  exc_info=(kind, error, traceback))
+        resp = gateway_failure(flow.request, self.what)
+        resp.status_code = self.status
+        flow.response = replacing_upstream(resp) if self.at_headers else resp
+        return True

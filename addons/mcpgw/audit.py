@@ -17,6 +17,7 @@ from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ReverseMode
 from pydantic import Field
 
+from .headers import header
 from .policy.base import StrictModel
 from .protocol.jsonrpc import Message
 from .protocol.sse import SSEParser
@@ -136,7 +137,7 @@ def build(ctx: FlowContext | None, flow: http.HTTPFlow, obs: Observation, *,
         mode = ctx.mode
     else:  # refused before a route was found
         mode = "gateway" if isinstance(flow.client_conn.proxy_mode, ReverseMode) else "intercept"
-    session = req.headers.get("mcp-session-id") or (resp.headers.get("mcp-session-id") if resp else None)
+    session = header(req.headers, "mcp-session-id") or (header(resp.headers, "mcp-session-id") if resp else None)
     base: dict[str, Any] = {
         "time": _iso(req.timestamp_start),
         "flow": flow.id,
@@ -204,7 +205,7 @@ def _payload_renderer(ctx: FlowContext, flow: http.HTTPFlow, obs: Observation,
     body: bytes | None = None
     ctype = ""
     if resp is not None:
-        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+        ctype = header(resp.headers, "content-type", "").split(";")[0].strip().lower()
         body = bytes(obs.captured) if obs.captured is not None else resp.get_content(strict=False)
 
     def for_message(msg: Message) -> Callable[[], dict[str, Any]]:

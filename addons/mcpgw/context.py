@@ -1,12 +1,13 @@
 """Per-flow gateway state, created once when a request arrives and kept to the end of the flow.
 
-It lives in a weak map rather than `flow.metadata` so that saving flows (`-w`, mitmweb export)
-never tries to serialize it, and so that nothing secret rides along in a saved flow."""
+It is a plain attribute of the flow object, not an entry of `flow.metadata`: saving flows (`-w`,
+mitmweb export) and copying them (replay) go through `get_state`, which never sees it, so nothing
+secret rides along in a saved flow and a replayed copy is governed afresh. An attribute also
+survives a script reload, so the response of a request governed before the reload still is."""
 
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
@@ -96,13 +97,13 @@ class FlowContext:
         return f"{svc.scheme}://{svc.url.split('://', 1)[1].split('/', 1)[0]}{PRM_PREFIX}{svc.path}" if svc else ""
 
 
-_contexts: "weakref.WeakKeyDictionary[http.HTTPFlow, FlowContext]" = weakref.WeakKeyDictionary()
+_ATTRIBUTE = "_mcp_gateway_context"
 
 
 def get(flow: http.HTTPFlow) -> FlowContext | None:
-    return _contexts.get(flow)
+    return getattr(flow, _ATTRIBUTE, None)
 
 
 def attach(flow: http.HTTPFlow, ctx: FlowContext) -> FlowContext:
-    _contexts[flow] = ctx
+    setattr(flow, _ATTRIBUTE, ctx)
     return ctx

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mitmproxy import http
 from pydantic import Field, field_validator, model_validator
 
+from . import headers as header_fields
 from . import redaction
 from .identity.keyauth import remove_key
 from .policy.base import StrictModel
@@ -326,8 +327,7 @@ def mediate(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     request = flow.request
     compiled = _routes(ctx.snapshot.policy).get(ctx.match.name)
     if compiled is None:  # passthrough
-        if "proxy-authorization" in request.headers:
-            del request.headers["proxy-authorization"]
+        header_fields.remove(request.headers, "proxy-authorization")
         return None
     if ctx.mode == "intercept" and not _goes_to_service(ctx, request):
         log.warning("route %s: refusing to send its stored credential to %s", ctx.route_name, request.pretty_host)
@@ -352,9 +352,7 @@ def _strip_client_credentials(ctx: "FlowContext", request: http.Request) -> None
         names.update(key_auth.key_names)  # even an unconsumed (invalid) key is not the upstream's business
     for name in names:
         remove_key(request, name)  # header and query string alike
-    for name in CLIENT_CREDENTIAL_HEADERS:
-        if name in request.headers:
-            del request.headers[name]
+    header_fields.remove(request.headers, *CLIENT_CREDENTIAL_HEADERS)
 
 
 def check_destination(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from . import headers
+from .headers import has_header, header
 from .context import FlowContext
 from .responses import json_response
 
@@ -22,7 +24,7 @@ def check_method(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
 def refuse_upgrades(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     """MCP runs over plain HTTP requests. An upgraded connection (WebSocket, h2c) would carry
     traffic no phase of the gateway ever sees, so governed routes do not upgrade."""
-    if "upgrade" in flow.request.headers:
+    if has_header(flow.request.headers, "upgrade"):
         return json_response(400, {"message": "protocol upgrades are not accepted on MCP routes"})
     return None
 
@@ -44,7 +46,7 @@ def check_body(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
 def check_declared_size(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     """At request headers: refuse an oversized body before reading it."""
     limit = ctx.snapshot.policy.gateway.max_body_size
-    declared = flow.request.headers.get("content-length", "")
+    declared = header(flow.request.headers, "content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return json_response(413, {"message": f"Request body is larger than {limit} bytes"})
     return None
@@ -61,11 +63,11 @@ def forward(ctx: FlowContext, flow: http.HTTPFlow) -> None:
     req.data.host, req.data.port = svc.host, svc.port  # the fields; Host is set once, below
     if req.is_http2 or req.is_http3:
         req.authority = svc.authority  # :authority is HTTP/2's Host; a Host header is only kept in step
-        if "Host" in req.headers:
-            req.headers["Host"] = svc.authority
+        if has_header(req.headers, "Host"):
+            headers.put(req.headers, "Host", svc.authority)
     else:
         req.data.authority = b""  # origin-form upstream, even if the client sent an absolute-form target
-        req.headers["Host"] = svc.authority
+        headers.put(req.headers, "Host", svc.authority)
     ctx.upstream_set = True
     return None
 

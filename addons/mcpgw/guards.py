@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 from pydantic import Field, field_validator
 
+from .headers import has_header, header
 from .policy.base import StrictModel
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def check_origin(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | Non
 
     if ctx.mode != "gateway":
         return None
-    origin = flow.request.headers.get("origin")
+    origin = header(flow.request.headers, "origin")
     if origin is not None and not _origin_allowed(ctx, origin):
         return json_response(403, {
             "error": "forbidden_origin",
@@ -100,7 +101,7 @@ def cors_preflight(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | N
     """Answer a CORS preflight for a route with cors configured (unless preflight_continue)."""
     req = flow.request
     cors = ctx.match.route.route.cors if ctx.match and ctx.mode == "gateway" else None
-    if cors is None or req.method != "OPTIONS" or "access-control-request-method" not in req.headers:
+    if cors is None or req.method != "OPTIONS" or not has_header(req.headers, "access-control-request-method"):
         return None
     if cors.preflight_continue:
         return None
@@ -130,5 +131,6 @@ def _add_cors_headers(cors: CorsConfig, origin: str | None, headers: http.Header
 
 def add_cors_to_response(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     cors = ctx.match.route.route.cors if ctx.match and ctx.mode == "gateway" else None
-    if cors is not None and flow.response is not None and flow.request.headers.get("origin"):
-        _add_cors_headers(cors, flow.request.headers.get("origin"), flow.response.headers)
+    origin = header(flow.request.headers, "origin") if cors is not None else None
+    if origin and flow.response is not None:
+        _add_cors_headers(cors, origin, flow.response.headers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from .headers import header
 from .context import FlowContext
 from .protocol.jsonrpc import JsonRpcParseError, parse_strict
 from .responses import json_response, jsonrpc_error, jsonrpc_errors_response
@@ -14,10 +15,10 @@ def parse_client_messages(ctx: FlowContext, flow: http.HTTPFlow) -> http.Respons
     req = flow.request
     if req.method != "POST":
         return None
-    ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = header(req.headers, "content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         return json_response(415, {"message": "MCP requests must be POSTed as application/json"})
-    if req.headers.get("content-encoding", "identity").strip().lower() != "identity":
+    if header(req.headers, "content-encoding", "identity").strip().lower() != "identity":
         return json_response(415, {"message": "compressed request bodies are not accepted"})
     try:
         ctx.messages, ctx.is_batch = parse_strict(req.raw_content or b"")

@@ -90,7 +90,9 @@ def _is_async(phase: Phase) -> bool:
 
 async def run(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     for phase in phases:
-        result = (await phase(ctx, flow)) if _is_async(phase) else phase(ctx, flow)
+        result = phase(ctx, flow)
+        if result is not None and _is_async(phase):  # a coroutine; a sync phase returned a response or None
+            result = await result
         if result is not None:
             ctx.answered_by = phase_name(phase)
             return result
@@ -99,10 +101,11 @@ async def run(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) 
 
 def run_sync(phases: tuple[Phase, ...], ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     for phase in phases:
-        if _is_async(phase):  # a wiring error, caught by the tests
-            raise TypeError(f"phase {phase.__qualname__} is async but runs in a synchronous hook")
         result = phase(ctx, flow)
         if result is not None:
+            if _is_async(phase):  # a wiring error, caught by the tests
+                result.close()
+                raise TypeError(f"phase {phase.__qualname__} is async but runs in a synchronous hook")
             ctx.answered_by = phase_name(phase)
             return result
     return None

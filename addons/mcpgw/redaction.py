@@ -16,6 +16,7 @@ garble every log line, and a secret that short protects nothing anyway."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -55,6 +56,11 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
 _SHAPE_HINT = re.compile(r'(?i)bearer|basic|eyJ|=|"')  # cheap test before the _SHAPES substitutions
 
 _CREDENTIAL_HEADERS: dict[bytes, bool] = {}  # raw header name -> CREDENTIAL_NAME matches
+# Header fields found to need no masking, by a name that does not say credential. Replaced by an
+# empty set whenever what is masked changes (a newly seen credential, a policy version), so a value
+# that has become a secret is masked again; a pass that began before the change fills the old set.
+_clean_fields: set[tuple[bytes, bytes]] = set()
+MAX_CLEAN_FIELDS = 1024
 
 _lock = threading.Lock()
 _seen: OrderedDict[str, None] = OrderedDict()  # client credentials, least recently seen first
@@ -93,10 +99,11 @@ policy_secrets = PerPolicy(_collect_policy_secrets)
 
 def _rebuild() -> None:
     """Recompute the masked values (callers hold _lock). Readers take the tuple without locking."""
-    global _known, _known_policy
+    global _known, _known_policy, _clean_fields
     policy = set().union(*_policy_versions.values())
     _known_policy = tuple(sorted(policy, key=len, reverse=True))
     _known = tuple(sorted(policy.union(_seen), key=len, reverse=True))
+    _clean_fields = set()  # after the values above: a pass that sees this set also sees them
 
 
 def _mask(text: str, values: Iterable[str]) -> str:
@@ -167,21 +174,27 @@ def _credential_header(raw_name: bytes) -> bool:
     return verdict
 
 
+@functools.lru_cache(maxsize=256)
+def _key_names(names: tuple[str, ...]) -> frozenset[bytes]:
+    """A route's key-auth names as raw header names compare: lower-case bytes."""
+    return frozenset(n.lower().encode("utf-8", "surrogateescape") for n in names)
+
+
 def note_client_credentials(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     """Request headers phase: remember what the client presented before any phase handles it."""
     request = flow.request
     key_auth = ctx.match.route.route.key_auth if ctx.match is not None else None
-    key_names = {n.lower() for n in key_auth.key_names} if key_auth is not None else ()
+    key_names = _key_names(tuple(key_auth.key_names)) if key_auth is not None else frozenset()
     found = []
     for raw_name, raw_value in request.headers.fields:
-        if _credential_header(raw_name) or (key_names and raw_name.decode("latin-1").lower() in key_names):
+        if _credential_header(raw_name) or (key_names and raw_name.lower() in key_names):
             value = raw_value.decode("utf-8", "surrogateescape")
             found.append(value)
             if raw_name.lower() == b"cookie":
                 found += [pair.partition("=")[2] for pair in value.split(";")]
     if "?" in request.path:
         found += [v for name, v in request.query.items(multi=True)
-                  if name.lower() in key_names or CREDENTIAL_NAME.search(name)]
+                  if name.lower().encode("utf-8", "surrogateescape") in key_names or CREDENTIAL_NAME.search(name)]
     remember(found)
     return None
 
@@ -193,37 +206,46 @@ def mask_sent_request(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     return None
 
 
+def _masked_value(name: str | bytes, value: str, seen: "OrderedDict[str, None]", policy_values: tuple[str, ...]) -> str:
+    credential = _credential_header(name) if isinstance(name, bytes) else CREDENTIAL_NAME.search(name)
+    if credential or value in seen:
+        scheme = _SCHEME_AND_TOKEN.match(value.strip())
+        return f"{value.split()[0]} {MASK}" if scheme else MASK
+    if any(v in value for v in policy_values) or _SHAPE_HINT.search(value):
+        return _mask(value, policy_values)
+    return value
+
+
 def mask_request(request: http.Request) -> None:
     """Mask, in place, every header and query value that is or holds a credential: by name
     (Authorization, apikey, ...), as a credential seen before, or holding a policy secret."""
     # Seen credentials are whole values, so a set lookup finds them; policy secrets may be
     # embedded (Bearer ...), so they are searched for. Membership tests need no lock.
+    clean = _clean_fields  # first: see _rebuild
     seen, policy_values = _seen, _known_policy
-
-    def masked(name: str | bytes, value: str) -> str:
-        credential = _credential_header(name) if isinstance(name, bytes) else CREDENTIAL_NAME.search(name)
-        if credential or value in seen:
-            scheme = _SCHEME_AND_TOKEN.match(value.strip())
-            return f"{value.split()[0]} {MASK}" if scheme else MASK
-        if any(v in value for v in policy_values) or _SHAPE_HINT.search(value):
-            return _mask(value, policy_values)
-        return value
-
     # One pass over the raw fields: per-name lookups would rescan every header for each name.
     fields, changed = [], False
-    for raw_name, raw_value in request.headers.fields:
+    for field in request.headers.fields:
+        if field in clean:  # Accept, Content-Type, User-Agent...: the same few values on every request
+            fields.append(field)
+            continue
+        raw_name, raw_value = field
         value = raw_value.decode("utf-8", "surrogateescape")
-        new = masked(raw_name, value)
+        new = _masked_value(raw_name, value, seen, policy_values)
         if new != value:
-            changed, raw_value = True, new.encode("utf-8", "surrogateescape")
-        fields.append((raw_name, raw_value))
+            changed = True
+            fields.append((raw_name, new.encode("utf-8", "surrogateescape")))
+        else:
+            fields.append(field)
+            if not _credential_header(raw_name) and len(clean) < MAX_CLEAN_FIELDS:
+                clean.add(field)  # never a credential's value: only what a name says is not one
     if changed:
         request.headers.fields = tuple(fields)
     if "?" in request.path:
         query = request.query
         for name in set(query.keys()):
             values = query.get_all(name)
-            replaced = [masked(name, v) for v in values]
+            replaced = [_masked_value(name, v, seen, policy_values) for v in values]
             if replaced != values:
                 query.set_all(name, replaced)
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from mitmproxy import http
 
+from .headers import header
 from .context import FlowContext
 from .protocol.messages import SSEStream, can_decode, message_event_transform, transform_json_body
 from .protocol.sse import SSEEvent
@@ -19,7 +20,7 @@ MAX_BUFFERED_JSON = 64 * 1024 * 1024
 
 
 def _ctype(resp: http.Response) -> str:
-    return resp.headers.get("content-type", "").split(";")[0].strip().lower()
+    return header(resp.headers, "content-type", "").split(";")[0].strip().lower()
 
 
 def legacy_endpoint_rewriter(ctx: FlowContext):
@@ -54,7 +55,7 @@ def prepare_response(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | N
         if not transforms:
             resp.stream = True
             return None
-        encoding = resp.headers.get("content-encoding")
+        encoding = header(resp.headers, "content-encoding")
         if not can_decode(encoding):
             return json_response(502, {"message": f"upstream used an unsupported Content-Encoding {encoding!r}"})
         resp.stream = SSEStream(transforms, encoding)
@@ -62,13 +63,13 @@ def prepare_response(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | N
         resp.headers.pop("content-length", None)
         return None
     if ctype == "application/json" and ctx.server_transforms:
-        declared = resp.headers.get("content-length", "")
+        declared = header(resp.headers, "content-length", "")
         if declared.isdigit() and int(declared) > MAX_BUFFERED_JSON:
             return json_response(502, {"message": "upstream JSON response too large to inspect"})
         resp.stream = False  # buffered: transform_buffered_json rewrites it
         return None
     if ctx.server_transforms and 200 <= resp.status_code < 300 and ctype != "application/json" \
-            and resp.headers.get("content-length") != "0" and resp.status_code not in (202, 204):
+            and header(resp.headers, "content-length") != "0" and resp.status_code not in (202, 204):
         # An answer that must be filtered, in a form the gateway cannot read: never pass it unfiltered.
         return json_response(502, {"message": f"upstream answered with Content-Type {ctype or 'none'!r} where the "
                                               "gateway needs application/json or text/event-stream to apply the policy"})

@@ -72,6 +72,15 @@ async def test_gateway_mode_routes_to_the_service_whatever_the_listener_target(g
     assert context.get(tls).prm_url == "https://localhost:8443/.well-known/oauth-protected-resource/github-mcp"
 
 
+async def test_the_flow_context_stays_out_of_saved_and_copied_flows(gateway):
+    addon, _, _ = gateway
+    f = await through(addon, reverse_flow("/github-mcp"))
+    assert context.get(f) is not None
+    state = f.get_state()  # what -w and mitmweb's export write
+    assert "_mcp_gateway_context" not in repr(state)
+    assert context.get(f.copy()) is None  # a replayed copy is governed afresh
+
+
 async def test_unknown_path_and_foreign_host_are_answered_not_forwarded(gateway):
     addon, _, _ = gateway
     f = await through(addon, reverse_flow("/elsewhere"))

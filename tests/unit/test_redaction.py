@@ -129,3 +129,15 @@ def test_uninstall_removes_the_filter(store):
     assert filters() == before + 1 and len(store.listeners) == 1
     uninstall()
     assert filters() == before and not store.listeners
+
+
+def test_a_header_value_that_becomes_a_credential_is_masked_from_then_on(installed):
+    def sent(value: str) -> str:
+        flow = tflow.tflow(req=tutils.treq(headers=http.Headers([(b"X-Trace", value.encode())])))
+        redaction.mask_sent_request(None, flow)
+        return flow.request.headers["X-Trace"]
+
+    assert sent("trace-value-0006") == "trace-value-0006"  # no credential: left as is (and remembered so)
+    assert sent("trace-value-0006") == "trace-value-0006"
+    redaction.remember(["trace-value-0006"])  # the same value is then presented as a credential
+    assert sent("trace-value-0006") == MASK

@@ -29,6 +29,8 @@ def caller_label(identity: "Identity | None") -> str:
 
 def printable(text: str, limit: int = _MAX_NAME) -> str:
     """A client-chosen name, safe to show on one line."""
+    if len(text) < limit and text.isprintable():
+        return text
     text = "".join(ch if ch.isprintable() else "\ufffd" for ch in text[:limit])
     return text + "..." if len(text) >= limit else text
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from mitmproxy import http
 
+from ..headers import header, header_values
 from ..context import Decision, FlowContext
 from ..protocol.jsonrpc import (INVALID_PARAMS, INVALID_REQUEST, JsonRpcParseError, Message, canonical_method,
                                 dumps)
@@ -171,7 +172,7 @@ def enforce_acl(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
         if req.raw_content:
             return json_response(400, {"message": f"a request body is only accepted on POST, not on {req.method}"})
         if req.method == "GET":  # a server stream: list results arriving there are filtered too
-            session = req.headers.get("mcp-session-id")
+            session = header(req.headers, "mcp-session-id")
             ctx.server_transforms.append(ResponseGovernor(flow, ctx.route_name or "", subject_view, caller, consumer,
                                                           session=session))
         return None
@@ -231,7 +232,7 @@ def _refusal(ctx: FlowContext, flow: http.HTTPFlow, checks: list[Checked], statu
 def _reads_post_answers(req: http.Request) -> bool:
     """Streamable HTTP clients accept SSE and read the POST's answer. Legacy HTTP+SSE clients do
     not: they only check the status and wait for the answer on their GET stream."""
-    return "text/event-stream" in req.headers.get("accept", "").lower()
+    return "text/event-stream" in header(req.headers, "accept", "").lower()
 
 
 def _stand_in(ctx: FlowContext, flow: http.HTTPFlow, denied: Checked) -> None:
@@ -251,7 +252,7 @@ def _expect_answers(ctx: FlowContext, flow: http.HTTPFlow, subject_view: Subject
     denied_stand_in = any(c.denied for c in checks) and not subject_view.acl.shadow
     if not expected and not denied_stand_in:
         return  # nothing to filter: the response streams through untouched
-    session = flow.request.headers.get("mcp-session-id")
+    session = header(flow.request.headers, "mcp-session-id")
     if session is not None:  # a resumed GET stream of this session may carry the answers
         for key, exp in expected.items():
             ledger.expected.put((ctx.route_name or "", session, key), exp)
@@ -264,7 +265,7 @@ def _routing_header_mismatch(ctx: FlowContext, flow: http.HTTPFlow) -> dict[str,
     routers. The gateway decides on the body only, and refuses a request whose headers say
     something else (a router trusting them would see another request than the server)."""
     headers = flow.request.headers
-    methods, names = headers.get_all("mcp-method"), headers.get_all("mcp-name")
+    methods, names = header_values(headers, "mcp-method"), header_values(headers, "mcp-name")
     if not methods and not names:
         return None
     message = ctx.messages[0] if len(ctx.messages) == 1 and not ctx.is_batch else None

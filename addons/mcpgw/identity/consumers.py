@@ -115,6 +115,7 @@ class ConsumerIndex:
         }
         # Every value that names some consumer, whichever field it is in.
         self.subjects = frozenset(s for index in self.by.values() for s in index)
+        self._identities: dict[tuple[str, str], Identity] = {}
 
     def by_key(self, presented: str) -> str | None:
         """The consumer owning an API key. The presented key is hashed before the lookup, so its
@@ -129,8 +130,11 @@ class ConsumerIndex:
         return None
 
     def identity(self, username: str, method: str) -> Identity:
-        c = self.consumers[username]
-        return Identity(username, c.id, c.custom_id, tuple(c.groups), method)
+        found = self._identities.get((username, method))
+        if found is None:  # one per consumer and method: identities are immutable
+            c = self.consumers[username]
+            found = self._identities[username, method] = Identity(username, c.id, c.custom_id, tuple(c.groups), method)
+        return found
 
 
 consumer_index = PerPolicy(ConsumerIndex)

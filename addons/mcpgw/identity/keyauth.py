@@ -16,6 +16,8 @@ from urllib.parse import unquote_plus
 from mitmproxy import http
 from pydantic import Field, field_validator, model_validator
 
+from .. import headers
+from ..headers import header_values
 from ..policy.base import StrictModel
 from ..responses import json_response
 from .consumers import Consumer, ConsumerIndex, consumer_index
@@ -113,7 +115,7 @@ def find_key(config: KeyAuthConfig, request: http.Request) -> tuple[str, str, st
     for name in config.key_names:
         found = []
         if config.key_in_header:
-            found += [("header", name.lower(), v) for v in request.headers.get_all(name)]
+            found += [("header", name.lower(), v) for v in header_values(request.headers, name)]
         if config.key_in_query:
             found += [("query", name, v) for v in _query_values(query, name)]
         if len(found) > 1:
@@ -125,8 +127,7 @@ def find_key(config: KeyAuthConfig, request: http.Request) -> tuple[str, str, st
 
 def remove_key(request: http.Request, name: str) -> None:
     """Remove every occurrence of key `name` from the headers and the query string."""
-    if name in request.headers:
-        del request.headers[name]  # all of them, whatever their case
+    headers.remove(request.headers, name)  # all of them, whatever their case
     path, sep, query = request.path.partition("?")
     if sep:
         remaining = _without_query_param(query, name)

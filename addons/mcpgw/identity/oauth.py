@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 from pydantic import Field, field_validator, model_validator
 
+from ..headers import header_values
 from ..policy.base import StrictModel
 from ..policy.derived import PerPolicy
 from ..policy.secrets import SecretValue
@@ -229,7 +230,7 @@ _routes = PerPolicy(_compile_routes)
 
 def bearer_token(request: http.Request) -> str | None:
     """The bearer token of the Authorization header; None when there is none (RFC 6750 section 2.1)."""
-    values = request.headers.get_all("authorization")
+    values = header_values(request.headers, "authorization")
     if len(values) > 1:
         raise TokenRejected("Send exactly one Authorization header")
     if not values:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from ..headers import header, header_values
 from ..policy.base import StrictModel
 from ..policy.derived import PerPolicy
 from ..responses import json_response
@@ -189,7 +190,7 @@ def challenge(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     request = flow.request
     if found is None or not found.config.challenge or is_metadata_request(ctx, request):
         return None
-    if any(v.strip() for v in request.headers.get_all("authorization")):
+    if any(v.strip() for v in header_values(request.headers, "authorization")):
         return None
     log.debug("route %s: no Authorization header; answering with the PRM challenge", ctx.route_name)
     return json_response(401, {"message": "Unauthorized"}, {
@@ -203,7 +204,7 @@ def rewrite_upstream_challenge(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     if (ctx.mode != "gateway" or not ctx.upstream_set or response is None or ctx.match is None
             or ctx.match.kind != "mcp" or discovery(ctx) is None):
         return None
-    values = response.headers.get_all("www-authenticate")
+    values = header_values(response.headers, "www-authenticate")
     if not any("resource_metadata" in v.lower() for v in values):
         return None
     replacement = _quoted(ctx.prm_url)
@@ -256,7 +257,7 @@ def serve_metadata(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | N
 
 
 def _is_json(response: http.Response) -> bool:
-    ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = header(response.headers, "content-type", "").split(";")[0].strip().lower()
     return ctype == "application/json" or ctype.endswith("+json")
 
 

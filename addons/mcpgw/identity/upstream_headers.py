@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
+from .. import headers as header_fields
 from ..responses import json_response
 
 if TYPE_CHECKING:
@@ -65,7 +66,5 @@ def add_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Respon
         return json_response(500, {"message": "The caller's identity cannot be forwarded to the upstream"})
     # Client-sent X-Consumer-* headers are already gone (strip_client_identity_headers); the route's
     # access check may have set X-Consumer-Groups: replace, never duplicate.
-    names = {n.lower().encode() for n in headers}
-    fields = tuple(f for f in flow.request.headers.fields if f[0].lower() not in names)
-    flow.request.headers.fields = fields + tuple((n.encode(), v.encode()) for n, v in headers.items())
+    header_fields.replace_all(flow.request.headers, headers)
     return None

@@ -1,0 +1,122 @@
+"""Reading mitmproxy headers on the hot path.
+
+`Headers.get` scans every field and lower-cases and decodes each name on each call; a governed
+request goes through a dozen lookups. Here the fields are indexed once and the index is reused
+until the headers change: mitmproxy's Headers never mutate `fields` in place, every change
+assigns a new tuple, so the identity of that tuple says whether the index is still current.
+
+Semantics are mitmproxy's: names match case-insensitively (ASCII), values are decoded as UTF-8
+with surrogateescape, and `header` folds repeated headers with ", ". `remove` and `put` change
+headers as `del headers[name]` and `headers[name] = value` do, and carry the index over to the
+new fields instead of leaving the next read to rebuild it."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+Index = dict[bytes, list[str]]
+
+# (fields, index) of the headers read last. Holding the tuple keeps its identity unique.
+_last: tuple[tuple | None, Index] = (None, {})
+
+
+def index(headers: http.Headers) -> Index:
+    global _last
+    fields = headers.fields
+    last = _last
+    if last[0] is fields:
+        return last[1]
+    built: Index = {}
+    for raw_name, raw_value in fields:
+        value = raw_value.decode("utf-8", "surrogateescape")
+        name = raw_name.lower()
+        if (found := built.get(name)) is None:
+            built[name] = [value]
+        else:
+            found.append(value)
+    _last = (fields, built)
+    return built
+
+
+_KEYS: dict[str, bytes] = {}  # name -> lookup key; the names asked for are a few constants
+
+
+def _key(name: str) -> bytes:
+    key = _KEYS.get(name)
+    if key is None:
+        key = name.encode("utf-8", "surrogateescape").lower()
+        if len(_KEYS) < 1024:
+            _KEYS[name] = key
+    return key
+
+
+def header_values(headers: http.Headers, name: str) -> list[str]:
+    """Every value of header `name`, in order (a new list)."""
+    return list(index(headers).get(_key(name), ()))
+
+
+def header(headers: http.Headers, name: str, default: str | None = None) -> str | None:
+    """The value of header `name`, repeated headers folded with ", " (as mitmproxy does)."""
+    found = index(headers).get(_key(name))
+    if not found:
+        return default
+    return found[0] if len(found) == 1 else ", ".join(found)
+
+
+def has_header(headers: http.Headers, name: str) -> bool:
+    return _key(name) in index(headers)
+
+
+def host_header(request: http.Request) -> str | None:
+    """`request.host_header`, read through the index."""
+    if request.is_http2 or request.is_http3:
+        return request.authority or header(request.headers, "host")
+    return header(request.headers, "host")
+
+
+def _install(headers: http.Headers, fields: tuple[tuple[bytes, bytes], ...], new_index: Index) -> None:
+    global _last
+    headers.fields = fields
+    _last = (fields, new_index)
+
+
+def remove(headers: http.Headers, *names: str) -> bool:
+    """Remove every field named one of `names` (any case). Whether there was one."""
+    keys = {_key(n) for n in names}
+    current = index(headers)
+    if keys.isdisjoint(current):
+        return False
+    kept = tuple(f for f in headers.fields if f[0].lower() not in keys)
+    _install(headers, kept, {k: v for k, v in current.items() if k not in keys})
+    return True
+
+
+def put(headers: http.Headers, name: str, value: str) -> None:
+    """Set header `name` to the one `value`: in place of its first field (the others go), or
+    appended when it is new."""
+    key, raw = _key(name), value.encode("utf-8", "surrogateescape")
+    current = index(headers)
+    if key not in current:
+        fields = (*headers.fields, (name.encode("utf-8", "surrogateescape"), raw))
+    else:
+        fields, placed = [], False
+        for field in headers.fields:
+            if field[0].lower() != key:
+                fields.append(field)
+            elif not placed:
+                fields.append((field[0], raw))
+                placed = True
+        fields = tuple(fields)
+    _install(headers, fields, {**current, key: [value]})
+
+
+def replace_all(headers: http.Headers, values: dict[str, str]) -> None:
+    """Remove every field named in `values` (any case), then append one field per entry, in order."""
+    keys = {_key(n) for n in values}
+    current = index(headers)
+    kept = headers.fields if keys.isdisjoint(current) else tuple(f for f in headers.fields if f[0].lower() not in keys)
+    added = tuple((n.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for n, v in values.items())
+    new_index = {k: v for k, v in current.items() if k not in keys}
+    for name, value in values.items():
+        new_index[_key(name)] = [value]
+    _install(headers, kept + added, new_index)

@@ -1,0 +1,79 @@
+"""The header index (headers.py): the same answers as mitmproxy's Headers, one index per field
+tuple, and changes that keep reads and the fields in step."""
+
+from __future__ import annotations
+
+import pytest
+from mitmproxy import http
+from mitmproxy.test import tutils
+
+from mcpgw import headers as hdr
+
+FIELDS = [(b"Host", b"gw.example"), (b"Accept", b"application/json"), (b"X-Multi", b"one"),
+          (b"accept", b"text/event-stream"), (b"X-UTF8", "caf\u00e9".encode()), (b"X-Bad", b"\xff\xfe"),
+          (b"x-multi", b"two")]
+
+
+def fresh() -> http.Headers:
+    return http.Headers(list(FIELDS))
+
+
+@pytest.mark.parametrize("name", ["host", "HOST", "accept", "Accept", "x-multi", "X-UTF8", "x-bad", "absent"])
+def test_reads_agree_with_mitmproxy(name):
+    h = fresh()
+    assert hdr.header_values(h, name) == h.get_all(name)
+    assert hdr.header(h, name) == h.get(name)
+    assert hdr.header(h, name, "default") == h.get(name, "default")
+    assert hdr.has_header(h, name) == (name in h)
+
+
+def test_reads_follow_any_change_to_the_headers():
+    h = fresh()
+    assert hdr.header(h, "accept") == "application/json, text/event-stream"
+    h["Accept"] = "text/plain"  # mitmproxy's own API: a new fields tuple, so the index is rebuilt
+    assert hdr.header(h, "accept") == "text/plain"
+    del h["x-multi"]
+    assert not hdr.has_header(h, "X-Multi")
+    h.fields = h.fields + ((b"X-New", b"v"),)
+    assert hdr.header_values(h, "x-new") == ["v"]
+
+
+def test_returned_lists_are_copies():
+    h = fresh()
+    hdr.header_values(h, "x-multi").append("three")
+    assert hdr.header_values(h, "x-multi") == ["one", "two"]
+
+
+def test_remove_and_put_change_fields_as_mitmproxy_does():
+    ours, theirs = fresh(), fresh()
+    assert hdr.remove(ours, "X-MULTI", "absent") is True
+    del theirs["x-multi"]
+    assert ours.fields == theirs.fields and not hdr.has_header(ours, "x-multi")
+    assert hdr.remove(ours, "absent") is False
+
+    for name, value in (("accept", "text/plain"), ("X-Added", "v1"), ("host", "upstream.example:8443")):
+        hdr.put(ours, name, value)
+        theirs[name] = value
+        assert ours.fields == theirs.fields
+        assert hdr.header(ours, name) == value == theirs.get(name)
+    assert [hdr.header(ours, n) for n in ("x-utf8", "x-bad")] == [theirs.get("x-utf8"), theirs.get("x-bad")]
+
+
+def test_replace_all_drops_every_old_value_and_appends_in_order():
+    h = http.Headers([(b"X-Consumer-Groups", b"forged"), (b"Accept", b"*/*"), (b"x-consumer-groups", b"again")])
+    hdr.replace_all(h, {"X-Consumer-Username": "dev-user", "X-Consumer-Groups": "developer"})
+    assert h.fields == ((b"Accept", b"*/*"), (b"X-Consumer-Username", b"dev-user"),
+                        (b"X-Consumer-Groups", b"developer"))
+    assert hdr.header_values(h, "x-consumer-groups") == ["developer"] == h.get_all("x-consumer-groups")
+
+
+def test_an_index_built_for_one_request_never_answers_for_another():
+    a, b = tutils.treq(headers=http.Headers(host="a.example")), tutils.treq(headers=http.Headers(host="b.example"))
+    assert hdr.host_header(a) == "a.example"
+    assert hdr.host_header(b) == "b.example"
+    assert hdr.host_header(a) == "a.example"
+
+
+def test_host_header_reads_authority_on_http2():
+    req = tutils.treq(http_version=b"HTTP/2.0", authority=b"gw.example:8443", headers=http.Headers())
+    assert hdr.host_header(req) == req.host_header == "gw.example:8443"
