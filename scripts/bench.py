@@ -1,11 +1,15 @@
 """Performance benchmark: the gateway against bare mitmdump and against no proxy at all.
 
 Starts two demo upstreams (one answering `tools/call` with application/json, one with an SSE
-stream) and three ways to reach them:
+stream) and four ways to reach them:
 
   direct    the upstreams themselves, no proxy;
   mitmdump  bare mitmdump (same version, no addon) as a reverse proxy with
             stream_large_bodies=1, so that it streams responses as the gateway does;
+  buffered  bare mitmdump with scripts/bench_buffered_addon.py, which only holds each request
+            until its body is complete (as any addon that inspects request bodies before
+            forwarding must) and streams responses: a reference that splits the gateway's
+            overhead into what inspecting bodies at all costs and the gateway's own work;
   gateway   mitmdump with addons/mcp_gateway.py and a policy with one route per upstream
             (key-auth and a tool ACL when this tree supports them).
 
@@ -20,15 +24,15 @@ a warm-up, measures
 
 The targets are interleaved within every round, phase by phase and in a rotating order, so that
 machine noise hits all of them alike; the report gives the median over rounds of each figure, and
-the ratios gateway/mitmdump (against the performance targets) and mitmdump/direct as the median
-over rounds of each round's ratio. Finally it times the filtering of a 1,000-tool `tools/list`
+the ratios gateway/mitmdump (against the performance targets), mitmdump/direct, buffered/mitmdump
+and gateway/buffered as the median over rounds of each round's ratio. Finally it times the filtering of a 1,000-tool `tools/list`
 (scripts/bench_filter.py).
 
 The performance targets (gateway/mitmdump: median tools/call latency and time to the first SSE
 event at most 1.10x, throughput at least 0.90x; filtering at most 1.5x a json.loads + json.dumps)
 are informational: the exit status is 0 unless something failed to run.
 
-    scripts/bench              # about 2-3 minutes
+    scripts/bench              # about 3 minutes
     scripts/bench --quick      # well under a minute, fewer samples
 """
 
@@ -67,6 +71,7 @@ from tests.support.procs import (  # noqa: E402
 
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 GATEWAY_ENTRY = ROOT / "addons" / "mcp_gateway.py"
+BUFFERED_ADDON = Path(__file__).resolve().parent / "bench_buffered_addon.py"
 HOST = "127.0.0.1"  # everything listens and is reached here, nowhere else
 
 PROTOCOL_VERSION = "2025-11-25"
@@ -425,6 +430,14 @@ def started_targets(workdir: Path) -> Iterator[tuple[list[Target], str]]:
                                   for kind in upstreams)])
         processes.append(bare)
 
+        buffered_ports = {kind: free_port() for kind in upstreams}
+        buffered = start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={workdir / 'buffered-conf'}",
+                                  "-s", str(BUFFERED_ADDON),
+                                  *itertools.chain.from_iterable(
+                                      ("--mode", f"reverse:http://{HOST}:{upstreams[kind][0]}@{HOST}:{buffered_ports[kind]}")
+                                      for kind in upstreams)])
+        processes.append(buffered)
+
         policy_path = workdir / "gateway-policy.yaml"
         features = write_gateway_policy(policy_path, upstream_urls)
         gateway_port = free_port()
@@ -441,6 +454,7 @@ def started_targets(workdir: Path) -> Iterator[tuple[list[Target], str]]:
         targets = [
             Target("direct", upstream_urls),
             Target("mitmdump", {kind: f"http://{HOST}:{port}/mcp" for kind, port in bare_ports.items()}, bare),
+            Target("buffered", {kind: f"http://{HOST}:{port}/mcp" for kind, port in buffered_ports.items()}, buffered),
             Target("gateway", {kind: f"http://{HOST}:{gateway_port}/github-{kind}" for kind in upstreams}, gateway),
         ]
         deadline = time.monotonic() + START_TIMEOUT
@@ -602,19 +616,27 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
           f"{os.cpu_count()} CPUs, {elapsed:.0f}s)")
     print(f"  {bench.config.describe()}")
     print(f"  gateway policy: {FEATURES[features]}")
-    print("  mitmdump: no addon, --set stream_large_bodies=1; all mitmdumps: termlog_verbosity=warn, flow_detail=0")
+    print("  mitmdump: no addon, --set stream_large_bodies=1; buffered: mitmdump holding request bodies "
+          "(scripts/bench_buffered_addon.py);")
+    print("  all mitmdumps: termlog_verbosity=warn, flow_detail=0")
     print()
     print(f"{'median over rounds':{LABEL}}" + "".join(f"{n:>12}" for n in names))
     for key, label, unit in METRICS:
         print(f"{label + ' (' + unit + ')':{LABEL}}" + "".join(f"{bench.median(key, n):12.2f}" for n in names))
     print()
     print(f"{'ratios (median of per-round ratios)':{LABEL}}{'gateway/mitmdump':>18}{'mitmdump/direct':>18}"
-          "   target for gateway/mitmdump")
+          f"{'buffered/mitmdump':>19}{'gateway/buffered':>18}   target for gateway/mitmdump")
     for key, label, _ in METRICS:
         gateway = bench.ratio(key, "gateway", "mitmdump")
         bare = bench.ratio(key, "mitmdump", "direct")
+        buffering = bench.ratio(key, "buffered", "mitmdump")
+        own = bench.ratio(key, "gateway", "buffered")
         target = verdict(gateway, *TARGETS[key]) if key in TARGETS else "(none)"
-        print(f"{'ratio ' + label:{LABEL}}{gateway:17.3f}x{bare:17.3f}x   {target}")
+        print(f"{'ratio ' + label:{LABEL}}{gateway:17.3f}x{bare:17.3f}x{buffering:18.3f}x{own:17.3f}x   {target}")
+    print()
+    print("buffered/mitmdump is what holding each request until its body is complete costs by itself: mitmproxy")
+    print("then runs its `request` hook before forwarding instead of while the upstream works. gateway/buffered")
+    print("is the gateway's own work on top of that.")
 
 
 def filtering_benchmark(repeat: int) -> bool:
