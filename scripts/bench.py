@@ -142,7 +142,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
             parser.error(f"{name} must be between 1 and {limit}")
     throughput = args.throughput_requests or (5 if args.quick else 15) * args.concurrency
     return Config(
-        rounds=rounds, requests=requests, first_event_requests=max(5, requests // 5), concurrency=args.concurrency,
+        rounds=rounds, requests=requests, first_event_requests=max(5, requests // 2), concurrency=args.concurrency,
         throughput_requests=throughput, warmup=max(5, min(50, requests // 4)),
         filter_repeat=0 if args.no_filter else (10 if args.quick else 30),
     )

@@ -12,6 +12,8 @@ new fields instead of leaving the next read to rebuild it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from mitmproxy import http
 
 Index = dict[bytes, list[str]]
@@ -110,7 +112,7 @@ def put(headers: http.Headers, name: str, value: str) -> None:
     _install(headers, fields, {**current, key: [value]})
 
 
-def replace_all(headers: http.Headers, values: dict[str, str]) -> None:
+def replace_all(headers: http.Headers, values: Mapping[str, str]) -> None:
     """Remove every field named in `values` (any case), then append one field per entry, in order."""
     keys = {_key(n) for n in values}
     current = index(headers)

@@ -8,6 +8,7 @@ and a marker on flows with a denial (⛔ `:no_entry:`) or, in shadow mode, a wou
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
@@ -24,6 +25,11 @@ _MAX_NAME = 120
 def caller_label(identity: "Identity | None") -> str:
     if identity is None:
         return "anonymous"
+    return _label(identity)
+
+
+@functools.lru_cache(maxsize=4096)  # identities are immutable, and a few callers make most calls
+def _label(identity: "Identity") -> str:
     return f"{identity.username} [{', '.join(identity.groups)}]" if identity.groups else identity.username
 
 

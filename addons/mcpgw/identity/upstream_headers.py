@@ -6,8 +6,10 @@ phase, whether or not the route forwards the identity (`upstream_identity_header
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
@@ -17,6 +19,7 @@ from ..responses import json_response
 
 if TYPE_CHECKING:
     from ..context import FlowContext
+    from .consumers import Identity
 
 log = logging.getLogger("mcpgw.identity")
 
@@ -39,10 +42,12 @@ def strip_client_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> No
     return None
 
 
-def identity_headers(ctx: "FlowContext") -> dict[str, str]:
-    identity = ctx.identity
-    if identity is None:
-        return {}
+def identity_headers(ctx: "FlowContext") -> Mapping[str, str]:
+    return _headers_for(ctx.identity) if ctx.identity is not None else {}
+
+
+@functools.lru_cache(maxsize=4096)  # identities are immutable; callers must not change the dict
+def _headers_for(identity: "Identity") -> Mapping[str, str]:
     headers = {"X-Consumer-Username": identity.username}
     if identity.id:
         headers["X-Consumer-ID"] = identity.id
@@ -55,13 +60,18 @@ def identity_headers(ctx: "FlowContext") -> dict[str, str]:
     return headers
 
 
+@functools.lru_cache(maxsize=4096)
+def _unsafe(identity: "Identity | None") -> bool:
+    return identity is not None and any(_UNSAFE_IN_HEADER.search(v) for v in _headers_for(identity).values())
+
+
 def add_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     """Routes with `upstream_identity_headers: true`: forward the resolved identity upstream."""
     if ctx.match is None or not ctx.match.route.route.upstream_identity_headers:
         return None
     headers = identity_headers(ctx)
     # Names from token claims end up here too: never let one split or corrupt a header.
-    if any(_UNSAFE_IN_HEADER.search(v) for v in headers.values()):
+    if _unsafe(ctx.identity):
         log.error("route %s: identity %r cannot be sent as a header; refusing", ctx.route_name, ctx.identity)
         return json_response(500, {"message": "The caller's identity cannot be forwarded to the upstream"})
     # Client-sent X-Consumer-* headers are already gone (strip_client_identity_headers); the route's
