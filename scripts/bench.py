@@ -409,6 +409,15 @@ def check_enforcement(gateway: Target, features: str) -> None:
                 raise BenchError("the gateway let a tool call through that its ACL denies")
 
 
+def plain_mitmdump(confdir: Path, upstreams: dict[str, tuple[int, ManagedProcess]],
+                   *options: str) -> tuple[dict[str, int], ManagedProcess]:
+    """One mitmdump without the gateway, a reverse proxy per upstream: (its port per kind, the process)."""
+    ports = {kind: free_port() for kind in upstreams}
+    modes = itertools.chain.from_iterable(("--mode", f"reverse:http://{HOST}:{upstreams[kind][0]}@{HOST}:{port}")
+                                          for kind, port in ports.items())
+    return ports, start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={confdir}", *options, *modes])
+
+
 @contextlib.contextmanager
 def started_targets(workdir: Path) -> Iterator[tuple[list[Target], str]]:
     """The demo upstreams and the three targets, all running; every process stops on the way out."""
@@ -422,20 +431,9 @@ def started_targets(workdir: Path) -> Iterator[tuple[list[Target], str]]:
             upstreams[kind] = (port, processes[-1])
         upstream_urls = {kind: f"http://{HOST}:{port}/mcp" for kind, (port, _) in upstreams.items()}
 
-        bare_ports = {kind: free_port() for kind in upstreams}
-        bare = start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={workdir / 'mitmdump-conf'}",
-                              "--set", "stream_large_bodies=1",
-                              *itertools.chain.from_iterable(
-                                  ("--mode", f"reverse:http://{HOST}:{upstreams[kind][0]}@{HOST}:{bare_ports[kind]}")
-                                  for kind in upstreams)])
+        bare_ports, bare = plain_mitmdump(workdir / "mitmdump-conf", upstreams, "--set", "stream_large_bodies=1")
         processes.append(bare)
-
-        buffered_ports = {kind: free_port() for kind in upstreams}
-        buffered = start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={workdir / 'buffered-conf'}",
-                                  "-s", str(BUFFERED_ADDON),
-                                  *itertools.chain.from_iterable(
-                                      ("--mode", f"reverse:http://{HOST}:{upstreams[kind][0]}@{HOST}:{buffered_ports[kind]}")
-                                      for kind in upstreams)])
+        buffered_ports, buffered = plain_mitmdump(workdir / "buffered-conf", upstreams, "-s", str(BUFFERED_ADDON))
         processes.append(buffered)
 
         policy_path = workdir / "gateway-policy.yaml"
