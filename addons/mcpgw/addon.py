@@ -159,7 +159,7 @@ class MCPGateway:
             return
         try:
             flow.response = await pipeline.run(pipeline.request_phases(fctx), fctx, flow)
-        except Exception:
+        except Exception:  # fail closed: a phase that raised answers the client with an error, never forwards
             log.exception("request pipeline failed on route %s; refusing", fctx.route_name)
             flow.response = gateway_failure(flow.request, "process it")
         if flow.response is not None:

@@ -96,7 +96,7 @@ class ChainWriter:
                     r.seek(-1, os.SEEK_END)
                     if r.read(1) != b"\n":
                         f.write(b"\n")  # never glue a record onto a line cut short
-        except BaseException:
+        except BaseException:  # not swallowed: the file is closed and the error goes on to the caller
             f.close()
             raise
         if initial or head.seq > 0:
