@@ -138,7 +138,8 @@ class MCPGateway:
 
     # -- hooks -----------------------------------------------------------------------------
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # async: routing may resolve host names and identity may ask an IdP, before the body is read
         if flow.response or flow.error or not flow.live:
             return
         with self._fail_closed(flow, "route it"):
@@ -146,10 +147,10 @@ class MCPGateway:
             if snap is None:
                 flow.response = json_response(503, {"message": "MCP gateway has no active policy"})
                 return
-            fctx = self._new_context(snap, flow)
+            fctx = await self._new_context(snap, flow)
             if fctx is not None:
                 flow.request.stream = False  # governed bodies are inspected whole
-                flow.response = pipeline.run_sync(pipeline.HEADER_PHASES, fctx, flow)
+                flow.response = await pipeline.run(pipeline.HEADER_PHASES, fctx, flow)
         if flow.response is not None:
             redaction.mask_request(flow.request)  # answered here; mitmproxy keeps (and may save) the flow
 
@@ -188,7 +189,7 @@ class MCPGateway:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _new_context(self, snap: Snapshot, flow: http.HTTPFlow) -> FlowContext | None:
+    async def _new_context(self, snap: Snapshot, flow: http.HTTPFlow) -> FlowContext | None:
         req = flow.request
         if isinstance(flow.client_conn.proxy_mode, ReverseMode):
             if not ctx.options.keep_host_header:

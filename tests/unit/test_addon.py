@@ -50,7 +50,7 @@ def intercept_flow(url: str):
 
 
 async def through(addon: MCPGateway, f):
-    addon.requestheaders(f)
+    await addon.requestheaders(f)
     await addon.request(f)
     return f
 
@@ -104,7 +104,7 @@ async def test_a_failing_phase_fails_closed(gateway, monkeypatch):
 async def test_request_streaming_is_refused_on_governed_routes(gateway):
     addon, _, _ = gateway
     f = reverse_flow()
-    addon.requestheaders(f)
+    await addon.requestheaders(f)
     f.request.stream = True  # as if something re-enabled streaming after the gateway's hook
     await addon.request(f)
     assert f.response.status_code == 500
@@ -114,7 +114,7 @@ async def test_declared_oversize_body_refused_before_reading(gateway):
     addon, _, _ = gateway
     f = reverse_flow()
     f.request.headers["Content-Length"] = str(5 * 1024 * 1024)
-    addon.requestheaders(f)
+    await addon.requestheaders(f)
     assert f.response.status_code == 413
 
 
