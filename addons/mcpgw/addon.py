@@ -150,7 +150,7 @@ class MCPGateway:
             fctx = await self._new_context(snap, flow)
             if fctx is not None:
                 flow.request.stream = False  # governed bodies are inspected whole
-                flow.response = await pipeline.run(pipeline.HEADER_PHASES, fctx, flow)
+                flow.response = await pipeline.run(pipeline.header_phases(fctx), fctx, flow)
         if flow.response is not None:
             redaction.mask_request(flow.request)  # answered here; mitmproxy keeps (and may save) the flow
 

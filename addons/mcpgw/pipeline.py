@@ -20,23 +20,25 @@ from .identity import keyauth, oauth, prm, upstream_headers
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
 
-# At request headers, before the body is read.
+# At request headers, before the body is read: everything the request line and headers decide,
+# identity included, so that a refused request is answered without its body ever being read.
+# Gateway-mode-only phases check ctx.mode.
 HEADER_PHASES: tuple[Phase, ...] = (
     redaction.note_client_credentials,  # first: whatever happens next, these values stay out of logs
     forwarding.check_declared_size,
-)
-
-# At request end (body available), for MCP traffic. Gateway-mode-only phases check ctx.mode.
-REQUEST_PHASES: tuple[Phase, ...] = (
     guards.check_origin,
     guards.cors_preflight,
     forwarding.check_method,
     forwarding.refuse_upgrades,
-    # identity
+    # identity (key-auth reads headers and the query string only: key_in_body is refused at load)
     upstream_headers.strip_client_identity_headers,
     prm.challenge,
     oauth.authenticate,
     keyauth.authenticate,
+)
+
+# At request end (body available), for MCP traffic that passed the header phases.
+REQUEST_PHASES: tuple[Phase, ...] = (
     forwarding.check_body,
     inbound.parse_client_messages,
     # governance
@@ -50,12 +52,17 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     forwarding.not_routed,
 )
 
-# At request end, for a route's /.well-known/oauth-protected-resource/<route> (gateway mode):
-# discovery must work before the client has any credential, so no identity phase runs here.
-PRM_REQUEST_PHASES: tuple[Phase, ...] = (
+# For a route's /.well-known/oauth-protected-resource/<route> (gateway mode): discovery must work
+# before the client has any credential, so no identity phase runs here.
+PRM_HEADER_PHASES: tuple[Phase, ...] = (
+    redaction.note_client_credentials,
+    forwarding.check_declared_size,
     guards.check_origin,
     guards.cors_preflight,
-    # prm
+)
+
+PRM_REQUEST_PHASES: tuple[Phase, ...] = (
+    forwarding.check_body,
     prm.serve_metadata,
     forwarding.not_routed,
 )
@@ -74,8 +81,16 @@ RESPONSE_PHASES: tuple[Phase, ...] = (
 )
 
 
+def _is_prm(ctx: FlowContext) -> bool:
+    return ctx.match is not None and ctx.match.kind == "prm"
+
+
+def header_phases(ctx: FlowContext) -> tuple[Phase, ...]:
+    return PRM_HEADER_PHASES if _is_prm(ctx) else HEADER_PHASES
+
+
 def request_phases(ctx: FlowContext) -> tuple[Phase, ...]:
-    return PRM_REQUEST_PHASES if ctx.match is not None and ctx.match.kind == "prm" else REQUEST_PHASES
+    return PRM_REQUEST_PHASES if _is_prm(ctx) else REQUEST_PHASES
 
 
 _ASYNC: dict[Phase, bool] = {}  # phase -> is a coroutine function; asked once per phase, not per request

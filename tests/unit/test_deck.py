@@ -222,7 +222,7 @@ async def run_request(policy: Policy, path: str, headers: dict[str, str]) -> tup
               (b"accept", b"application/json, text/event-stream"), *((k.encode(), v.encode()) for k, v in headers.items())]
     flow = tflow.tflow(req=http.Request.make("POST", "http://localhost:8000" + path, body, http.Headers(fields)))
     ctx = FlowContext(snap, "gateway", snap.routes.match_gateway(path), frozenset({"localhost"}), "localhost:8000", "http")
-    return ctx, flow, await pipeline.run(pipeline.REQUEST_PHASES, ctx, flow)
+    return ctx, flow, await pipeline.run(pipeline.HEADER_PHASES + pipeline.REQUEST_PHASES, ctx, flow)
 
 
 @pytest.mark.parametrize("text, path, key", [(SEED_000, "/anything", "hello_world"),

@@ -211,7 +211,7 @@ async def test_pipeline_forwards_the_resolved_identity_only():
     snap = snapshot({"hide_credentials": True}, upstream_identity_headers=True)
     flow = request(headers=[*FORGED, ("apikey", "dev-api-key")])
     ctx = context(snap, flow)
-    assert await pipeline.run(pipeline.request_phases(ctx), ctx, flow) is None
+    assert await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow) is None
     headers = flow.request.headers
     assert headers["X-Consumer-Username"] == "dev-user" and headers["X-Consumer-Groups"] == "developer"
     assert "X-Consumer-ID" not in headers and "X-Credential-Identifier" not in headers
@@ -223,13 +223,13 @@ async def test_pipeline_identity_headers_for_all_fields_and_anonymous():
     snap = snapshot({"anonymous": "guest"}, upstream_identity_headers=True)
     flow = request(headers=[("apikey", "admin-api-key")])
     ctx = context(snap, flow)
-    await pipeline.run(pipeline.request_phases(ctx), ctx, flow)
+    await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)
     assert [flow.request.headers.get(h) for h in ("X-Consumer-Username", "X-Consumer-ID", "X-Consumer-Custom-ID",
                                                   "X-Consumer-Groups", "X-Anonymous-Consumer")] == \
         ["admin-user", "c-admin", "okta|1", "admin", None]
     flow = request()
     ctx = context(snap, flow)
-    await pipeline.run(pipeline.request_phases(ctx), ctx, flow)
+    await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)
     assert flow.request.headers["X-Consumer-Username"] == "guest"
     assert flow.request.headers["X-Anonymous-Consumer"] == "true"
 

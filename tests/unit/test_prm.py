@@ -101,7 +101,7 @@ async def test_served_document_uses_the_listener_the_client_came_in_on(scheme, h
     snap = snapshot({"mode": "serve", "authorization_servers": ["https://idp.example"], "scopes_supported": ["mcp"],
                      "metadata": {"resource_name": "GitHub via gateway"}})
     ctx, flow = gateway_flow(snap, "/.well-known/oauth-protected-resource/github-mcp", scheme=scheme, host=host)
-    response = await pipeline.run(pipeline.request_phases(ctx), ctx, flow)
+    response = await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     assert json.loads(response.content) == {
         "resource": f"{scheme}://{host}/github-mcp", "authorization_servers": ["https://idp.example"],
@@ -114,23 +114,23 @@ async def test_served_document_uses_the_listener_the_client_came_in_on(scheme, h
 async def test_served_document_from_the_oauth_settings():
     snap = snapshot(None, oauth=OAUTH)
     ctx, flow = gateway_flow(snap, "/.well-known/oauth-protected-resource/github-mcp/")
-    doc = json.loads((await pipeline.run(pipeline.request_phases(ctx), ctx, flow)).content)
+    doc = json.loads((await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)).content)
     assert doc == {"resource": "http://localhost:8443/github-mcp", "authorization_servers": OAUTH["authorization_servers"],
                    "scopes_supported": ["openid", "mcp"], "bearer_methods_supported": ["header"]}
     # An explicit prm fills in only what it leaves out.
     snap = snapshot({"mode": "serve", "challenge": True, "resource": "https://mcp.example/github"}, oauth=OAUTH)
     ctx, flow = gateway_flow(snap, "/.well-known/oauth-protected-resource/github-mcp")
-    doc = json.loads((await pipeline.run(pipeline.request_phases(ctx), ctx, flow)).content)
+    doc = json.loads((await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)).content)
     assert doc["resource"] == "https://mcp.example/github" and doc["authorization_servers"] == OAUTH["authorization_servers"]
 
 
 async def test_only_get_and_only_routes_with_discovery():
     snap = snapshot({"mode": "serve", "authorization_servers": ["https://idp.example"]})
     ctx, flow = gateway_flow(snap, "/.well-known/oauth-protected-resource/github-mcp", method="POST")
-    response = await pipeline.run(pipeline.request_phases(ctx), ctx, flow)
+    response = await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)
     assert response.status_code == 405 and response.headers["Allow"] == "GET"
     ctx, flow = gateway_flow(snap, "/.well-known/oauth-protected-resource/plain")
-    response = await pipeline.run(pipeline.request_phases(ctx), ctx, flow)
+    response = await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)
     assert response.status_code == 404 and not ctx.upstream_set
 
 
@@ -143,7 +143,7 @@ async def test_rewrite_fetches_the_upstream_document_without_client_credentials(
         ("authorization", "Bearer gho_secret"), ("cookie", "session=1"), ("apikey", "dev-api-key"),
         ("x-api-key", "k"), ("proxy-authorization", "Basic x"), ("accept", "application/json"),
         ("mcp-protocol-version", "2025-06-18"), ("user-agent", "python-httpx")])
-    assert await pipeline.run(pipeline.request_phases(ctx), ctx, flow) is None
+    assert await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow) is None
     req = flow.request
     assert ctx.upstream_set and req.url == UPSTREAM_PRM and req.method == "GET"
     assert req.host_header == "api.githubcopilot.com"
@@ -161,7 +161,7 @@ def test_rewrite_to_a_configured_upstream_url():
 async def test_rewrite_replaces_resource_and_keeps_everything_else_in_order(scheme, host):
     snap = snapshot({})
     ctx, flow = gateway_flow(snap, "/.well-known/oauth-protected-resource/github-mcp", scheme=scheme, host=host)
-    await pipeline.run(pipeline.request_phases(ctx), ctx, flow)
+    await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)
     upstream_answers(flow, 200, json.dumps(UPSTREAM_DOC).encode(),
                      {"content-type": "application/json; charset=utf-8", "etag": '"abc"'})
     prm.buffer_upstream_metadata(ctx, flow)
@@ -209,14 +209,14 @@ async def test_challenge_without_authorization_comes_before_key_auth():
     snap = snapshot({"challenge": True}, key_auth={})
     for headers in ([], [("apikey", "dev-api-key")], [("authorization", " ")]):
         ctx, flow = gateway_flow(snap, "/github-mcp", headers, method="POST", scheme="https", host="gw.example")
-        response = await pipeline.run(pipeline.request_phases(ctx), ctx, flow)
+        response = await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)
         assert response.status_code == 401 and json.loads(response.content) == {"message": "Unauthorized"}
         assert response.headers["WWW-Authenticate"] == (
             'Bearer resource_metadata="https://gw.example/.well-known/oauth-protected-resource/github-mcp", '
             'error="invalid_token"')
     # With a bearer the next identity check decides: key-auth, here.
-    ctx, flow = gateway_flow(snap, "/github-mcp", [("authorization", "Bearer t")], method="POST")
-    response = await pipeline.run(pipeline.request_phases(ctx), ctx, flow)
+    ctx, flow = gateway_flow(snap, "/github-mcp", [("authorization", "Bearer a-client-token")], method="POST")
+    response = await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)
     assert response.status_code == 401 and json.loads(response.content) == {"message": "No API key found in request"}
 
 
@@ -253,7 +253,7 @@ async def forwarded(snap: Snapshot, headers=(("authorization", "Bearer expired")
                              scheme="https")
     flow.request.headers["content-type"] = "application/json"
     flow.request.content = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
-    assert await pipeline.run(pipeline.request_phases(ctx), ctx, flow) is None
+    assert await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow) is None
     return ctx, flow
 
 
@@ -282,7 +282,7 @@ async def test_upstream_challenge_left_alone_without_discovery_settings_or_in_in
 
 async def test_unquoted_upstream_parameter_and_an_odd_host_are_quoted_safely():
     snap = snapshot({})
-    ctx, flow = gateway_flow(snap, "/github-mcp", [("authorization", "Bearer t")], method="POST")
+    ctx, flow = gateway_flow(snap, "/github-mcp", [("authorization", "Bearer a-client-token")], method="POST")
     ctx.client_host, ctx.upstream_set = 'localhost:8443"x', True
     upstream_answers(flow, 401, b"", {"WWW-Authenticate": f"Bearer resource_metadata={UPSTREAM_PRM}, error=invalid_token"})
     prm.rewrite_upstream_challenge(ctx, flow)
