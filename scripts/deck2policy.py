@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "addons"))
 
-from mcpgw.policy.deck import convert_file  # noqa: E402
+from mcpgw.policy.deck import DENY_RESPONSES, DeckSettings, convert_file  # noqa: E402
 from mcpgw.policy.loader import PolicyError  # noqa: E402
 
 DESCRIPTION = """\
@@ -37,9 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inline-secrets", action="store_true",
                         help="write the values of ${{ env }} secrets (consumer keys, client_secret, injected "
                              "credentials) instead of {env://NAME} references to the same variables")
+    parser.add_argument("--deny", choices=DENY_RESPONSES, default="jsonrpc",
+                        help="how calls ai-mcp-proxy denies are answered, as the gateway's mcp_deck_deny option: "
+                             "jsonrpc (error -32602, Kong before 3.14; the default) or http403 (Kong 3.14+)")
     args = parser.parse_args(argv)
     try:
-        text = convert_file(args.deck_file, inline_secrets=args.inline_secrets)
+        text = convert_file(args.deck_file, inline_secrets=args.inline_secrets,
+                            settings=DeckSettings(deny_response=args.deny))
     except PolicyError as e:
         print(f"deck2policy: {e}", file=sys.stderr)
         return 1

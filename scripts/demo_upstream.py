@@ -370,7 +370,9 @@ class BearerGate:
 # --- test helpers (--record only) -----------------------------------------------------------------
 
 RECORDED_HEADERS = ("authorization", "apikey", "x-consumer-username", "x-consumer-groups", "mcp-session-id",
-                    "mcp-protocol-version", "origin", "host")
+                    "mcp-protocol-version", "origin", "host",
+                    # the rest of Kong's identity headers (key-auth's set_consumer)
+                    "x-consumer-id", "x-consumer-custom-id", "x-credential-identifier", "x-anonymous-consumer")
 
 
 def _header_map(raw_headers: list[tuple[bytes, bytes]], names: Sequence[str] | None = None) -> dict[str, Any]:

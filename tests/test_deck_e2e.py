@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 from mcp import McpError
 
-from mcpgw.policy.deck import convert_file
+from mcpgw.policy.deck import convert_file, kong_id
 from scripts.demo_github_tools import READ_TOOLS, TOOL_NAMES, WRITE_TOOLS
 from scripts.demo_upstream import Settings, build_app
 from tests.support.authserver import AuthServer, running_auth_server
@@ -200,6 +200,20 @@ async def test_github_token_passes_through_and_the_key_does_not(gateway, github)
     assert github.tool_calls() == ["search_repositories"]
 
 
+async def test_github_upstream_gets_kongs_identity_headers_not_forged_ones(gateway, github):
+    """key-auth's upstream headers (Kong's set_consumer), whatever identity the client claims."""
+    github.reset()
+    forged = {"X-Consumer-Username": "admin-user", "X-Consumer-ID": "1", "X-Credential-Identifier": "x",
+              "X-Consumer-Groups": "admin", "X-Anonymous-Consumer": "false"}
+    async with mcp_session(gateway.url("/github-mcp"), headers={**DEV, **forged}) as session:
+        await session.list_tools()
+    seen = github.requests()
+    consumer = kong_id("consumers", "dev-user")  # Kong's id for a decK consumer without one
+    assert seen and all({k: v for k, v in r["headers"].items() if k.startswith(("x-consumer", "x-credential", "x-anon"))}
+                        == {"x-consumer-id": consumer, "x-consumer-username": "dev-user",
+                            "x-credential-identifier": kong_id("keyauth_credentials", f"{consumer}:0")} for r in seen)
+
+
 # --- the ACL matrix ------------------------------------------------------------------------------
 
 
@@ -275,3 +289,71 @@ async def test_konnect_refuses_an_inactive_token(gateway, konnect, idp):
     assert refused.status_code == 401
     assert re.search(r'error="invalid_token"', refused.headers["www-authenticate"])
     assert konnect.requests() == []
+
+
+# --- Kong's how-to "use access controls for MCP tools", with the denial of either Kong version ------
+
+HOWTO = Path(__file__).parent / "data" / "kong-mcp-tool-acls.yaml"
+
+
+@pytest.fixture(scope="module")
+def marketplace(workdir):
+    """The how-to's MCP server (its tool names do not matter here: the ACL decides before it)."""
+    upstream = DemoUpstream(workdir, name="marketplace")
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module", params=["jsonrpc", "http403"])
+def howto_gateway(request, workdir, marketplace):
+    """The how-to's decK file as it is, its service pointed at the local server; mcp_deck_deny as
+    a Kong 3.13 user (the default) or a 3.14+ one would set it."""
+    text = HOWTO.read_text().replace("http://host.docker.internal:3001/mcp", marketplace.url)
+    extra = [] if request.param == "jsonrpc" else ["--set", "mcp_deck_deny=http403"]
+    gw = Gateway(workdir, text, intercept=False, extra=extra, name=f"howto-{request.param}")
+    gw.deny = request.param
+    yield gw
+    gw.stop()
+
+
+async def test_howto_denied_call_answers_as_the_kong_version_asked_for(howto_gateway, marketplace):
+    marketplace.reset()
+    call = jsonrpc("tools/call", {"name": "search_orders", "arguments": {}}, id=3)
+    refused = await post(howto_gateway.url("/mcp"), {"apikey": "bob-key"}, call)
+    [error] = parse_mcp_body(refused)
+    assert error["error"] == {"code": -32602, "message": "Tool 'search_orders' is not available for consumer group 'developer'"}
+    if howto_gateway.deny == "http403":  # Kong 3.14+
+        assert refused.status_code == 403 and refused.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
+    else:  # Kong 3.13, and the recipe's promise
+        assert refused.status_code == 200
+    assert marketplace.tool_calls() == []
+
+
+async def test_howto_suspended_consumer_cannot_connect(howto_gateway, marketplace):
+    """carol's group is denied every tool: her connection fails (the how-to), nothing reaches the server."""
+    marketplace.reset()
+    refused = await post(howto_gateway.url("/mcp"), {"apikey": "carol-key"})
+    assert refused.status_code == (403 if howto_gateway.deny == "http403" else 200)
+    [error] = parse_mcp_body(refused)
+    assert error["error"] == {"code": -32602, "message": "No tool is available for consumer group 'suspended'"}
+    async with httpx.AsyncClient(timeout=20) as client:
+        stream = await client.get(howto_gateway.url("/mcp"), headers={"apikey": "carol-key", "Accept": "text/event-stream"})
+    assert stream.status_code == 403
+    if howto_gateway.deny == "jsonrpc":  # the official SDK's initialize fails with the gateway's message
+        with pytest.raises(BaseException) as failed:
+            async with mcp_session(howto_gateway.url("/mcp"), headers={"apikey": "carol-key"}):
+                pass
+        error = failed.value
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        assert isinstance(error, McpError) and str(error) == "No tool is available for consumer group 'suspended'"
+    assert marketplace.requests() == []
+
+
+async def test_howto_admin_and_eason_connect_and_call(howto_gateway, marketplace):
+    marketplace.reset()
+    async with mcp_session(howto_gateway.url("/mcp"), headers={"apikey": "alice-key"}) as session:
+        result = await session.call_tool("search_repositories", SEARCH, read_timeout_seconds=CALL_TIMEOUT)
+    assert not result.isError and marketplace.tool_calls() == ["search_repositories"]
+    async with mcp_session(howto_gateway.url("/mcp"), headers={"apikey": "eason-key"}) as session:
+        assert [t.name for t in (await session.list_tools()).tools] == []  # list_users is his; the server has none

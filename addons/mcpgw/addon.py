@@ -19,6 +19,7 @@ from .context import FlowContext
 from .headers import host_header
 from .metrics import Metrics
 from .mitm_ui import MCPConsole
+from .policy.deck import DENY_RESPONSES, DeckSettings
 from .policy.loader import PolicyError
 from .policy.store import PolicyStore, Snapshot
 from .responses import gateway_failure, json_response, replacing_upstream
@@ -59,6 +60,9 @@ class MCPGateway:
                           "Comma-separated extra Host names the gateway answers to in gateway (reverse) mode.")
         loader.add_option("mcp_policy_poll", str, "1",
                           "Seconds between checks of the policy file (and the files it references) for changes.")
+        loader.add_option("mcp_deck_deny", str, "jsonrpc",
+                          "decK files: how a call ai-mcp-proxy denies is answered: jsonrpc (error -32602, Kong before "
+                          "3.14) or http403 (HTTP 403, Kong 3.14+).", choices=list(DENY_RESPONSES))
 
     def configure(self, updated: set[str]) -> None:
         if "mcp_policy_poll" in updated:
@@ -76,6 +80,8 @@ class MCPGateway:
             # mitmproxy re-applies the old value after refusing a change: no need to reload then.
             if self.store.current is None or path.resolve() != self.store.path:
                 self._load_policy(path)
+        if "mcp_deck_deny" in updated:
+            self._configure_deck()
         if self._running:
             for name, value in REQUIRED_OPTIONS.items():
                 if name in updated and getattr(ctx.options, name) != value:
@@ -101,6 +107,19 @@ class MCPGateway:
         self._startup_error = None
         log.info("policy version %d loaded from %s (%s): %d route(s) %s", snap.version, snap.source,
                  snap.digest[:12], len(snap.policy.routes), ", ".join(snap.policy.routes))
+
+    def _configure_deck(self) -> None:
+        try:
+            settings = DeckSettings(deny_response=ctx.options.mcp_deck_deny)
+        except ValueError as e:
+            if self._running:
+                raise exceptions.OptionsError(str(e)) from None
+            self._startup_error = f"MCP gateway: {e}"  # never start with another setting than the one asked for
+            log.error(self._startup_error)
+            return
+        changed, self.store.deck = settings != self.store.deck, settings
+        if changed and self.store.path is not None:  # a decK file now translates differently: load it again
+            self._load_policy(self.store.path)
 
     def running(self) -> None:
         # Synchronous on purpose: after a script reload mitmproxy calls `running` synchronously.

@@ -15,7 +15,7 @@ from mitmproxy import http
 
 from . import credentials, forwarding, guards, inbound, redaction, streaming
 from .context import FlowContext
-from .governance import access, enforce
+from .governance import access, enforce, no_tools
 from .identity import keyauth, oauth, prm, upstream_headers
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
@@ -43,6 +43,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     inbound.parse_client_messages,
     # governance
     access.check_route_access,
+    no_tools.refuse_without_tools,  # a caller no tool is allowed to is refused whole, before per-tool checks
     enforce.enforce_acl,
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase

@@ -18,7 +18,7 @@ from mitmproxy.test import tflow
 
 from mcpgw import pipeline
 from mcpgw.context import FlowContext
-from mcpgw.policy.deck import convert_file, translate_deck
+from mcpgw.policy.deck import DeckSettings, convert_file, kong_id, translate_deck
 from mcpgw.policy.loader import PolicyError, load_policy_file
 from mcpgw.policy.models import Policy
 from mcpgw.policy.store import Snapshot
@@ -214,13 +214,17 @@ consumers:
 """
 
 
-async def run_request(policy: Policy, path: str, headers: dict[str, str]) -> tuple[FlowContext, http.HTTPFlow, http.Response | None]:
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+
+async def run_request(policy: Policy, path: str, headers: dict[str, str], message: dict | None = None,
+                      method: str = "POST") -> tuple[FlowContext, http.HTTPFlow, http.Response | None]:
     snap = Snapshot(policy, RouteTable(policy), "test", next(_versions), "test", ())
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).encode()
+    body = json.dumps(message or INITIALIZE).encode() if method == "POST" else b""
     fields = [(b"host", b"localhost:8000"), (b"content-type", b"application/json"),
               (b"accept", b"application/json, text/event-stream"), *((k.encode(), v.encode()) for k, v in headers.items())]
-    flow = tflow.tflow(req=http.Request.make("POST", "http://localhost:8000" + path, body, http.Headers(fields)))
+    flow = tflow.tflow(req=http.Request.make(method, "http://localhost:8000" + path, body, http.Headers(fields)))
     ctx = FlowContext(snap, "gateway", snap.routes.match_gateway(path), frozenset({"localhost"}), "localhost:8000", "http")
     return ctx, flow, await pipeline.run(pipeline.HEADER_PHASES + pipeline.REQUEST_PHASES, ctx, flow)
 
@@ -304,8 +308,13 @@ def test_consumers_and_groups():
         {"username": "bob"}])
     native = translate(doc)
     assert native["consumer_groups"] == ["admin", "ops"]
+    second_key = kong_id("keyauth_credentials", "6f1c:1")  # Kong's would be random: a stable one of no secret
     assert native["consumers"] == {"alice": {"id": "6f1c", "custom_id": "okta|alice", "groups": ["admin", "ops"],
-                                             "keys": ["k1", "k2"]}, "bob": {}}
+                                             "keys": [{"key": "k1", "id": "c1"}, {"key": "k2", "id": second_key}]},
+                                   "bob": {"id": kong_id("consumers", "bob")}}
+    # Kong's declarative config names a consumer without an id by a UUID v5 of its username
+    # (spec/02-integration/04-admin_api/15-off_spec.lua: my-user is 4b1b701d-...).
+    assert kong_id("consumers", "my-user") == "4b1b701d-de2b-5588-9aa2-3b97061d9f52"
 
 
 # --- plugins -------------------------------------------------------------------------------------------
@@ -362,7 +371,7 @@ def test_ai_mcp_proxy():
         "consumer_identifier": "custom_id", "include_consumer_groups": True,
         "default_acl": [{"scope": "tools", "allow": ["admin"]}],
         "tools": [{"name": "search_code", "description": "d", "acl": {"allow": ["okta|dev"]}}],
-        "max_request_body_size": 4 * 1024 * 1024}
+        "refuse_without_tools": True, "max_request_body_size": 4 * 1024 * 1024}
     assert "audit" not in native["routes"]["r"]
     assert native["gateway"]["max_body_size"] == 4 * 1024 * 1024  # the gateway-wide limit applies first
 
@@ -486,9 +495,10 @@ def test_env_secrets_become_references_in_the_converter():
     doc["services"][0]["routes"][0]["plugins"][0]["config"]["client_secret"] = '${{ env "DECK_SECRET" }}'
     env = {"DECK_TOKEN": "t0k3n", "DECK_KEY": "k3y", "DECK_SECRET": "s3cr3t"}
     loaded = translate(doc, env)
-    assert loaded["consumers"]["u"]["keys"] == ["k3y"] and loaded["routes"]["r"]["oauth"]["client_secret"] == "s3cr3t"
+    assert [k["key"] for k in loaded["consumers"]["u"]["keys"]] == ["k3y"]
+    assert loaded["routes"]["r"]["oauth"]["client_secret"] == "s3cr3t"
     converted = translate(doc, env, secret_references=True)
-    assert converted["consumers"]["u"]["keys"] == ["{env://DECK_KEY}"]
+    assert [k["key"] for k in converted["consumers"]["u"]["keys"]] == ["{env://DECK_KEY}"]
     assert converted["routes"]["r"]["oauth"]["client_secret"] == "{env://DECK_SECRET}"
     assert converted["routes"]["r"]["credentials"]["add"]["headers"] == ["Authorization:Bearer {env://DECK_TOKEN}"]
 
@@ -496,7 +506,7 @@ def test_env_secrets_become_references_in_the_converter():
 def test_vault_references_pass_through(monkeypatch):
     monkeypatch.setenv("DEV_KEY", "from-the-vault")
     doc = deck(KEY_AUTH, consumers=[{"username": "u", "keyauth_credentials": [{"key": "{vault://env/dev-key}"}]}])
-    assert translate(doc)["consumers"]["u"]["keys"] == ["{vault://env/dev-key}"]
+    assert [k["key"] for k in translate(doc)["consumers"]["u"]["keys"]] == ["{vault://env/dev-key}"]
     policy = Policy.model_validate(translate(doc))
     assert policy.consumers["u"].keys[0].source == "{vault://env/dev-key}"
 
@@ -578,7 +588,8 @@ REFUSALS = {
                                     "include_consumer_groups: true"),
     "acl-authenticated-groups": (deck({"name": "acl", "config": {"allow": ["admin"], "include_consumer_groups": True,
                                                                  "always_use_authenticated_groups": True}}),
-                                 "(name: acl).config.always_use_authenticated_groups: option not supported"),
+                                 "(name: acl).config.always_use_authenticated_groups: true is not supported (only "
+                                 "false, Kong's default, is supported"),
     "plugin-protocols": (deck({**KEY_AUTH, "protocols": ["grpc"]}), "services[0].routes[0].plugins[0] (name: key-auth)"
                          ".protocols: a plugin limited to some protocols is not supported"),
     "plugin-condition": (deck({**KEY_AUTH, "condition": "x"}), "services[0].routes[0].plugins[0].condition: plugin "
@@ -595,10 +606,11 @@ REFUSALS = {
                         "(name: ai-mcp-proxy).config.tools[0].path: only used by the conversion modes"),
     "oauth-acl-attribute": (deck({"name": "ai-mcp-proxy", "config": {"mode": "passthrough-listener",
                                                                      "acl_attribute_type": "oauth_access_token"}}),
-                            "(name: ai-mcp-proxy).config.acl_attribute_type: option not supported"),
+                            '(name: ai-mcp-proxy).config.acl_attribute_type: "oauth_access_token" is not supported '
+                            "(only consumer, Kong's default, is supported)"),
     "token-exchange": (deck({"name": "ai-mcp-oauth2", "config": {**OAUTH["config"], "token_exchange": {
         "enabled": True, "token_endpoint": "https://idp/token"}}}),
-        "(name: ai-mcp-oauth2).config.token_exchange: option not supported"),
+        "(name: ai-mcp-oauth2).config.token_exchange: this value is not supported (only a disabled token_exchange"),
     "jwks-discovery": (deck({"name": "ai-mcp-oauth2", "config": {"authorization_servers": ["https://idp"]}}),
                        "(name: ai-mcp-oauth2).config: set jwks_endpoint or introspection_endpoint"),
     "metadata-endpoint": (deck({"name": "ai-mcp-oauth2", "config": {**OAUTH["config"], "metadata_endpoint": "/prm"}}),
@@ -703,3 +715,216 @@ def test_acl_plugin_becomes_route_access():
     assert native["routes"]["r"]["access"] == {"allow": ["admin"], "hide_groups_header": True}
     native = translate(deck(KEY_AUTH, {"name": "acl", "config": {"deny": ["developer"], "include_consumer_groups": True}}))
     assert native["routes"]["r"]["access"] == {"deny": ["developer"]}
+
+
+# --- what a translated route does, as Kong does it (issue 12, items 10-13) ------------------------------
+
+IDENTITY_PREFIXES = ("x-consumer-", "x-credential-", "x-anonymous-")
+FORGED = {"X-Consumer-Username": "admin-user", "X-Consumer-ID": "forged-id", "X-Consumer-Groups": "admin",
+          "X-Credential-Identifier": "forged-key-id", "X-Anonymous-Consumer": "false"}
+
+
+def sent_identity(flow: http.HTTPFlow) -> dict[str, list[str]]:
+    """The identity headers of the request as it leaves for the upstream, every value of each."""
+    names = {k.lower() for k in flow.request.headers if k.lower().startswith(IDENTITY_PREFIXES)}
+    return {name: flow.request.headers.get_all(name) for name in sorted(names)}
+
+
+async def deck_request(doc: dict, headers: dict[str, str], message: dict | None = None, method: str = "POST",
+                       settings: DeckSettings | None = None):
+    policy = Policy.model_validate(translate(doc, settings=settings))
+    return await run_request(policy, "/mcp", headers, message, method)
+
+
+async def test_key_auth_route_sends_kongs_identity_headers_not_the_clients():
+    """A developer with a valid key forges an admin identity: the upstream sees Kong's headers for
+    the developer only (key-auth's set_consumer: consumer id, custom_id, username, credential id)."""
+    ctx, flow, answer = await deck_request(deck(KEY_AUTH), {"apikey": "dev-api-key", **FORGED})
+    assert answer is None and ctx.upstream_set
+    assert sent_identity(flow) == {
+        "x-consumer-custom-id": ["okta|dev"],
+        "x-consumer-id": [kong_id("consumers", "dev-user")],
+        "x-consumer-username": ["dev-user"],
+        "x-credential-identifier": [kong_id("keyauth_credentials", kong_id("consumers", "dev-user") + ":0")],
+    }  # no X-Consumer-Groups without the acl plugin, no X-Anonymous-Consumer for a real key, as in Kong
+
+
+async def test_kong_identity_headers_with_given_ids_anonymous_and_acl():
+    consumers = [{"username": "dev-user", "id": "c-dev", "keyauth_credentials": [{"key": "dev-api-key", "id": "k-dev"}],
+                  "groups": [{"name": "developer"}]},
+                 {"username": "guest", "id": "c-guest"}]
+    acl = {"name": "acl", "config": {"deny": ["admin"], "include_consumer_groups": True}}
+    doc = deck({**KEY_AUTH, "config": {**KEY_AUTH["config"], "anonymous": "guest"}}, acl, consumers=consumers)
+    _, flow, answer = await deck_request(doc, {"apikey": "dev-api-key", **FORGED})
+    assert answer is None and sent_identity(flow) == {
+        "x-consumer-groups": ["developer"], "x-consumer-id": ["c-dev"], "x-consumer-username": ["dev-user"],
+        "x-credential-identifier": ["k-dev"]}  # the acl plugin adds the groups
+    _, flow, answer = await deck_request(doc, {"apikey": "wrong", **FORGED})  # Kong: anonymous, no credential
+    assert answer is None and sent_identity(flow) == {
+        "x-anonymous-consumer": ["true"], "x-consumer-id": ["c-guest"], "x-consumer-username": ["guest"]}
+    hidden = deck(KEY_AUTH, {"name": "acl", "config": {**acl["config"], "hide_groups_header": True}},
+                  consumers=consumers)
+    _, flow, answer = await deck_request(hidden, {"apikey": "dev-api-key"})
+    assert answer is None and "x-consumer-groups" not in sent_identity(flow)
+
+
+def test_identity_headers_are_turned_on_for_key_auth_routes_only():
+    assert route(deck(KEY_AUTH))["upstream_identity_headers"] == [
+        "X-Consumer-ID", "X-Consumer-Custom-ID", "X-Consumer-Username", "X-Credential-Identifier", "X-Anonymous-Consumer"]
+    assert "upstream_identity_headers" not in route(deck(OAUTH))  # ai-mcp-oauth2's own headers are not Kong's key-auth's
+
+
+TOOL_ACLS = ROOT.parent / "shared" / "kong-docs" / "cases" / "01-mcp-tool-acls-howto.yaml"
+HOWTO = ROOT / "tests" / "data" / "kong-mcp-tool-acls.yaml"  # Kong's how-to "use access controls for MCP tools"
+CALL_SEARCH_ORDERS = {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "search_orders", "arguments": {}}}
+
+
+def howto() -> dict:
+    return yaml.safe_load(HOWTO.read_text())
+
+
+async def test_denied_call_is_minus_32602_by_default_and_403_with_the_newer_docs():
+    """Kong before 3.14 (and the recipe) answer -32602; 3.14+ answers HTTP 403 (mcp_deck_deny=http403)."""
+    _, _, answer = await deck_request(howto(), {"apikey": "bob-key"}, CALL_SEARCH_ORDERS)
+    assert answer.status_code == 200 and json.loads(answer.content)["error"] == {
+        "code": -32602, "message": "Tool 'search_orders' is not available for consumer group 'developer'"}
+    _, _, answer = await deck_request(howto(), {"apikey": "bob-key"}, CALL_SEARCH_ORDERS,
+                                      settings=DeckSettings(deny_response="http403"))
+    assert answer.status_code == 403 and answer.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
+    assert json.loads(answer.content)["error"]["message"] == "Tool 'search_orders' is not available for consumer group 'developer'"
+    _, _, answer = await deck_request(howto(), {"apikey": "alice-key"}, CALL_SEARCH_ORDERS,
+                                      settings=DeckSettings(deny_response="http403"))
+    assert answer is None  # the admin's call goes through
+
+
+def test_deny_option_is_checked_and_part_of_the_digest(tmp_path):
+    with pytest.raises(ValueError, match="mcp_deck_deny must be one of jsonrpc, http403"):
+        DeckSettings(deny_response="403")
+    (tmp_path / "kong.yaml").write_text(HOWTO.read_text())
+    old, old_digest, _ = load_policy_file(tmp_path / "kong.yaml")
+    new, new_digest, _ = load_policy_file(tmp_path / "kong.yaml", deck=DeckSettings(deny_response="http403"))
+    assert (old.routes["mcp-acl-route"].acl.deny_response, new.routes["mcp-acl-route"].acl.deny_response) == (
+        "jsonrpc", "http403")
+    assert old_digest != new_digest  # the same file under another setting is another policy version
+    assert load_policy_file(tmp_path / "kong.yaml", deck=DeckSettings())[1] == old_digest
+
+
+@pytest.mark.parametrize("settings, status", [(None, 200), (DeckSettings(deny_response="http403"), 403)],
+                         ids=["jsonrpc", "http403"])
+async def test_consumer_no_tool_is_allowed_to_cannot_connect(settings, status):
+    """The how-to's carol (group suspended): every tool's ACL and the default deny her, so her
+    connection fails (Kong: -32602 before 3.14, 403 after), initialize included, and nothing of
+    hers reaches the upstream; a GET stream or a notification is refused too."""
+    ctx, _, answer = await deck_request(howto(), {"apikey": "carol-key"}, settings=settings)
+    assert answer is not None and answer.status_code == status and not ctx.upstream_set
+    assert json.loads(answer.content) == {"jsonrpc": "2.0", "id": 1, "error": {
+        "code": -32602, "message": "No tool is available for consumer group 'suspended'"}}
+    for method, message in (("GET", None), ("POST", {"jsonrpc": "2.0", "method": "notifications/initialized"})):
+        ctx, _, answer = await deck_request(howto(), {"apikey": "carol-key"}, message, method, settings)
+        assert answer.status_code == 403 and not ctx.upstream_set
+        assert json.loads(answer.content) == {"message": "No tool is available for consumer group 'suspended'"}
+
+
+@pytest.mark.parametrize("key", ["alice-key", "bob-key", "eason-key"])
+async def test_consumers_with_some_tool_connect(key):
+    """eason has no group and the default denies him, but list_users is his: he connects."""
+    _, _, answer = await deck_request(howto(), {"apikey": key})
+    assert answer is None
+
+
+def test_howto_copy_is_kongs_file():
+    if not TOOL_ACLS.exists():
+        pytest.skip("the Kong docs corpus is not beside this checkout")
+    assert yaml.safe_load(TOOL_ACLS.read_text()) == howto()
+
+
+def test_refused_route_is_said_to_be_refused_once():
+    """Kong's aggregation how-to: a route without a service is refused; the plugins naming it do
+    not each claim it is undefined."""
+    doc = {**deck(), "routes": [{"name": "agg", "paths": ["/agg"]}], "plugins": [
+        {"name": "key-auth", "route": "agg"}, {"name": "cors", "route": "agg"}, {"name": "cors", "route": "nope"}]}
+    assert problems(doc) == [
+        "routes[0]: a route needs a service (service: NAME): a route without one forwards nowhere",
+        "plugins[0] (name: key-auth): route 'agg' was refused at routes[0]: the plugins naming it are checked once it "
+        "loads",
+        "plugins[2] (name: cors): route 'nope' is not defined",
+    ]
+    doc["routes"] = [{"name": "agg", "paths": ["/agg"], "service": "missing"}]
+    assert problems(doc)[:2] == ["routes[0].service: service 'missing' is not defined",
+                                 "plugins[0] (name: key-auth): route 'agg' was refused at routes[0]: the plugins "
+                                 "naming it are checked once it loads"]
+
+
+def test_acl_problems_are_reported_together_with_the_supported_value():
+    """decK's dump of an acl plugin (case 35): both unsupported values at once, not one per load."""
+    doc = deck({"name": "acl", "config": {"allow": None, "deny": ["developer"], "hide_groups_header": False,
+                                          "include_consumer_groups": False, "always_use_authenticated_groups": True}})
+    assert sorted(problems(doc)) == [
+        "services[0].routes[0].plugins[0] (name: acl).config.always_use_authenticated_groups: true is not supported "
+        "(only false, Kong's default, is supported: the gateway matches the consumer's own groups, it has no groups "
+        "authenticated apart from them)",
+        "services[0].routes[0].plugins[0] (name: acl).config.include_consumer_groups: set include_consumer_groups: "
+        "true: the gateway matches consumer groups (consumers' acls credentials are not supported)",
+    ]
+
+
+def test_deny_option_reloads_the_decK_policy(tmp_path):
+    """`--set mcp_deck_deny=http403` at start or at runtime (mitmweb's options, `:set`): the decK
+    file is translated again; a value that is no setting is refused and never half-applied."""
+    from mitmproxy import exceptions
+    from mitmproxy.addons.proxyserver import Proxyserver
+    from mitmproxy.test import taddons
+
+    from mcpgw.addon import MCPGateway
+
+    path = tmp_path / "kong.yaml"
+    path.write_text(HOWTO.read_text())
+    addon = MCPGateway()
+    with taddons.context(Proxyserver(), addon) as tctx:
+        tctx.configure(addon, mcp_policy=str(path), mcp_deck_deny="http403")
+        first = addon.store.current
+        assert first.policy.routes["mcp-acl-route"].acl.deny_response == "http403"
+        addon._running = True
+        tctx.configure(addon, mcp_deck_deny="jsonrpc")
+        second = addon.store.current
+        assert second.version > first.version and second.digest != first.digest
+        assert second.policy.routes["mcp-acl-route"].acl.deny_response == "jsonrpc"
+        with pytest.raises(exceptions.OptionsError, match="mcp_deck_deny must be one of jsonrpc, http403"):
+            tctx.configure(addon, mcp_deck_deny="403")
+        assert addon.store.current is second and addon.store.deck == DeckSettings()
+
+
+def test_deny_option_with_a_bad_value_stops_the_start(tmp_path):
+    from mitmproxy.addons.proxyserver import Proxyserver
+    from mitmproxy.test import taddons
+
+    from mcpgw.addon import MCPGateway
+
+    path = tmp_path / "kong.yaml"
+    path.write_text(HOWTO.read_text())
+    addon = MCPGateway()
+    with taddons.context(Proxyserver(), addon) as tctx:
+        tctx.configure(addon, mcp_policy=str(path), mcp_deck_deny="HTTP 403")
+        assert "mcp_deck_deny must be one of" in addon._startup_error  # running() exits with it
+
+
+def test_native_keys_with_ids_and_identity_header_lists():
+    """What the translation relies on, natively: a key may carry its credential id, and a route may
+    name the identity headers it sends."""
+    base = {"services": {"s": {"url": UPSTREAM}}, "consumer_groups": ["g"],
+            "routes": {"r": {"service": "s", "paths": ["/mcp"], "key_auth": {},
+                             "upstream_identity_headers": ["x-consumer-username", "X-Credential-Identifier"]}}}
+    policy = Policy.model_validate({**base, "consumers": {"u": {"keys": [{"key": "k1", "id": "key-1"}, "k2"]}}})
+    assert [k.id for k in policy.consumers["u"].keys] == ["key-1", None]
+    assert policy.routes["r"].upstream_identity_headers == ("X-Consumer-Username", "X-Credential-Identifier")
+    for consumers, message in (
+        ({"u": {"keys": [{"key": "k1", "id": "same"}]}, "v": {"keys": [{"key": "k2", "id": "same"}]}},
+         "consumers 'u' and 'v' have keys with the same id 'same'"),
+        ({"u": {"keys": [{"key": "k1", "secret": "x"}]}}, "a key entry is a key, or a mapping of key and id"),
+        ({"u": {"keys": [{"key": "k1", "id": ""}]}}, "a key's id must be a non-empty string"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Policy.model_validate({**base, "consumers": consumers})
+    with pytest.raises(ValueError, match="unknown identity header 'X-Consumer-Token'"):
+        Policy.model_validate({**base, "routes": {"r": {**base["routes"]["r"],
+                                                        "upstream_identity_headers": ["X-Consumer-Token"]}}})

@@ -89,6 +89,9 @@ class AclSettings(StrictModel):
     deny_response: Literal["jsonrpc", "http403"] = Field(
         "jsonrpc", description="jsonrpc: JSON-RPC error -32602 (HTTP 200); http403: HTTP 403 with WWW-Authenticate insufficient_scope")
     shadow: bool = Field(False, description="Evaluate and record, but forward denied calls and unfiltered lists")
+    refuse_without_tools: bool = Field(
+        False, description="Refuse every request of a caller no tool is allowed to, initialize included, as Kong's "
+                           "ai-mcp-proxy does (docs/governance.md); otherwise such a caller sees an empty tool list")
     max_request_body_size: ByteSize | None = Field(
         None, gt=0, description="Largest request body on this route (at most gateway.max_body_size, which applies first)")
 

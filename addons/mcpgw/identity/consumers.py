@@ -1,9 +1,10 @@
 """Consumers and consumer groups (Kong semantics), and the API keys that identify them.
 
 A key is written in plain text, as a secret reference (`{env://DEV_KEY}`), or as
-`sha256:<hex digest>` so that policy files in git hold no key. Only the SHA-256 digest of a key is
-kept; a presented key is hashed once and looked up by digest, so no comparison ever touches the
-key itself."""
+`sha256:<hex digest>` so that policy files in git hold no key; `{key: ..., id: ...}` also gives
+the credential an id (Kong's X-Credential-Identifier). Only the SHA-256 digest of a key is kept; a
+presented key is hashed once and looked up by digest, so no comparison ever touches the key
+itself."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class KeyDigest:
 
     digest: bytes
     source: str  # "sha256", "inline" or the secret reference: safe to show
+    id: str | None = None  # the credential's id, sent upstream as X-Credential-Identifier
 
     def __repr__(self) -> str:
         return f"KeyDigest({self.source})"
@@ -43,6 +45,14 @@ def digest_key(key: str) -> bytes:
 def _validate_key(value: Any, handler: Any, info: Any) -> KeyDigest:
     if isinstance(value, KeyDigest):
         return value
+    if isinstance(value, dict):  # {key: ..., id: ...}
+        if set(value) - {"key", "id"} or "key" not in value:
+            raise ValueError("a key entry is a key, or a mapping of key and id")
+        credential = value.get("id")
+        if credential is not None and (not isinstance(credential, str) or not credential.strip()):
+            raise ValueError("a key's id must be a non-empty string")
+        digest = _validate_key(value["key"], handler, info)
+        return KeyDigest(digest.digest, digest.source, credential.strip() if credential else None)
     if isinstance(value, str) and (m := _SHA256.match(value.strip())):
         return KeyDigest(bytes.fromhex(m.group(1)), "sha256")
     secret = _validate_secret(value, handler, info)
@@ -59,7 +69,8 @@ class Consumer(StrictModel):
     id: str | None = Field(None, min_length=1, description="Optional stable id (Kong consumer id)")
     custom_id: str | None = Field(None, min_length=1, description="Optional external id, e.g. the IdP subject")
     groups: list[str] = Field(default_factory=list, description="Consumer group names")
-    keys: list[ApiKey] = Field(default_factory=list, description="API keys: plain, {env://NAME}, {file://path} or sha256:<hex>")
+    keys: list[ApiKey] = Field(default_factory=list, description="API keys: plain, {env://NAME}, {file://path} or "
+                                                             "sha256:<hex>; or {key: ..., id: ...} with a credential id")
 
 
 class ConsumerGroup(StrictModel):
@@ -75,6 +86,7 @@ class Identity:
     custom_id: str | None = None
     groups: tuple[str, ...] = ()
     method: str = "key-auth"  # key-auth | oauth | anonymous
+    credential: str | None = None  # id of the key that identified the caller, if it has one
 
     def subjects(self) -> tuple[str, ...]:
         return tuple(s for s in (self.username, self.id, self.custom_id) if s)
@@ -93,6 +105,10 @@ def groups_validator(groups: dict[str, ConsumerGroup], consumers: dict[str, Cons
             if k.digest in seen_keys:
                 raise ValueError(f"consumers {seen_keys[k.digest]!r} and {name!r} share an API key")
             seen_keys[k.digest] = name
+            if k.id is not None and ("key id", k.id) in seen_ids:
+                raise ValueError(f"consumers {seen_ids['key id', k.id]!r} and {name!r} have keys with the same id {k.id!r}")
+            if k.id is not None:
+                seen_ids["key id", k.id] = name
         for field, value in (("id", c.id), ("custom_id", c.custom_id)):
             if value is None:
                 continue
@@ -107,7 +123,7 @@ class ConsumerIndex:
     def __init__(self, policy: "Policy"):
         self.consumers = policy.consumers
         self.groups = frozenset(policy.consumer_groups)
-        self._by_digest = {k.digest: name for name, c in policy.consumers.items() for k in c.keys}
+        self._by_digest = {k.digest: (name, k.id) for name, c in policy.consumers.items() for k in c.keys}
         self.by: dict[str, dict[str, str]] = {
             "username": {name: name for name in policy.consumers},
             "id": {c.id: name for name, c in policy.consumers.items() if c.id},
@@ -115,12 +131,18 @@ class ConsumerIndex:
         }
         # Every value that names some consumer, whichever field it is in.
         self.subjects = frozenset(s for index in self.by.values() for s in index)
-        self._identities: dict[tuple[str, str], Identity] = {}
+        self._identities: dict[tuple[str, str, str | None], Identity] = {}
 
     def by_key(self, presented: str) -> str | None:
         """The consumer owning an API key. The presented key is hashed before the lookup, so its
         timing can only depend on a SHA-256 digest, never on the key itself."""
-        return self._by_digest.get(digest_key(presented))
+        found = self._by_digest.get(digest_key(presented))
+        return found[0] if found is not None else None
+
+    def key_identity(self, presented: str) -> Identity | None:
+        """The key-auth identity of a presented key (hashed first, as in by_key), with the key's id."""
+        found = self._by_digest.get(digest_key(presented))
+        return self.identity(found[0], "key-auth", found[1]) if found is not None else None
 
     def find(self, value: str, fields: Sequence[ConsumerField] = ("username", "id")) -> str | None:
         """The consumer whose `fields` (tried in order, like Kong's consumer_by) equal `value`."""
@@ -129,11 +151,12 @@ class ConsumerIndex:
                 return name
         return None
 
-    def identity(self, username: str, method: str) -> Identity:
-        found = self._identities.get((username, method))
-        if found is None:  # one per consumer and method: identities are immutable
+    def identity(self, username: str, method: str, credential: str | None = None) -> Identity:
+        found = self._identities.get((username, method, credential))
+        if found is None:  # one per consumer, method and key id: identities are immutable
             c = self.consumers[username]
-            found = self._identities[username, method] = Identity(username, c.id, c.custom_id, tuple(c.groups), method)
+            found = self._identities[username, method, credential] = Identity(
+                username, c.id, c.custom_id, tuple(c.groups), method, credential)
         return found
 
 

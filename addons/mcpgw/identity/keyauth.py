@@ -173,9 +173,9 @@ def authenticate(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | Non
     where, name, key = found
     if config.hide_credentials:
         remove_key(request, name)
-    consumer = index.by_key(key) if key else None
-    if consumer is None:
+    identity = index.key_identity(key) if key else None
+    if identity is None:
         return _refuse(ctx, config, index, INVALID_KEY if key else NO_KEY)
-    ctx.identity = index.identity(consumer, "key-auth")
+    ctx.identity = identity
     ctx.consumed_credentials.append((where, name))
     return None  # (no per-request log line: the flow comment and the audit record say who it was)

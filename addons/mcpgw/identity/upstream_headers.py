@@ -10,9 +10,10 @@ import functools
 import logging
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from mitmproxy import http
+from pydantic import BeforeValidator
 
 from .. import headers as header_fields
 from ..responses import json_response
@@ -42,22 +43,43 @@ def strip_client_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> No
     return None
 
 
+# Every header the gateway can set (`upstream_identity_headers: [names]` picks some of them).
+IDENTITY_HEADERS = ("X-Consumer-ID", "X-Consumer-Custom-ID", "X-Consumer-Username", "X-Credential-Identifier",
+                    "X-Anonymous-Consumer", "X-Consumer-Groups")
+_CANONICAL = {name.lower(): name for name in IDENTITY_HEADERS}
+
+
+def _header_names(value: object) -> object:
+    if not isinstance(value, (list, tuple)):
+        return value
+    unknown = [v for v in value if not isinstance(v, str) or v.lower() not in _CANONICAL]
+    if unknown:
+        raise ValueError(f"unknown identity header {unknown[0]!r} (known: {', '.join(IDENTITY_HEADERS)})")
+    return tuple(dict.fromkeys(_CANONICAL[v.lower()] for v in value))
+
+
+IdentityHeaderSetting = Annotated[bool | tuple[str, ...], BeforeValidator(_header_names)]
+"""`upstream_identity_headers`: true (every header), false, or the names of the headers to send."""
+
+
 def identity_headers(ctx: "FlowContext") -> Mapping[str, str]:
     return _headers_for(ctx.identity) if ctx.identity is not None else {}
 
 
 @functools.lru_cache(maxsize=4096)  # identities are immutable; callers must not change the dict
-def _headers_for(identity: "Identity") -> Mapping[str, str]:
+def _headers_for(identity: "Identity", only: tuple[str, ...] | None = None) -> Mapping[str, str]:
     headers = {"X-Consumer-Username": identity.username}
     if identity.id:
         headers["X-Consumer-ID"] = identity.id
     if identity.custom_id:
         headers["X-Consumer-Custom-ID"] = identity.custom_id
+    if identity.credential:
+        headers["X-Credential-Identifier"] = identity.credential
     if identity.groups:
         headers["X-Consumer-Groups"] = ", ".join(identity.groups)
     if identity.method == "anonymous":
         headers["X-Anonymous-Consumer"] = "true"
-    return headers
+    return headers if only is None else {k: v for k, v in headers.items() if k in only}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -66,10 +88,12 @@ def _unsafe(identity: "Identity | None") -> bool:
 
 
 def add_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
-    """Routes with `upstream_identity_headers: true`: forward the resolved identity upstream."""
-    if ctx.match is None or not ctx.match.route.route.upstream_identity_headers:
+    """Routes with `upstream_identity_headers` (true, or the names to send): forward the resolved
+    identity upstream."""
+    setting = ctx.match.route.route.upstream_identity_headers if ctx.match is not None else False
+    if not setting:
         return None
-    headers = identity_headers(ctx)
+    headers = identity_headers(ctx) if setting is True or ctx.identity is None else _headers_for(ctx.identity, setting)
     # Names from token claims end up here too: never let one split or corrupt a header.
     if _unsafe(ctx.identity):
         log.error("route %s: identity %r cannot be sent as a header; refusing", ctx.route_name, ctx.identity)

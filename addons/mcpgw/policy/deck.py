@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from . import deck_plugins
 from .deck_plugins import Loc, Origin, Plugin, Problems, RouteBuild, as_bool, as_int, known_fields
 
 DECK_FORMAT = "3.0"
+DENY_RESPONSES = ("jsonrpc", "http403")
 TOP_LEVEL = ("_format_version", "_info", "_konnect", "consumer_groups", "consumers", "services", "routes", "plugins")
 TOP_LEVEL_HINTS = {
     "upstreams": "no load balancing: point each service at one host (url, or host and port)",
@@ -59,6 +61,31 @@ ROUTE_HINTS = {name: "native routes match on path and method only" for name in (
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 _ENV_CALL = re.compile(r'\s*env\s+"([^"]*)"\s*', re.S)
+
+
+@dataclass(frozen=True)
+class DeckSettings:
+    """Gateway options that change what a decK file becomes (`--set mcp_deck_deny=...`): Kong's
+    behaviour differs between versions where the file cannot say which one it was written for."""
+
+    deny_response: str = "jsonrpc"  # ai-mcp-proxy denials: -32602 (Kong < 3.14, the recipe's) or HTTP 403 (3.14+)
+
+    def __post_init__(self) -> None:
+        if self.deny_response not in DENY_RESPONSES:
+            raise ValueError(f"mcp_deck_deny must be one of {', '.join(DENY_RESPONSES)}, not {self.deny_response!r}")
+
+    def fingerprint(self) -> bytes:
+        """Part of a decK policy's digest: the same file under other settings is another policy."""
+        return b"" if self == DeckSettings() else f"\0deck:deny_response={self.deny_response}".encode()
+
+
+_KONG_ENTITIES = uuid.UUID("fd02801f-0957-4a15-a55a-c8d9606f30b5")  # Kong's declarative config: ids of entities
+
+
+def kong_id(entity: str, key: str) -> str:
+    """The id Kong's declarative config gives an entity without one (a UUID v5 of its endpoint
+    key, e.g. a consumer's username), so that X-Consumer-ID is the value Kong would send."""
+    return str(uuid.uuid5(uuid.uuid5(_KONG_ENTITIES, entity), key))
 
 
 # -- decK's ${{ env "DECK_NAME" }} -----------------------------------------------------------------
@@ -137,12 +164,14 @@ class Route:
 class Translator:
     problems: Problems
     secret_references: bool = False
+    settings: DeckSettings = field(default_factory=DeckSettings)
     groups: list[str] = field(default_factory=list)
     consumers: dict[str, dict[str, Any]] = field(default_factory=dict)
     consumer_ids: dict[str, str] = field(default_factory=dict)  # username, id or custom_id -> username
     services: dict[str, Service] = field(default_factory=dict)
     disabled_services: set[str] = field(default_factory=set)
     disabled_routes: set[str] = field(default_factory=set)
+    refused_routes: dict[str, Loc] = field(default_factory=dict)  # name -> where the route was refused
     routes: list[Route] = field(default_factory=list)
     plugins: list[Plugin] = field(default_factory=list)
     origins: dict[Loc, Origin] = field(default_factory=dict)  # native location -> decK location, for errors
@@ -221,10 +250,10 @@ class Translator:
             return
         if username in self.consumers:
             self.problems.add(loc, f"consumer {username!r} is declared twice")
-        native: dict[str, Any] = {}
-        for key in ("id", "custom_id"):
-            if consumer.get(key) is not None:
-                native[key] = str(consumer[key])
+        native: dict[str, Any] = {"id": str(consumer["id"]) if consumer.get("id") is not None else kong_id(
+            "consumers", username)}
+        if consumer.get("custom_id") is not None:
+            native["custom_id"] = str(consumer["custom_id"])
         keys = []
         for i, credential in enumerate(self._list(consumer, "keyauth_credentials", loc)):
             cloc = (*loc, "keyauth_credentials", i)
@@ -236,7 +265,10 @@ class Translator:
                 self.problems.add(cloc, "a key-auth credential needs a key")
                 continue
             self.origins[("consumers", username, "keys", len(keys))] = Origin((*cloc, "key"))
-            keys.append(self.secret(credential["key"]))
+            # Kong gives a key without an id a random one; a stable one here, made from what is not secret.
+            key_id = str(credential["id"]) if credential.get("id") is not None else kong_id(
+                "keyauth_credentials", f"{native['id']}:{len(keys)}")
+            keys.append({"key": self.secret(credential["key"]), "id": key_id})
         groups = []
         for i, group in enumerate(self._list(consumer, "groups", loc)):
             name = group.get("name") if isinstance(group, dict) else group
@@ -314,12 +346,14 @@ class Translator:
             service = ref.get("name") if isinstance(ref, dict) else ref
             if not isinstance(service, str) or not service:
                 self.problems.add(loc, "a route needs a service (service: NAME): a route without one forwards nowhere")
+                self._refused(route, loc)
                 return
         if service in self.disabled_services:
             self.disabled_routes.add(route.get("name") or f"{service}-{loc[-1]}")
             return
         if service not in self.services:
             self.problems.add((*loc, "service"), f"service {service!r} is not defined")
+            self._refused(route, loc)
             return
         name = route.get("name") or f"{service}-{loc[-1]}"
         if any(r.name == name for r in self.routes):
@@ -328,6 +362,12 @@ class Translator:
         self.routes.append(built)
         for i, plugin in enumerate(self._list(route, "plugins", loc)):
             self._add_plugin(plugin, (*loc, "plugins", i), {"route": name, "service": service})
+
+    def _refused(self, route: dict[str, Any], loc: Loc) -> None:
+        """Remember a refused route by name: plugins naming it are then not reported as naming an
+        undefined route (it is defined; the file says why it was refused)."""
+        if isinstance(route.get("name"), str):
+            self.refused_routes.setdefault(route["name"], loc)
 
     def _add_plugin(self, entry: Any, loc: Loc, scope: dict[str, str]) -> None:
         if (entry := self._mapping(entry, loc)) is None:
@@ -341,7 +381,7 @@ class Translator:
 
     def resolve_scopes(self) -> None:
         """Scope names of top-level plugins must exist; plugins of disabled services go with them."""
-        kept = []
+        kept, told = [], set()
         for plugin in self.plugins:
             scope = plugin.scope
             if scope.get("service") in self.disabled_services or scope.get("route") in self.disabled_routes:
@@ -350,7 +390,13 @@ class Translator:
                 self.problems.add(plugin.loc, f"service {scope['service']!r} is not defined", name=plugin.name)
                 continue
             if "route" in scope and not any(r.name == scope["route"] for r in self.routes):
-                self.problems.add(plugin.loc, f"route {scope['route']!r} is not defined", name=plugin.name)
+                refused = self.refused_routes.get(scope["route"])
+                if refused is None:
+                    self.problems.add(plugin.loc, f"route {scope['route']!r} is not defined", name=plugin.name)
+                elif scope["route"] not in told:  # said once, at the first plugin naming it
+                    told.add(scope["route"])
+                    self.problems.add(plugin.loc, f"route {scope['route']!r} was refused at {self.problems.where(refused)}"
+                                      ": the plugins naming it are checked once it loads", name=plugin.name)
                 continue
             if "consumer" in scope:
                 if scope["consumer"] not in self.consumer_ids:
@@ -505,7 +551,8 @@ def _validation_problems(err: ValidationError, origins: dict[Loc, Origin], probl
 
 
 def translate_deck(data: dict[str, Any], source: str, root: yaml.Node | None = None, *,
-                   env: Mapping[str, str] | None = None, secret_references: bool = False) -> dict[str, Any]:
+                   env: Mapping[str, str] | None = None, secret_references: bool = False,
+                   settings: DeckSettings | None = None) -> dict[str, Any]:
     """The native policy of a decK file, as a plain dict, validated. Raises PolicyError with one
     located message per problem. With `secret_references`, secrets written as decK env
     substitutions come out as `{env://NAME}` references instead of their values (the converter)."""
@@ -516,7 +563,7 @@ def translate_deck(data: dict[str, Any], source: str, root: yaml.Node | None = N
     env = os.environ if env is None else env
     problems = Problems(root)
     data = substitute_env(data, env, problems)
-    t = Translator(problems, secret_references)
+    t = Translator(problems, secret_references, settings or DeckSettings())
     t.read(data)
     deck_plugins.check_vault_references(data, problems)
     routes = t.build_routes()
@@ -534,7 +581,8 @@ def translate_deck(data: dict[str, Any], source: str, root: yaml.Node | None = N
     return native
 
 
-def convert_file(path: str | Path, *, env: Mapping[str, str] | None = None, inline_secrets: bool = False) -> str:
+def convert_file(path: str | Path, *, env: Mapping[str, str] | None = None, inline_secrets: bool = False,
+                 settings: DeckSettings | None = None) -> str:
     """The native policy of a decK file as YAML (what scripts/deck2policy prints)."""
     from .loader import PolicyError, parse_yaml
 
@@ -546,7 +594,7 @@ def convert_file(path: str | Path, *, env: Mapping[str, str] | None = None, inli
     data, root = parse_yaml(text, source)
     if not isinstance(data, dict) or "_format_version" not in data:
         raise PolicyError(source, ["not a decK file: it has no _format_version"])
-    native = translate_deck(data, source, root, env=env, secret_references=not inline_secrets)
+    native = translate_deck(data, source, root, env=env, secret_references=not inline_secrets, settings=settings)
     header = (f"# Native MCP gateway policy translated from the Kong decK file {Path(path).name}.\n"
               f"# Run it with: scripts/gateway --set mcp_policy=<this file> (docs/kong.md explains the mapping).\n")
     return header + yaml.safe_dump(native, sort_keys=False, allow_unicode=True, width=120)

@@ -68,6 +68,15 @@ INERT: dict[str, dict[str, Any]] = {
     "acl": {"always_use_authenticated_groups": _equal(False)},
     RTA: {"dots_in_keys": _any},  # about body operations, which are refused
 }
+# What to say when an INERT option has a value that would change something.
+INERT_SUPPORTED: dict[tuple[str, str], str] = {
+    ("acl", "always_use_authenticated_groups"): "only false, Kong's default, is supported: the gateway matches the "
+                                                "consumer's own groups, it has no groups authenticated apart from them",
+    ("cors", "private_network"): "only false, Kong's default, is supported",
+    ("cors", "allow_origin_absent"): "only true, Kong's default, is supported",
+    ("ai-mcp-proxy", "acl_attribute_type"): "only consumer, Kong's default, is supported",
+    ("ai-mcp-oauth2", "token_exchange"): "only a disabled token_exchange is supported",
+}
 
 
 # -- problems, located in the file -----------------------------------------------------------------
@@ -232,6 +241,9 @@ def take_options(plugin: Plugin, supported: Iterable[str], problems: Problems) -
             continue
         if key in supported:
             taken[key] = value
+        elif key in inert and (plugin.name, key) in INERT_SUPPORTED and not inert[key](value):
+            shown = json.dumps(value) if isinstance(value, (str, bool, int, float)) else "this value"  # no secret shown
+            plugin.problem(problems, f"{shown} is not supported ({INERT_SUPPORTED[plugin.name, key]})", "config", key)
         elif key not in inert or not inert[key](value):
             plugin.problem(problems, f"option not supported by this gateway (supported: {', '.join(supported)})",
                            "config", key)
@@ -319,13 +331,21 @@ def _acl(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
     """Kong's acl matches ACL groups (consumers' `acls` credentials), and consumer groups only with
     include_consumer_groups; the gateway's consumers have consumer groups only."""
     config = dict(plugin.config)
-    if config.pop("include_consumer_groups", False) is not True:
+    groups = config.pop("include_consumer_groups", False) is True
+    if not groups:
         plugin.problem(t.problems, "set include_consumer_groups: true: the gateway matches consumer groups (consumers' "
                        "acls credentials are not supported)", "config", "include_consumer_groups")
-        return
-    build.native["access"] = take_options(dataclasses.replace(plugin, config=config),
-                                          ("allow", "deny", "hide_groups_header"), t.problems)
-    build.origin(t, "access", plugin)
+    # The other options are checked too, so that every problem of the plugin is reported at once.
+    access = take_options(dataclasses.replace(plugin, config=config), ("allow", "deny", "hide_groups_header"), t.problems)
+    if groups:
+        build.native["access"] = access
+        build.origin(t, "access", plugin)
+
+
+# What Kong's key-auth always sets upstream (its handler's set_consumer); X-Consumer-Groups comes
+# from the acl plugin (route `access`), as in Kong.
+KEY_AUTH_HEADERS = ["X-Consumer-ID", "X-Consumer-Custom-ID", "X-Consumer-Username", "X-Credential-Identifier",
+                    "X-Anonymous-Consumer"]
 
 
 def _key_auth(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
@@ -333,6 +353,7 @@ def _key_auth(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
                                                      "key_in_query", "key_in_body", "run_on_preflight", "realm"),
                                             t.problems)
     build.origin(t, "key_auth", plugin)
+    build.native["upstream_identity_headers"] = list(KEY_AUTH_HEADERS)
 
 
 OAUTH_OPTIONS = ("resource", "authorization_servers", "metadata_endpoint", "scopes_supported", "jwks_endpoint",
@@ -409,6 +430,9 @@ def _mcp_proxy(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
         if limit and limit != DEFAULT_BODY_LIMIT:
             build.body_limits.append(limit)
     if config:
+        if t.settings.deny_response != "jsonrpc":  # the native default; Kong 3.14+ answers HTTP 403
+            config["deny_response"] = t.settings.deny_response
+        config["refuse_without_tools"] = True  # Kong: a consumer no tool is allowed to cannot connect
         build.native["acl"] = config
         build.origin(t, "acl", plugin)
 

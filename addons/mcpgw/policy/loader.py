@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
 from .models import Policy
 from .secrets import SecretResolver
+
+if TYPE_CHECKING:
+    from .deck import DeckSettings
 
 
 class PolicyError(Exception):
@@ -91,25 +94,27 @@ def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     return data, root
 
 
-def validate_policy(data: Any, root: yaml.Node | None, source: str, resolver: SecretResolver) -> Policy:
+def validate_policy(data: Any, root: yaml.Node | None, source: str, resolver: SecretResolver, *,
+                    deck: "DeckSettings | None" = None) -> Policy:
     if not isinstance(data, dict):
         raise PolicyError(source, ["expected a mapping at the top level (services:, routes:, ...)"])
     if "_format_version" in data:
         from .deck import translate_deck  # decK files are translated into the native model
 
         # Problems are located in the decK file; the native result's keys are not its lines.
-        data, root = translate_deck(data, source, root), None
+        data, root = translate_deck(data, source, root, settings=deck), None
     try:
         return Policy.model_validate(data, context={"secrets": resolver})
     except ValidationError as e:
         raise PolicyError(source, format_validation_error(e, root)) from None
 
 
-def load_policy_file(path: str | Path) -> tuple[Policy, str, list[Path]]:
-    """Load and validate a policy. Returns (policy, digest, files it depends on).
+def load_policy_file(path: str | Path, *, deck: "DeckSettings | None" = None) -> tuple[Policy, str, list[Path]]:
+    """Load and validate a policy. Returns (policy, digest, files it depends on). `deck`: the
+    gateway's options for translating a decK file.
 
-    The digest covers the file and every secret it resolved, so the store can tell a real change
-    from a touch."""
+    The digest covers the file, every secret it resolved and, for a decK file, the settings it was
+    translated with, so the store can tell a real change from a touch."""
     path = Path(path)
     source = str(path)
     try:
@@ -124,6 +129,7 @@ def load_policy_file(path: str | Path) -> tuple[Policy, str, list[Path]]:
         raise PolicyError(source, [f"not UTF-8 text (byte {e.start})"]) from None
     data, root = parse_yaml(text, source)
     resolver = SecretResolver(base_dir=path.parent)
-    policy = validate_policy(data, root, source, resolver)
-    digest = hashlib.sha256(raw + resolver.fingerprint()).hexdigest()
+    policy = validate_policy(data, root, source, resolver, deck=deck)
+    translated = deck.fingerprint() if deck is not None and isinstance(data, dict) and "_format_version" in data else b""
+    digest = hashlib.sha256(raw + resolver.fingerprint() + translated).hexdigest()
     return policy, digest, [path, *resolver.files]

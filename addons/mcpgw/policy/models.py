@@ -18,6 +18,7 @@ from ..identity.consumers import Consumer, ConsumerGroup, groups_validator, norm
 from ..identity.keyauth import KeyAuthConfig, check_anonymous
 from ..identity.oauth import OAuthConfig
 from ..identity.prm import PrmConfig, check_discovery
+from ..identity.upstream_headers import IdentityHeaderSetting
 from .base import ByteSize, StrictModel
 
 
@@ -77,7 +78,8 @@ class Route(StrictModel):
     cors: CorsConfig | None = None
     key_auth: KeyAuthConfig | None = Field(None, description="Identify the consumer by an API key (docs/identity.md)")
     prm: PrmConfig | None = Field(None, description="OAuth discovery: PRM challenge, rewrite or serve (docs/identity.md)")
-    upstream_identity_headers: bool = Field(False, description="Send the caller's identity upstream as X-Consumer-* headers")
+    upstream_identity_headers: IdentityHeaderSetting = Field(
+        False, description="Send the caller's identity upstream as X-Consumer-* headers: true for all, or the names to send")
     oauth: OAuthConfig | None = Field(None, description="OAuth 2 resource server: require a valid bearer token (docs/identity.md)")
     access: RouteAccess | None = Field(None, description="Which consumer groups may use the route at all (Kong's acl plugin; docs/governance.md)")
     acl: AclSettings | None = Field(None, description="Tool governance: per-consumer ACLs on tools, prompts and resources (docs/governance.md)")

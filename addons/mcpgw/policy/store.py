@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..routing import RouteTable
+from .deck import DeckSettings
 from .loader import PolicyError, load_policy_file
 from .models import Policy
 
@@ -54,6 +55,7 @@ class PolicyStore:
         self._watched: tuple[Path, ...] = ()
         self._resolved_at = 0.0  # time.monotonic() of the last load attempt: secrets were resolved then
         self.listeners: list[Callable[[Snapshot | None, PolicyError | None], None]] = []
+        self.deck = DeckSettings()  # how a decK file is translated (gateway options); set before a load
 
     def load(self, path: str | Path, *, keep_unchanged: bool = False) -> Snapshot:
         """Load `path` now and make it current. Raises PolicyError (the current policy stays).
@@ -65,12 +67,12 @@ class PolicyStore:
         before = _files_fingerprint(watched)
         self._resolved_at = time.monotonic()
         try:
-            policy, digest, files = load_policy_file(path)
+            policy, digest, files = load_policy_file(path, deck=self.deck)
             if tuple(files) != watched:
                 # Files read for the first time are not covered by `before`: read once more with
                 # them known (only when the set of referenced files changes).
                 watched, before = tuple(files), _files_fingerprint(files)
-                policy, digest, files = load_policy_file(path)
+                policy, digest, files = load_policy_file(path, deck=self.deck)
         except PolicyError as e:
             self._watched, self.path, self._seen = watched, path, before
             self.last_error = e
