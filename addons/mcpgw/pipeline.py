@@ -13,7 +13,7 @@ from typing import Awaitable, Callable
 
 from mitmproxy import http
 
-from . import credentials, forwarding, guards, inbound, redaction, streaming
+from . import credentials, forwarding, guards, inbound, redaction, streaming, transform
 from .context import FlowContext
 from .governance import access, enforce, no_tools
 from .identity import keyauth, oauth, prm, upstream_headers
@@ -48,6 +48,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase
     credentials.mediate,  # after the identity headers, which its operations may change (as in Kong)
+    transform.transform_request,  # after the credential, as Kong runs request-transformer after -advanced
     forwarding.forward,
     credentials.check_destination,  # the final target, once forward has set it
     forwarding.not_routed,

@@ -617,9 +617,11 @@ REFUSALS = {
                           "(name: ai-mcp-oauth2).config.metadata_endpoint: the gateway serves this route's PRM at "
                           "/.well-known/oauth-protected-resource/mcp"),
     "transformer-body": (deck(OAUTH, {"name": "request-transformer-advanced", "config": {"add": {"body": ["a:b"]}}}),
-                         "(name: request-transformer-advanced).config.add.body: only header and query string operations"),
+                         "(name: request-transformer-advanced).config.add.body: body operations are not supported: on "
+                         "an MCP route the body is the JSON-RPC message the gateway decides on"),
     "transformer-uri": (deck(OAUTH, {"name": "request-transformer-advanced", "config": {"replace": {"uri": "/x"}}}),
-                        "(name: request-transformer-advanced).config.replace.uri: only header and query string"),
+                        "(name: request-transformer-advanced).config.replace.uri: uri is not supported: the upstream "
+                        "path is the route's"),
     "transformer-method": (deck(OAUTH, {"name": "request-transformer-advanced", "config": {"http_method": "GET"}}),
                            "(name: request-transformer-advanced).config.http_method: option not supported"),
     "transformer-without-auth": (deck(SWAP), "(name: request-transformer-advanced): becomes credential injection "
@@ -660,7 +662,7 @@ REFUSALS = {
                              "(name: key-auth).ordering.after: only the access phase can be ordered"),
     "vault-elsewhere": (deck({"name": "cors", "config": {"origins": ["{vault://env/origin}"]}}),
                         "services[0].routes[0].plugins[0].config.origins[0]: a Kong vault reference is resolved only in "
-                        "consumer keys, ai-mcp-oauth2 client_secret and request-transformer-advanced values"),
+                        "consumer keys, ai-mcp-oauth2 client_secret and request-transformer(-advanced) values"),
     "other-vault": (deck(consumers=[{"username": "u", "keyauth_credentials": [{"key": "{vault://hcv/k}"}]}]),
                     "consumers[0].keyauth_credentials[0].key: cannot resolve {vault://hcv/k}: only Kong's env vault"),
     "env-template-function": (deck(consumers=[{"username": '${{ env "DECK_U" | lower }}'}]),
@@ -693,7 +695,8 @@ def test_prm_route_refusals():
     assert problems(doc) == [
         "services[1].routes[0].plugins[0] (name: response-transformer-advanced): response-transformer-advanced is "
         "supported only as the PRM rewrite, on a route whose paths are /.well-known/oauth-protected-resource<path of "
-        "another route>; path '/.well-known/oauth-protected-resource/elsewhere' is not",
+        "another route>; path '/.well-known/oauth-protected-resource/elsewhere' is not (an MCP route's answers are the "
+        "JSON-RPC results the gateway filters and streams as they come)",
     ]
     doc["services"][1]["routes"][0]["paths"] = ["/.well-known/oauth-protected-resource/mcp"]
     assert problems(doc) == [
@@ -928,3 +931,84 @@ def test_native_keys_with_ids_and_identity_header_lists():
     with pytest.raises(ValueError, match="unknown identity header 'X-Consumer-Token'"):
         Policy.model_validate({**base, "routes": {"r": {**base["routes"]["r"],
                                                         "upstream_identity_headers": ["X-Consumer-Token"]}}})
+
+
+# --- request-transformer(-advanced) without a credential: request_transform (item 14) -----------------
+
+RT_ADD = {"name": "request-transformer", "config": {"add": {"headers": ["New-Header:Header Value"]}}}  # Kong's example
+
+
+async def test_transformer_removal_is_applied_to_what_the_client_sends():
+    """A client sends the header and parameter the route's transformer removes: the upstream gets
+    neither, and the route's own additions whatever the client sent first."""
+    doc = deck(KEY_AUTH, {"name": "request-transformer", "config": {
+        "remove": {"headers": ["X-Internal-Debug"], "querystring": ["debug"]},
+        "add": {"headers": ["X-Team:platform"], "querystring": ["source:gateway"]},
+        "replace": {"headers": ["X-Env:prod"]}}})
+    ctx, flow, answer = await deck_request(doc, {"apikey": "dev-api-key", "X-Internal-Debug": "1", "X-Env": "dev",
+                                                 "X-Team": "intruders"})
+    assert answer is None and ctx.upstream_set
+    headers = flow.request.headers
+    assert "x-internal-debug" not in headers and headers.get_all("x-env") == ["prod"]
+    assert headers.get_all("x-team") == ["intruders"]  # add: only when absent, as in Kong
+    assert flow.request.query.get_all("source") == ["gateway"]
+
+
+async def test_kongs_request_transformer_example_loads_and_adds_its_header():
+    native = route(deck(KEY_AUTH, RT_ADD))
+    assert native["request_transform"] == {"add": {"headers": ["New-Header:Header Value"]}}
+    assert "credentials" not in native  # nothing of the client's is stripped: no credential is involved
+    _, flow, answer = await deck_request(deck(KEY_AUTH, RT_ADD), {"apikey": "dev-api-key",
+                                                                  "Authorization": "Bearer users-own"})
+    assert answer is None and flow.request.headers["New-Header"] == "Header Value"
+    assert flow.request.headers["Authorization"] == "Bearer users-own"
+    advanced = {**RT_ADD, "name": "request-transformer-advanced"}
+    assert route(deck(KEY_AUTH, advanced))["request_transform"] == native["request_transform"]
+
+
+def test_transformers_never_touch_what_the_gateway_decided_on():
+    for config, message in (
+        ({"add": {"body": ["customer_id:1"]}}, "config.add.body: body operations are not supported: on an MCP route "
+                                                "the body is the JSON-RPC message the gateway decides on"),
+        ({"allow": {"body": ["customer_id"]}}, "config.allow.body: body operations are not supported"),
+        ({"rename": {"headers": ["Mcp-Name:X-Tool"]}}, "config: rename.headers: Mcp-Name cannot be changed: the "
+                                                       "upstream must get the request the gateway decided on"),
+        ({"add": {"headers": ["Mcp-Session-Id:fixed"]}}, "config: add.headers: Mcp-Session-Id cannot be changed"),
+    ):
+        assert message in only_problem(deck(KEY_AUTH, {"name": "request-transformer", "config": config}))
+    assert "plugin 'request-validator' is not supported: on an MCP route every request body is a JSON-RPC message" in (
+        only_problem(deck({"name": "request-validator", "config": {"body_schema": "[]"}})))
+
+
+def test_a_transformer_setting_a_credential_is_the_token_swap_only():
+    """A credential (by its name, or a decK variable or vault value) goes through credential
+    injection and its rules: on a passthrough route it is refused, as before."""
+    refused = only_problem(deck(KEY_AUTH, {"name": "request-transformer", "config": {
+        "add": {"headers": ["X-Api-Key:stored"]}}}))
+    assert "becomes credential injection, which replaces the client's credentials" in refused
+    from_env = deck(OAUTH, {"name": "request-transformer", "config": {
+        "add": {"headers": ['X-Upstream:${{ env "DECK_TOKEN" }}']}}})
+    assert route_of(from_env, {"DECK_TOKEN": "t0k3n"})["credentials"]["mode"] == "inject"
+    both = deck(OAUTH, SWAP, RT_ADD)
+    native = route(both)
+    assert native["credentials"]["mode"] == "inject" and native["request_transform"] == {
+        "add": {"headers": ["New-Header:Header Value"]}}  # request-transformer runs after -advanced (801 < 802)
+
+
+def route_of(doc: dict, env: dict) -> dict:
+    return translate(doc, env)["routes"]["r"]
+
+
+def test_native_request_transform_refuses_credentials_and_decided_headers():
+    base = {"services": {"s": {"url": UPSTREAM}}, "routes": {"r": {"service": "s", "paths": ["/mcp"]}}}
+
+    def with_transform(transform: dict) -> dict:
+        return {**base, "routes": {"r": {**base["routes"]["r"], "request_transform": transform}}}
+
+    policy = Policy.model_validate(with_transform({"add": {"headers": ["X-Team:platform"]}}))
+    assert policy.routes["r"].request_transform.add.headers[0][0] == "X-Team"
+    for transform, message in (({"add": {"headers": ["Authorization:Bearer stored"]}}, "looks like a credential"),
+                               ({"append": {"querystring": ["api_key:x"]}}, "looks like a credential"),
+                               ({"remove": {"headers": ["MCP-Protocol-Version"]}}, "cannot be changed")):
+        with pytest.raises(ValueError, match=message):
+            Policy.model_validate(with_transform(transform))

@@ -4,7 +4,7 @@
     ai-mcp-proxy                  -> acl (+ audit.log_payloads)
     ai-mcp-oauth2                 -> oauth (its PRM is served by the gateway)
     cors                          -> cors
-    request-transformer-advanced  -> credentials (mode: inject; consumer-scoped: overrides)
+    request-transformer(-advanced) -> credentials (mode: inject) or request_transform (deck_transformers)
     response-transformer-advanced -> prm rewrite of the route whose well-known path it serves
     datakit (the PRM challenge)   -> prm.challenge
 
@@ -33,13 +33,19 @@ DEFAULT_BODY_LIMIT = 1024 * 1024  # Kong's max_request_body_size default, and th
 PLUGIN_FIELDS = ("name", "config", "instance_name", "tags", "enabled", "ordering", "protocols", "id",
                  "service", "route", "consumer", "consumer_group")
 # The gateway's fixed order of access-phase work, by the plugin that does it in Kong.
-NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "key-auth", "acl", "ai-mcp-proxy", "request-transformer-advanced")
-RTA, RESPONSE_TRANSFORMER = "request-transformer-advanced", "response-transformer-advanced"
-SUPPORTED = ("key-auth", "acl", "ai-mcp-proxy", "ai-mcp-oauth2", "cors", RTA, RESPONSE_TRANSFORMER, "datakit")
+NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "key-auth", "acl", "ai-mcp-proxy", "request-transformer-advanced",
+                "request-transformer")
+RTA, RT, RESPONSE_TRANSFORMER = "request-transformer-advanced", "request-transformer", "response-transformer-advanced"
+SUPPORTED = ("key-auth", "acl", "ai-mcp-proxy", "ai-mcp-oauth2", "cors", RTA, RT, RESPONSE_TRANSFORMER, "datakit")
 SUPPORTED_TEXT = ("key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, cors, "
-                  "request-transformer-advanced (credential injection), response-transformer-advanced (PRM rewrite), "
-                  "datakit (PRM challenge)")
-REFUSED: dict[str, str] = {}
+                  "request-transformer and request-transformer-advanced (headers and query string), "
+                  "response-transformer-advanced (PRM rewrite), datakit (PRM challenge)")
+REFUSED: dict[str, str] = {
+    "request-validator": "plugin 'request-validator' is not supported: on an MCP route every request body is a JSON-RPC "
+                         "message the gateway parses and checks itself; body_schema and parameter_schema would judge "
+                         "that envelope, not a tool's arguments (which the MCP server validates against its tool's "
+                         "inputSchema)",
+}
 
 
 def _equal(default: Any) -> Any:
@@ -295,6 +301,8 @@ class RouteBuild:
 
 
 def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
+    from . import deck_transformers  # it builds on this module's plugins and routes
+
     for plugin in t.plugins:
         check_ordering(plugin, t.problems)
     for build in builds.values():
@@ -312,7 +320,7 @@ def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
         for name in NATIVE_ORDER:
             if name in build.plugins and name in handlers:
                 handlers[name](build.plugins[name], build, t)
-        _credentials(build, t)
+        deck_transformers.translate_transformers(build, t)
         _discovery(build, t)
         if build.body_limits:
             acl = build.native.setdefault("acl", {})
@@ -437,107 +445,6 @@ def _mcp_proxy(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
         build.origin(t, "acl", plugin)
 
 
-# -- request-transformer-advanced: credential injection ---------------------------------------------
-
-OPERATIONS = ("remove", "rename", "replace", "add", "append")
-
-
-def _operations(plugin: Plugin, t: "Translator") -> dict[str, Any]:
-    """Kong's header and query string operations, in the native credentials form."""
-    config = take_options(plugin, (*OPERATIONS, "allow"), t.problems)
-    native: dict[str, Any] = {}
-    for op in (*OPERATIONS, "allow"):
-        section = config.get(op) or {}
-        if not isinstance(section, dict):
-            plugin.problem(t.problems, "expected a mapping", "config", op)
-            continue
-        for target, entries in section.items():
-            if _empty(entries):
-                continue
-            if op == "allow" or target not in ("headers", "querystring"):
-                plugin.problem(t.problems, "only header and query string operations are supported (credential "
-                               "injection); body, uri and allow are not", "config", op, target)
-            elif not isinstance(entries, list):
-                plugin.problem(t.problems, "expected a list of 'name:value' entries", "config", op, target)
-            else:
-                values = entries if op in ("remove", "rename") else [t.secret(e) for e in entries]
-                native.setdefault(op, {})[target] = values
-    return native
-
-
-def _names(entries: Iterable[Any]) -> set[str]:
-    return {str(e).split(":", 1)[0].strip().lower() for e in entries}
-
-
-def _strips_authorization(ops: dict[str, Any]) -> bool:
-    return "authorization" in _names(ops.get("remove", {}).get("headers", [])) | _names(
-        ops.get("replace", {}).get("headers", []))
-
-
-def _credentials(build: RouteBuild, t: "Translator") -> None:
-    """Kong adds the transformer's headers to what reaches the upstream; the native `inject` mode
-    first removes every client credential. The two agree when the client's Authorization would
-    not reach the upstream anyway (ai-mcp-oauth2 with passthrough_credentials: false, or a
-    transformer that removes or replaces it), and the gateway only injects for authenticated
-    callers (key-auth or ai-mcp-oauth2; key-auth's anonymous consumer counts, as in Kong)."""
-    default = build.plugins.get(RTA)
-    personal = _most_specific([p for p in build.personal if p.name == RTA], t)
-    if default is None and not personal:
-        return
-    native, oauth = build.native, build.native.get("oauth")
-    oauth_strips = oauth is not None and not oauth.get("passthrough_credentials", False)
-    first = default or personal[0]
-    if "key_auth" not in native and oauth is None:
-        first.problem(t.problems, "becomes credential injection (credentials: mode inject), which the gateway does "
-                      "only for authenticated callers; add key-auth or ai-mcp-oauth2 to this route")
-        return
-    credentials: dict[str, Any] = {"mode": "inject"}
-    if default is not None:
-        ops = _operations(default, t)
-        if not (oauth_strips or _strips_authorization(ops)):
-            default.problem(t.problems, _PASSTHROUGH_CONFLICT)
-        credentials.update(ops)
-        build.origin(t, "credentials", default)
-    elif not oauth_strips:
-        first.problem(t.problems, _PASSTHROUGH_CONFLICT)
-    overrides = []
-    for plugin in personal:
-        ops = _operations(plugin, t)
-        if not (oauth_strips or _strips_authorization(ops)):
-            plugin.problem(t.problems, _PASSTHROUGH_CONFLICT)
-        who = {"consumers": [plugin.scope["consumer"]]} if "consumer" in plugin.scope else {
-            "groups": [plugin.scope["consumer_group"]]}
-        build.origin(t, "credentials", plugin, "overrides", len(overrides))
-        overrides.append({**who, **ops})
-    if overrides:
-        credentials["overrides"] = overrides
-    if (native.get("key_auth") or {}).get("anonymous"):
-        credentials["allow_anonymous"] = True
-    native["credentials"] = credentials
-
-
-_PASSTHROUGH_CONFLICT = ("becomes credential injection, which replaces the client's credentials, but on this route "
-                         "the client's Authorization header reaches the upstream in Kong; use it with ai-mcp-oauth2 "
-                         "passthrough_credentials: false (the token-swap pattern) or remove/replace Authorization in "
-                         "the transformer itself")
-
-
-def _most_specific(plugins: list[Plugin], t: "Translator") -> list[Plugin]:
-    """Per consumer or consumer group, the instance Kong would run (route over service over
-    global); consumers first, then groups in file order."""
-    chosen: dict[tuple[str, str], Plugin] = {}
-    for plugin in plugins:
-        key = ("consumer", plugin.scope["consumer"]) if "consumer" in plugin.scope else (
-            "group", plugin.scope["consumer_group"])
-        current = chosen.get(key)
-        if current is None or plugin.rank > current.rank:
-            chosen[key] = plugin
-        elif plugin.rank == current.rank:
-            plugin.problem(t.problems, f"a second {plugin.name} plugin for the same {key[0]} at the same level as "
-                           f"{t.problems.where(current.loc)}")
-    return sorted(chosen.values(), key=lambda p: ("consumer" not in p.scope, p.index))
-
-
 # -- OAuth discovery: datakit challenge, response-transformer-advanced PRM rewrite ------------------
 
 
@@ -553,7 +460,8 @@ def _fold_prm_route(build: RouteBuild, builds: dict[str, RouteBuild], t: "Transl
                        and RESPONSE_TRANSFORMER not in b.plugins and described in b.native["paths"]), None)
         if target is None:
             plugin.problem(problems, f"response-transformer-advanced is supported only as the PRM rewrite, on a route "
-                           f"whose paths are {WELL_KNOWN}<path of another route>; path {path!r} is not")
+                           f"whose paths are {WELL_KNOWN}<path of another route>; path {path!r} is not (an MCP "
+                           "route's answers are the JSON-RPC results the gateway filters and streams as they come)")
             return
         targets.append((target, path))
     for name, other in [*build.plugins.items(), *((p.name, p) for p in build.personal)]:
@@ -721,9 +629,10 @@ def _discovery(build: RouteBuild, t: "Translator") -> None:
 
 # -- Kong vault references ------------------------------------------------------------------------
 
-SECRET_OPTIONS = {"ai-mcp-oauth2": lambda sub: sub == ("client_secret",),
-                  RTA: lambda sub: len(sub) == 3 and sub[0] in ("add", "append", "replace")
-                  and sub[1] in ("headers", "querystring")}
+_TRANSFORMED_VALUE = lambda sub: len(sub) == 3 and sub[0] in ("add", "append", "replace") and sub[1] in (  # noqa: E731
+    "headers", "querystring")
+SECRET_OPTIONS = {"ai-mcp-oauth2": lambda sub: sub == ("client_secret",), RTA: _TRANSFORMED_VALUE,
+                  RT: _TRANSFORMED_VALUE}
 
 
 def check_vault_references(tree: Any, problems: Problems, loc: Loc = (), plugin: tuple[str, int] | None = None) -> None:
@@ -748,4 +657,4 @@ def check_vault_references(tree: Any, problems: Problems, loc: Loc = (), plugin:
             if allowed is not None and allowed(loc[plugin[1] + 1:]):
                 return
         problems.add(loc, "a Kong vault reference is resolved only in consumer keys, ai-mcp-oauth2 client_secret "
-                     "and request-transformer-advanced values; here it would be used as literal text")
+                     "and request-transformer(-advanced) values; here it would be used as literal text")

@@ -19,6 +19,7 @@ from ..identity.keyauth import KeyAuthConfig, check_anonymous
 from ..identity.oauth import OAuthConfig
 from ..identity.prm import PrmConfig, check_discovery
 from ..identity.upstream_headers import IdentityHeaderSetting
+from ..transform import RequestTransform
 from .base import ByteSize, StrictModel
 
 
@@ -85,6 +86,7 @@ class Route(StrictModel):
     acl: AclSettings | None = Field(None, description="Tool governance: per-consumer ACLs on tools, prompts and resources (docs/governance.md)")
     audit: AuditSettings | None = Field(None, description="Audit log settings of this route, e.g. log_payloads (docs/observability.md)")
     credentials: CredentialsConfig | None = Field(None, description="Upstream credential: passthrough (default) or inject a stored one (docs/credentials.md)")
+    request_transform: RequestTransform | None = Field(None, description="Header and query string operations on every request (Kong's request-transformer; docs/policy.md)")
 
     @field_validator("paths")
     @classmethod
