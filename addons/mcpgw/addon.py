@@ -13,7 +13,7 @@ from pathlib import Path
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from . import context, guards, pipeline, redaction
+from . import context, guards, pipeline, redaction, request_stream
 from .auditlog import AuditLog
 from .context import FlowContext
 from .headers import host_header
@@ -45,6 +45,7 @@ class MCPGateway:
         self._watcher: asyncio.Task | None = None
         self._poll = 1.0
         self._uninstall_redaction: Callable[[], None] | None = None
+        self._uninstall_request_stream: Callable[[], None] | None = None
         # Audit log, metrics and mitmproxy UI: child addons, whose hooks mitmproxy runs after this
         # addon's own on every flow, so they see each flow as the pipeline left it.
         self.audit = AuditLog(self.store)
@@ -54,6 +55,7 @@ class MCPGateway:
 
     def load(self, loader) -> None:
         self._uninstall_redaction = redaction.install(self.store)  # before anything is loaded or logged
+        self._uninstall_request_stream = request_stream.install()  # before the first connection
         loader.add_option("mcp_policy", str, "",
                           f"MCP gateway policy file (native YAML or a Kong decK file). Default: {DEFAULT_POLICY} if it exists.")
         loader.add_option("mcp_public_hosts", str, "",
@@ -147,6 +149,9 @@ class MCPGateway:
         if self._uninstall_redaction is not None:
             self._uninstall_redaction()
             self._uninstall_redaction = None
+        if self._uninstall_request_stream is not None:
+            self._uninstall_request_stream()
+            self._uninstall_request_stream = None
 
     @command.command("mcp.reload")
     def reload(self) -> str:
@@ -170,8 +175,9 @@ class MCPGateway:
             if fctx is not None:
                 flow.request.stream = False  # governed bodies are inspected whole
                 flow.response = await pipeline.run(pipeline.header_phases(fctx), fctx, flow)
-        if flow.response is not None:
-            redaction.mask_request(flow.request)  # answered here; mitmproxy keeps (and may save) the flow
+        if flow.response is not None:  # answered here, before the body, which is never read (request_stream)
+            redaction.mask_request(flow.request)  # mitmproxy keeps (and may save) the flow
+            flow.request.headers.pop("expect", None)  # no 100 Continue: the client need not send the body
 
     async def request(self, flow: http.HTTPFlow) -> None:
         fctx = context.get(flow)

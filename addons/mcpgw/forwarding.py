@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from . import headers
+from . import headers, request_stream
 from .headers import has_header, header
 from .context import FlowContext
 from .responses import json_response
@@ -31,24 +31,44 @@ def refuse_upgrades(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | No
 
 def check_body(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     """A governed request is inspected whole before anything is forwarded."""
-    limit = ctx.snapshot.policy.gateway.max_body_size
+    limit = body_limit(ctx)
     if flow.request.stream:
         # Something enabled request streaming: the body would bypass inspection.
         return json_response(500, {"message": "request streaming is not allowed on governed routes"})
     content = flow.request.raw_content
     if content is None:
         return json_response(400, {"message": "request body could not be read"})
-    if len(content) > limit:
-        return json_response(413, {"message": f"Request body is larger than {limit} bytes"})
+    if len(content) > limit:  # (the transport refuses it first; see check_declared_size)
+        return _too_large(limit)
     return None
 
 
-def check_declared_size(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
-    """At request headers: refuse an oversized body before reading it."""
+def body_limit(ctx: FlowContext) -> int:
+    """The largest request body this flow may have: the gateway's, or the route's smaller one."""
     limit = ctx.snapshot.policy.gateway.max_body_size
+    acl = ctx.match.route.route.acl if ctx.match is not None else None
+    route_limit = acl.max_request_body_size if acl is not None else None
+    return min(limit, route_limit) if route_limit else limit
+
+
+def _too_large(limit: int) -> http.Response:
+    return json_response(413, {"message": f"Request body is larger than {limit} bytes"})
+
+
+def check_declared_size(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    """At request headers: refuse a declared oversized body before reading it, and have the
+    transport refuse, while it arrives, a body that grows past the limit (chunked, or any other
+    way), so that no more than the limit is ever held."""
+    limit = body_limit(ctx)
     declared = header(flow.request.headers, "content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        return json_response(413, {"message": f"Request body is larger than {limit} bytes"})
+        return _too_large(limit)
+
+    def refuse() -> http.Response:
+        ctx.answered_by = "forwarding.check_body"  # for audit: what refused it, as if it had been read whole
+        return _too_large(limit)
+
+    request_stream.limit(flow, limit, refuse)
     return None
 
 
