@@ -132,8 +132,9 @@ async def test_intercept_mode_governs_the_vendor_url(gateway, upstream_tls):
     async with http_client(gateway, intercept=True) as client:
         r = await client.post(upstream_tls.url, json=jsonrpc("initialize", INIT), headers=MCP_HEADERS)
         assert r.status_code == 200 and r.headers["x-mcp-gateway-route"] == "vendor"
-        other = await client.get(f"{upstream_tls.base}/_test/echo")  # same host, outside the service URL
-        assert other.status_code == 200 and "x-mcp-gateway-route" not in other.headers
+        # Same origin, outside the service URL: a governed origin answers its routes' paths only.
+        other = await client.get(f"{upstream_tls.base}/_test/echo")
+        assert other.status_code == 403 and other.json()["error"] == "unrouted_path"
 
 
 async def test_json_answers_and_legacy_transport(gateway):

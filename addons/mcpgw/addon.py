@@ -13,15 +13,18 @@ from pathlib import Path
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from . import context, guards, pipeline, redaction, request_stream
+from . import canonical, context, destinations, guards, pipeline, redaction, request_stream
 from .auditlog import AuditLog
 from .context import FlowContext
+from .destinations import Destinations, Unresolvable
+from .identity import prm
 from .headers import host_header
 from .metrics import Metrics
 from .mitm_ui import MCPConsole
 from .policy.deck import DENY_RESPONSES, DeckSettings
 from .policy.loader import PolicyError
 from .policy.store import PolicyStore, Snapshot
+from .routing import RouteMatch
 from .responses import gateway_failure, json_response, replacing_upstream
 
 log = logging.getLogger("mcpgw")
@@ -49,7 +52,8 @@ class MCPGateway:
         # Audit log, metrics and mitmproxy UI: child addons, whose hooks mitmproxy runs after this
         # addon's own on every flow, so they see each flow as the pipeline left it.
         self.audit = AuditLog(self.store)
-        self.addons = [self.audit, Metrics(self.store, self.audit), MCPConsole(self.store)]
+        self.destinations = Destinations(self.store)  # intercept mode: services' addresses, checks at connect
+        self.addons = [self.audit, Metrics(self.store, self.audit), MCPConsole(self.store), self.destinations]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -215,27 +219,54 @@ class MCPGateway:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _new_context(self, snap: Snapshot, flow: http.HTTPFlow) -> FlowContext | None:
-        req = flow.request
+        # Routing decides on the canonical path (canonical.py), which is also what is forwarded,
+        # and in intercept mode on the destination (destinations.py), never on how the client spelt them.
         if isinstance(flow.client_conn.proxy_mode, ReverseMode):
-            if not ctx.options.keep_host_header:
-                flow.response = json_response(503, {"message": "MCP gateway needs keep_host_header=true"})
-                return None
-            hosts = self._public_hosts(snap)
-            host = host_header(req)
-            if refusal := guards.check_host(hosts, host):
-                flow.response = refusal
-                return None
-            match = snap.routes.match_gateway(req.path)
-            if match is None:
-                flow.response = json_response(404, {"message": "no route matched with those values"})
-                return None
-            scheme = "https" if flow.client_conn.tls_established else "http"
-            return context.attach(flow, FlowContext(snap, "gateway", match, hosts, host, scheme))
-        match = snap.routes.match_intercept(req.scheme, req.host, req.port, req.path)
+            return self._gateway_context(snap, flow)
+        return await self._intercept_context(snap, flow)
+
+    def _gateway_context(self, snap: Snapshot, flow: http.HTTPFlow) -> FlowContext | None:
+        req = flow.request
+        if not ctx.options.keep_host_header:
+            flow.response = json_response(503, {"message": "MCP gateway needs keep_host_header=true"})
+            return None
+        hosts = self._public_hosts(snap)
+        host = host_header(req)
+        if refusal := guards.check_host(hosts, host):
+            flow.response = refusal
+            return None
+        if (refusal := _canonicalize(req)) is not None:
+            flow.response = refusal
+            return None
+        match = snap.routes.match_gateway(req.path)
         if match is None:
+            flow.response = json_response(404, {"message": "no route matched with those values"})
+            return None
+        scheme = "https" if flow.client_conn.tls_established else "http"
+        return context.attach(flow, FlowContext(snap, "gateway", match, hosts, host, scheme))
+
+    async def _intercept_context(self, snap: Snapshot, flow: http.HTTPFlow) -> FlowContext | None:
+        req = flow.request
+        try:
+            origins = await self.destinations.origins(snap, req.scheme, req.host, req.port)
+        except Unresolvable as e:
+            flow.response = json_response(e.status, {"error": "unknown_destination", "message": str(e)})
+            return None
+        if not origins:  # not ours: mitmproxy handles it as usual, unless the policy says block
             if snap.policy.gateway.intercept_unmatched == "block":
                 flow.response = json_response(403, {"message": f"{req.pretty_host} is not governed by this gateway's policy"})
-            return None  # not ours: mitmproxy handles it as usual
+            return None
+        if (refusal := _canonicalize(req)) is not None:
+            flow.response = refusal
+            return None
+        match = next(filter(None, (snap.routes.match_origin(o, req.path) for o in origins)), None)
+        if match is None:  # a governed origin answers its routes' paths only: `pass` is for other origins
+            flow.response = json_response(403, {"error": "unrouted_path", "message": "This origin is governed by the "
+                                                "gateway's policy, and no route of it covers this path"})
+            return None
+        if match.kind == "prm" and not prm.is_metadata_read(req):
+            match = RouteMatch(match.route, "mcp", None)  # only a read of the PRM skips identity
+        destinations.point_at(req, match.route.service)
         return context.attach(flow, FlowContext(snap, "intercept", match, frozenset(), host_header(req), req.scheme))
 
     def _public_hosts(self, snap: Snapshot) -> frozenset[str]:
@@ -246,6 +277,17 @@ class MCPGateway:
 
     def _fail_closed(self, flow: http.HTTPFlow, what: str, status: int = 500, at_headers: bool = False) -> "_FailClosed":
         return _FailClosed(flow, what, status, at_headers)
+
+
+def _canonicalize(request: http.Request) -> http.Response | None:
+    """Replace the request target with its canonical form, or answer 400 when it has none."""
+    try:
+        target = canonical.canonical_target(request.path)
+    except canonical.NotCanonical as e:
+        return json_response(400, {"error": "bad_request_target", "message": f"The request target is refused: {e}"})
+    if target != request.path:
+        request.path = target
+    return None
 
 
 class _FailClosed:

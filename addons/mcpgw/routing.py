@@ -2,7 +2,9 @@
 
 Gateway mode matches the request path against route prefixes (longest first, Kong's plain prefix
 semantics) and also answers the RFC 9728 well-known path of each route. Intercept mode matches the
-request URL against each service URL, so one policy governs both modes."""
+request's origin and path against each service URL, so one policy governs both modes. Paths are
+matched in their canonical form (canonical.py); which origin a request is for, whatever name it
+used, is destinations.py's business."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Literal
 from .policy.models import Policy, Route, Service
 
 PRM_PREFIX = "/.well-known/oauth-protected-resource"
+
+Origin = tuple[str, str, int]  # (scheme, host as in the service URL, lower-case, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +28,23 @@ class CompiledRoute:
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
     route: CompiledRoute
+    # prm: a route's RFC 9728 metadata path (gateway mode: served by the gateway; intercept mode:
+    # the upstream's own document, for GET/HEAD/preflight only, see identity/prm.py)
     kind: Literal["mcp", "prm"]
     prefix: str | None  # the matched gateway prefix; None in intercept mode
 
     @property
     def name(self) -> str:
         return self.route.name
+
+
+def literal_host(host: str) -> str:
+    """A host name as origins are keyed: lower-case, without a trailing dot or IPv6 brackets."""
+    return host.lower().rstrip(".").strip("[]")
+
+
+def origin_of(service: Service) -> Origin:
+    return (service.scheme, literal_host(service.host), service.port)
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -54,14 +69,18 @@ class RouteTable:
         prefixes = [(p, r) for r in routes for p in r.route.paths]
         self._gateway = sorted(prefixes, key=lambda pr: len(pr[0]), reverse=True)
         self._prm = sorted(((PRM_PREFIX + p.rstrip("/"), r) for p, r in prefixes), key=lambda pr: len(pr[0]), reverse=True)
-        by_origin: dict[tuple[str, str, int], list[CompiledRoute]] = {}
+        by_origin: dict[Origin, list[CompiledRoute]] = {}
         for r in routes:  # first route per service URL wins: file order is the tie-break
-            key = (r.service.scheme, r.service.host.lower(), r.service.port)
+            key = origin_of(r.service)
             if not any(o.service.url == r.service.url for o in by_origin.get(key, [])):
                 by_origin.setdefault(key, []).append(r)
         for lst in by_origin.values():
             lst.sort(key=lambda r: len(r.service.path), reverse=True)
         self._intercept = by_origin
+        # Intercept mode: each route's exact RFC 9728 path on its own origin (the service root's is the bare prefix)
+        self._intercept_prm = {key: {PRM_PREFIX + r.service.path: r for r in lst} for key, lst in by_origin.items()}
+        self.origins: tuple[Origin, ...] = tuple(by_origin)  # in file order
+        self.governed_ports = frozenset((scheme, port) for scheme, _, port in by_origin)
 
     def match_gateway(self, path: str) -> RouteMatch | None:
         path_only, _ = _split(path)
@@ -74,13 +93,25 @@ class RouteTable:
                 return RouteMatch(route, "mcp", prefix)
         return None
 
-    def match_intercept(self, scheme: str, host: str, port: int, path: str) -> RouteMatch | None:
+    def governs(self, origin: Origin) -> bool:
+        return origin in self._intercept
+
+    def match_origin(self, origin: Origin, path: str) -> RouteMatch | None:
+        """Intercept mode: the route of a governed origin covering `path` (canonical), if any.
+        A route's exact PRM path is a "prm" match; the service URL and what is under it, "mcp"."""
         path_only, _ = _split(path)
-        for route in self._intercept.get((scheme, host.lower(), port), ()):
+        prm_route = self._intercept_prm.get(origin, {}).get(path_only)
+        if prm_route is not None:
+            return RouteMatch(prm_route, "prm", None)
+        for route in self._intercept.get(origin, ()):
             base = route.service.path
             if not base or path_only == base or path_only.startswith(base + "/"):
                 return RouteMatch(route, "mcp", None)
         return None
+
+    def match_intercept(self, scheme: str, host: str, port: int, path: str) -> RouteMatch | None:
+        """match_origin for the origin a request names literally (no resolution)."""
+        return self.match_origin((scheme, literal_host(host), port), path)
 
     @staticmethod
     def upstream_path(match: RouteMatch, path: str) -> str:

@@ -130,11 +130,15 @@ async def test_intercept_mode_governs_the_service_url_and_passes_the_rest(gatewa
     governed = await through(addon, intercept_flow("https://api.githubcopilot.com/mcp"))
     assert context.get(governed) is not None and governed.response is None
     assert governed.request.url == "https://api.githubcopilot.com/mcp"
-    other = await through(addon, intercept_flow("https://example.com/mcp"))
+    # On a port no service uses (nothing to resolve): an origin the policy does not govern.
+    other = await through(addon, intercept_flow("https://example.com:8443/mcp"))
     assert context.get(other) is None and other.response is None
+    # The governed origin answers its routes' paths only (tests/unit/test_destinations.py has more).
+    elsewhere = await through(addon, intercept_flow("https://api.githubcopilot.com/other"))
+    assert elsewhere.response.status_code == 403 and elsewhere.response.json()["error"] == "unrouted_path"
     path.write_text(POLICY.replace("pass", "block"))
     addon.store.reload()
-    blocked = await through(addon, intercept_flow("https://example.com/mcp"))
+    blocked = await through(addon, intercept_flow("https://example.com:8443/mcp"))
     assert blocked.response.status_code == 403
 
 

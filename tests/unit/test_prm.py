@@ -43,8 +43,9 @@ def gateway_flow(snap: Snapshot, path: str, headers: list[tuple[str, str]] = (),
     return ctx, flow
 
 
-def intercept_flow(snap: Snapshot, url: str, headers: list[tuple[str, str]] = ()) -> tuple[FlowContext, http.HTTPFlow]:
-    flow = tflow.tflow(req=http.Request.make("POST", url, b"{}", http.Headers(
+def intercept_flow(snap: Snapshot, url: str, headers: list[tuple[str, str]] = (), *, method: str = "POST",
+                   body: bytes = b"{}") -> tuple[FlowContext, http.HTTPFlow]:
+    flow = tflow.tflow(req=http.Request.make(method, url, body, http.Headers(
         [(k.encode(), v.encode()) for k, v in headers])))
     req = flow.request
     ctx = FlowContext(snap, "intercept", snap.routes.match_intercept(req.scheme, req.host, req.port, req.path),
@@ -239,9 +240,30 @@ def test_intercept_mode_metadata_requests_are_public():
                                     "routes": {"root": {"service": "root", "paths": ["/r"], "prm": {"challenge": True},
                                                         "key_auth": {}}}})
     snap = Snapshot(policy, RouteTable(policy), "test", next(_versions), "test", ())
-    ctx, flow = intercept_flow(snap, "http://127.0.0.1:8931/.well-known/oauth-protected-resource")
+    well_known = "http://127.0.0.1:8931/.well-known/oauth-protected-resource"
+    ctx, flow = intercept_flow(snap, well_known, method="GET", body=b"")
     assert ctx.match is not None and prm.challenge(ctx, flow) is None
+    preflight = [("Origin", "https://app.example"), ("Access-Control-Request-Method", "GET")]
+    ctx, flow = intercept_flow(snap, well_known, preflight, method="OPTIONS", body=b"")
+    assert prm.challenge(ctx, flow) is None
     ctx, flow = intercept_flow(snap, "http://127.0.0.1:8931/mcp")
+    assert prm.challenge(ctx, flow).status_code == 401
+
+
+@pytest.mark.parametrize("url, method, body", [
+    ("http://127.0.0.1:8931/.well-known/oauth-protected-resource", "POST", b"{}"),  # only reads are public
+    ("http://127.0.0.1:8931/.well-known/oauth-protected-resource", "GET", b"{}"),  # a read has no body
+    ("http://127.0.0.1:8931/.well-known/oauth-protected-resource", "OPTIONS", b""),  # not a preflight
+    ("http://127.0.0.1:8931/.well-known/oauth-protected-resource/x", "GET", b""),  # not the route's exact path
+    ("http://127.0.0.1:8931/.well-known/oauth-protected-resource/x", "POST", b"{}"),
+])
+def test_intercept_mode_only_reads_of_the_exact_prm_path_skip_identity(url, method, body):
+    policy = Policy.model_validate({"services": {"root": {"url": "http://127.0.0.1:8931"}},
+                                    "routes": {"root": {"service": "root", "paths": ["/r"], "prm": {"challenge": True},
+                                                        "key_auth": {}}}})
+    snap = Snapshot(policy, RouteTable(policy), "test", next(_versions), "test", ())
+    ctx, flow = intercept_flow(snap, url, method=method, body=body)
+    assert not prm.is_metadata_request(ctx, flow.request)
     assert prm.challenge(ctx, flow).status_code == 401
 
 

@@ -46,7 +46,11 @@ def test_intercept_matches_service_url_prefix():
     assert t.match_intercept("https", "API.githubcopilot.com", 443, "/mcp?x").name == "gh"
     assert t.match_intercept("https", "api.githubcopilot.com", 443, "/mcp/x/y").name == "other"
     assert t.match_intercept("https", "api.githubcopilot.com", 443, "/mcpx") is None
-    assert t.match_intercept("https", "api.githubcopilot.com", 443, "/.well-known/oauth-protected-resource/mcp") is None
+    # The exact RFC 9728 path of a service is that route's "prm" match (intercept: the upstream's own document).
+    prm = t.match_intercept("https", "api.githubcopilot.com", 443, "/.well-known/oauth-protected-resource/mcp")
+    assert prm.name == "gh" and prm.kind == "prm"
+    assert t.match_intercept("https", "api.githubcopilot.com", 443, "/.well-known/oauth-protected-resource/mcp/y") is None
+    assert t.match_intercept("https", "api.githubcopilot.com.", 443, "/mcp").name == "gh"  # a trailing dot is the same name
     assert t.match_intercept("http", "api.githubcopilot.com", 80, "/mcp") is None
     assert t.match_intercept("https", "example.com", 443, "/mcp") is None
 

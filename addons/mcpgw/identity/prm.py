@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from ..headers import header, header_values
+from ..headers import has_header, header, header_values
 from ..policy.base import StrictModel
 from ..policy.derived import PerPolicy
 from ..responses import json_response
@@ -167,13 +167,23 @@ def discovery(ctx: "FlowContext") -> Discovery | None:
     return _discovery(ctx.snapshot.policy).get(ctx.match.name)
 
 
+def is_metadata_read(request: http.Request) -> bool:
+    """GET or HEAD without a body, or a CORS preflight: all a client does to read a PRM document."""
+    method = request.method
+    if method == "OPTIONS":
+        return has_header(request.headers, "access-control-request-method")
+    return method in ("GET", "HEAD") and not has_header(request.headers, "transfer-encoding") \
+        and header(request.headers, "content-length", "0").strip() == "0"
+
+
 def is_metadata_request(ctx: "FlowContext", request: http.Request) -> bool:
-    """Intercept mode: a request for the upstream's own PRM that a route governs (a service at the
-    root of its host covers the well-known paths too). The document is public: no credential is
-    required for it. In gateway mode such paths never count as public here: the gateway serves
-    its own document, and anything else on them goes through the route's checks."""
-    path = request.path.partition("?")[0]
-    return ctx.mode == "intercept" and (path == WELL_KNOWN or path.startswith(WELL_KNOWN + "/"))
+    """Intercept mode: a read of the upstream's own PRM at a route's exact RFC 9728 path (routing
+    makes that a "prm" match, and any other method on it an "mcp" one). The document is public:
+    no credential is required for it. Any other path or method, the well-known prefix included,
+    goes through identity like every request. In gateway mode the gateway serves its own document
+    (PRM_REQUEST_PHASES), and nothing counts as public here."""
+    match = ctx.match
+    return ctx.mode == "intercept" and match is not None and match.kind == "prm" and is_metadata_read(request)
 
 
 def _quoted(value: str) -> str:
