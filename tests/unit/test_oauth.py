@@ -56,8 +56,9 @@ def introspection_route(auth: AuthServer, **oauth) -> dict:
             "client_id": client_id, "client_secret": secret, "consumer_claim": ["sub"], **oauth}
 
 
-def snapshot(oauth: dict) -> Snapshot:
+def snapshot(oauth: dict, urls: list[str] | None = None) -> Snapshot:
     policy = Policy.model_validate({
+        "gateway": {"urls": [f"http://{GATEWAY_HOST}"] if urls is None else urls},  # the route's resource: RESOURCE
         "consumer_groups": ["developer", "admin"],
         "consumers": {"dev-user": {"groups": ["developer"]}, "alice": {"custom_id": "u-123", "id": "c-1"}},
         "services": {"upstream": {"url": "http://127.0.0.1:9/mcp"}},
@@ -161,6 +162,47 @@ async def test_leeway_and_relaxed_audience(auth):
     custom = "https://mcp.example/api"
     assert (await run(jwks_route(auth, resource=custom), auth.mint(aud=custom)))[2] is None
     assert_refused((await run(jwks_route(auth, resource=custom), auth.mint(aud=RESOURCE)))[2], "another audience")
+
+
+# -- the audience is the gateway's own, never the Host the client sends ----------------------------
+
+
+async def run_at(oauth: dict, token: str, host: str, listener: tuple[str, int] = ("127.0.0.1", 8443),
+                 urls: list[str] | None = None) -> http.Response | None:
+    """authenticate() on a flow that came in on `listener` with `Host: host`."""
+    snap = snapshot(oauth, urls)
+    flow = request_flow({"authorization": f"Bearer {token}", "host": host})
+    flow.client_conn.sockname = listener
+    ctx = FlowContext(snap, "gateway", snap.routes.match_gateway("/mcp"), frozenset(), host, "http")
+    return await authenticate(ctx, flow)
+
+
+async def test_attack_token_for_another_resource_with_a_host_header_to_match(auth):
+    """Issue 11 item 9: a token issued for another resource on this machine (its `aud` names
+    localhost:9443) is sent with `Host: localhost:9443`; the gateway listens on 127.0.0.1:8443."""
+    for host in ("localhost:9443", "LOCALHOST:9443"):
+        resp = await run_at(jwks_route(auth), auth.mint(aud="http://localhost:9443/mcp"), host)
+        assert_refused_at(resp, "another audience")
+    # Nor does a Host make its own URL acceptable when the route names its resource.
+    custom = "https://mcp.example/api"
+    resp = await run_at(jwks_route(auth, resource=custom), auth.mint(aud=f"http://{GATEWAY_HOST}/mcp"), GATEWAY_HOST)
+    assert_refused_at(resp, "another audience")
+
+
+def assert_refused_at(resp: http.Response | None, description: str) -> None:
+    assert resp is not None and resp.status_code == 401 and description in json.loads(resp.content)["error_description"]
+
+
+async def test_tokens_for_the_gateway_urls_and_its_listener_are_accepted(auth):
+    route = jwks_route(auth)
+    for aud, host in ((RESOURCE, "localhost:9443"),  # the configured public URL, whatever the Host
+                      ("http://127.0.0.1:8443/mcp", "127.0.0.1:8443"),  # the listener's own address
+                      ("http://localhost:8443/mcp", "localhost:8443")):  # a loopback listener's name
+        assert await run_at(route, auth.mint(aud=aud), host) is None, aud
+    # Without gateway.urls, the listener's address is all there is; a dual-stack listener's IPv4 client too.
+    assert await run_at(route, auth.mint(aud="http://127.0.0.1:8443/mcp"), "x", ("::ffff:127.0.0.1", 8443), urls=[]) is None
+    assert await run_at(route, auth.mint(aud="http://[::1]:8443/mcp"), "x", ("::1", 8443, 0, 0), urls=[]) is None
+    assert_refused_at(await run_at(route, auth.mint(aud=RESOURCE), GATEWAY_HOST, urls=[]), "another audience")
 
 
 async def test_issuer_setting_and_algorithm_allow_list(auth):

@@ -26,8 +26,12 @@ OAUTH = {"authorization_servers": ["https://idp.example/realms/demo"], "jwks_end
 _versions = itertools.count(1)
 
 
+GATEWAY_URLS = ["https://gateway.example.com", "https://gateway.example.com:9443", "https://gw.example"]
+
+
 def snapshot(prm_settings: dict | None = None, **route) -> Snapshot:
     policy = Policy.model_validate({
+        "gateway": {"urls": GATEWAY_URLS},
         "services": {"gh": {"url": "https://api.githubcopilot.com/mcp"}, "root": {"url": "http://127.0.0.1:8931"}},
         "routes": {"gh": {"service": "gh", "paths": ["/github-mcp"], "prm": prm_settings, **route},
                    "plain": {"service": "root", "paths": ["/plain"]}},
@@ -39,6 +43,7 @@ def gateway_flow(snap: Snapshot, path: str, headers: list[tuple[str, str]] = (),
                  scheme: str = "http", host: str = "localhost:8443") -> tuple[FlowContext, http.HTTPFlow]:
     fields = [(k.encode(), v.encode()) for k, v in [("host", host), *headers]]
     flow = tflow.tflow(req=http.Request.make(method, f"{scheme}://{host}{path}", b"", http.Headers(fields)))
+    flow.client_conn.sockname = ("127.0.0.1", 8443)  # the gateway listener it came in on
     ctx = FlowContext(snap, "gateway", snap.routes.match_gateway(path), frozenset({"localhost"}), host, scheme)
     return ctx, flow
 
@@ -123,6 +128,19 @@ async def test_served_document_from_the_oauth_settings():
     ctx, flow = gateway_flow(snap, "/.well-known/oauth-protected-resource/github-mcp")
     doc = json.loads((await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)).content)
     assert doc["resource"] == "https://mcp.example/github" and doc["authorization_servers"] == OAUTH["authorization_servers"]
+
+
+async def test_attack_served_resource_never_follows_an_unknown_host():
+    """Issue 11 item 9, discovery side: `Host: localhost:9443` (not this gateway's) names no
+    resource; the document names one the OAuth phase accepts as a token's audience."""
+    from mcpgw.identity import resource
+
+    snap = snapshot(None, oauth=OAUTH)
+    ctx, flow = gateway_flow(snap, "/.well-known/oauth-protected-resource/github-mcp", host="localhost:9443")
+    doc = json.loads((await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)).content)
+    assert doc["resource"] == "https://gateway.example.com/github-mcp"
+    assert doc["resource"] in resource.candidates(ctx, flow, None)
+    assert "http://localhost:9443/github-mcp" not in resource.candidates(ctx, flow, None)
 
 
 async def test_only_get_and_only_routes_with_discovery():

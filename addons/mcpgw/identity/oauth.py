@@ -27,6 +27,7 @@ from ..responses import json_response
 from .consumers import ConsumerField, ConsumerIndex, Identity, consumer_index
 from .introspection import ClientAuth, Introspector, introspector
 from .jwks import ALGORITHM_KEY_TYPES, DEFAULT_ALGORITHMS, JwtValidator, key_set
+from .resource import candidates as audiences
 from .tokens import AuthServerUnavailable, TokenRejected, check_audience, check_times, claim_at
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ def _absolute_url(value: str, field: str) -> str:
 class OAuthConfig(StrictModel):
     """Kong's ai-mcp-oauth2 settings (same names where Kong has the option)."""
 
-    resource: str | None = Field(None, description="This resource's identifier, the audience tokens must carry (default: the route's gateway URL)")
+    resource: str | None = Field(None, description="This resource's identifier, the audience tokens must carry (default: the route's "
+                                                 "URL under gateway.urls or the listener's own address; docs/identity.md)")
     authorization_servers: list[str] = Field(min_length=1, description="Authorization servers listed in the Protected Resource Metadata")
     metadata_endpoint: str | None = Field(None, description="Accepted for decK compatibility; the PRM is served at the RFC 9728 location")
     scopes_supported: list[str] = Field(default_factory=list, description="Scopes listed in the Protected Resource Metadata")
@@ -188,7 +190,8 @@ class RouteOAuth:
     issuers: frozenset[str] | None
     consumers: ConsumerIndex
 
-    async def claims(self, token: str, resource: str) -> dict:
+    async def claims(self, token: str, resources: Sequence[str]) -> dict:
+        """The token's claims once it is valid for this route; `resources` are the audiences accepted."""
         claims = await self.validator.claims(token)
         if isinstance(self.validator, Introspector):
             check_times(claims, self.config.jwt_claims_leeway)
@@ -196,7 +199,7 @@ class RouteOAuth:
             if self.issuers is not None and iss is not None and iss not in self.issuers:
                 raise TokenRejected("The access token was issued by an unexpected issuer")
         if not self.config.insecure_relaxed_audience_validation:
-            check_audience(claims, (resource,))
+            check_audience(claims, resources)
         return claims
 
 
@@ -268,7 +271,7 @@ async def authenticate(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response
         token = bearer_token(flow.request)
         if token is None:
             return challenge(ctx, "Missing access token", invalid_token=False)
-        claims = await route.claims(token, config.resource or ctx.route_url)
+        claims = await route.claims(token, audiences(ctx, flow, config.resource))  # never from Host
         identity = map_identity(config, claims, route.consumers)
     except TokenRejected as e:
         log.info("route %s: bearer token refused: %s", ctx.route_name, e)

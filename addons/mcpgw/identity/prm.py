@@ -12,8 +12,10 @@ gateway that URL is the gateway's, so the gateway
 - points an upstream 401's `resource_metadata` at the gateway's document instead of the
   upstream's.
 
-Public URLs come from the listener the request came in on (scheme, Host, route prefix). In
-intercept mode the client already talks to the upstream's own URL, so its PRM passes through."""
+The document's `resource` is one the gateway established (identity/resource.py: the configured
+resource, gateway.urls, the listener's own address), never the Host header alone; the URLs that
+point at the document follow the listener and Host the client used. In intercept mode the client
+already talks to the upstream's own URL, so its PRM passes through."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from ..headers import has_header, header, header_values
 from ..policy.base import StrictModel
 from ..policy.derived import PerPolicy
 from ..responses import json_response
+from .resource import for_client as resource_for_client
 
 if TYPE_CHECKING:
     from ..context import FlowContext
@@ -65,8 +68,8 @@ class PrmConfig(StrictModel):
                                               "replaced; serve: a PRM built from these settings")
     upstream_url: str | None = Field(None, description="rewrite: where the upstream's PRM is (default: "
                                      "<service origin>/.well-known/oauth-protected-resource<service path>)")
-    resource: str | None = Field(None, description="The `resource` clients see (default: the route's URL on the "
-                                 "listener the request came in on)")
+    resource: str | None = Field(None, description="The `resource` clients see (default: the route's URL under "
+                                 "gateway.urls or the listener's own address; docs/identity.md)")
     authorization_servers: list[str] = Field(default_factory=list, description="serve: authorization server issuer URLs")
     scopes_supported: list[str] | None = Field(None, description="serve: scopes listed in the document")
     bearer_methods_supported: list[Literal["header", "body", "query"]] = Field(
@@ -226,8 +229,9 @@ def rewrite_upstream_challenge(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
 # -- the well-known document ---------------------------------------------------------------------
 
 
-def served_document(ctx: "FlowContext", config: PrmConfig) -> dict[str, Any]:
-    doc: dict[str, Any] = {"resource": config.resource or ctx.route_url,
+def served_document(ctx: "FlowContext", flow: http.HTTPFlow, config: PrmConfig) -> dict[str, Any]:
+    # `resource`: one the OAuth phase accepts as a token's audience (identity/resource.py)
+    doc: dict[str, Any] = {"resource": resource_for_client(ctx, flow, config.resource),
                            "authorization_servers": list(config.authorization_servers)}
     if config.scopes_supported is not None:
         doc["scopes_supported"] = list(config.scopes_supported)
@@ -259,7 +263,7 @@ def serve_metadata(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | N
     if flow.request.method != "GET":
         return json_response(405, {"message": f"Method {flow.request.method} is not allowed here"}, {"Allow": "GET"})
     if found.config.mode == "serve":
-        return json_response(200, served_document(ctx, found.config))
+        return json_response(200, served_document(ctx, flow, found.config))
     assert found.upstream_url is not None
     _point_at(flow.request, found.upstream_url)
     ctx.upstream_set = True
@@ -307,7 +311,7 @@ def rewrite_upstream_metadata(ctx: "FlowContext", flow: http.HTTPFlow) -> http.R
     if not isinstance(document, dict):
         return _bad_upstream(ctx, "not a JSON object")
     found = discovery(ctx)
-    resource = (found.config.resource if found else None) or ctx.route_url
+    resource = resource_for_client(ctx, flow, found.config.resource if found else None)
     if "resource" in document:
         document["resource"] = resource
     else:
