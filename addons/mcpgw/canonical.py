@@ -26,8 +26,9 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 _DOUBLE = re.compile(r"%25[0-9A-Fa-f]{2}")
 # Bytes refused wherever they appear, decoded or raw: separators an upstream may split on, and controls.
 _REFUSED_ENCODED = {0x2F: "an encoded '/' (%2F)", 0x5C: "an encoded '\\' (%5C)"}
-# Already canonical: non-empty segments of raw path characters, none starting with ".", and no "%".
-_PLAIN = re.compile(r"(?:/[A-Za-z0-9\-_~!$&'()*+,;=:@][A-Za-z0-9\-._~!$&'()*+,;=:@]*)*/?")
+# Already canonical: non-empty segments of raw path characters, no "%", and no segment that is
+# "." or ".." (or those with ";" parameters).
+_PLAIN = re.compile(r"(?:/(?!\.\.?(?:[/;]|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*/?")
 
 
 class NotCanonical(ValueError):

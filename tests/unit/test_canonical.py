@@ -176,3 +176,22 @@ def test_a_route_prefix_holds_for_the_normalising_upstream(path):
         return
     seen = normalising_upstream(path)
     assert seen == b"/public" or seen.startswith(b"/public/")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(paths | st.text(alphabet="/.;a%2e", max_size=12).map(lambda s: "/" + s))
+@example("/.well-known/oauth-protected-resource/mcp")
+@example("/..;x")
+def test_the_fast_path_agrees_with_the_full_normalisation(path):
+    from mcpgw import canonical
+
+    def full(p: str) -> str:
+        return canonical._remove_dot_segments(canonical._normalise_bytes(p.encode("utf-8", "surrogateescape")))
+
+    try:
+        expected = full(path)
+    except NotCanonical:
+        with pytest.raises(NotCanonical):
+            canonical_path(path)
+        return
+    assert canonical_path(path) == expected
