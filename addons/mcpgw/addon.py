@@ -147,6 +147,7 @@ class MCPGateway:
             self._watcher = asyncio.get_running_loop().create_task(self.store.watch(self._poll))
 
     def done(self) -> None:
+        redaction.mask_in_flight()  # mitmproxy's Save writes the flows still in flight after this hook
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
@@ -215,6 +216,19 @@ class MCPGateway:
             replacement = pipeline.run_sync(pipeline.RESPONSE_PHASES, fctx, flow)
             if replacement is not None:
                 flow.response = replacement
+
+    # A flow can also end without a response: upstream unreachable, killed, client gone. Script
+    # addons run before mitmproxy's Save, Dumper and mitmweb's view on every event, so masking
+    # here keeps the stored credentials out of what those record.
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if context.get(flow) is not None:
+            redaction.mask_ended(flow)
+
+    def update(self, flows) -> None:
+        for flow in flows:  # flow.kill: a killed flow sends nothing more
+            if isinstance(flow, http.HTTPFlow) and not flow.live and context.get(flow) is not None:
+                redaction.mask_ended(flow)
 
     # -- helpers ---------------------------------------------------------------------------
 

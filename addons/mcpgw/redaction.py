@@ -20,6 +20,7 @@ import functools
 import logging
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 from pydantic import BaseModel
 
+from .logsafe import EscapingFilter
 from .policy.derived import PerPolicy
 from .policy.secrets import Secret, SecretText
 
@@ -67,6 +69,9 @@ _seen: OrderedDict[str, None] = OrderedDict()  # client credentials, least recen
 _known: tuple[str, ...] = ()  # policy secrets and seen credentials, longest first
 _known_policy: tuple[str, ...] = ()  # policy secrets only, longest first
 _policy_versions: OrderedDict[int, frozenset[str]] = OrderedDict()  # snapshot version -> its secrets
+# Governed flows whose request may still carry credentials unmasked (sent, or about to be): masked
+# as they end, and all at once at shutdown, when mitmproxy's Save writes the flows still in flight.
+_unmasked: "weakref.WeakSet[http.HTTPFlow]" = weakref.WeakSet()
 
 
 def _forms(value: str) -> list[str]:
@@ -196,14 +201,28 @@ def note_client_credentials(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
         found += [v for name, v in request.query.items(multi=True)
                   if name.lower().encode("utf-8", "surrogateescape") in key_names or CREDENTIAL_NAME.search(name)]
     remember(found)
+    _unmasked.add(flow)
     return None
 
 
 def mask_sent_request(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     """Response headers phase: the request has gone upstream, so mask the credentials it carried
     in the flow mitmproxy keeps. mitmweb then shows, and `-w` saves, the masked request."""
-    mask_request(flow.request)
+    mask_ended(flow)
     return None
+
+
+def mask_ended(flow: http.HTTPFlow) -> None:
+    """Mask a governed flow that will send nothing more upstream (answered, failed, killed)."""
+    mask_request(flow.request)
+    _unmasked.discard(flow)
+
+
+def mask_in_flight() -> None:
+    """At shutdown: mask every governed flow still waiting for its upstream."""
+    for flow in list(_unmasked):
+        mask_request(flow.request)
+    _unmasked.clear()
 
 
 def _masked_value(name: str | bytes, value: str, seen: "OrderedDict[str, None]", policy_values: tuple[str, ...]) -> str:
@@ -278,14 +297,16 @@ def _gateway_loggers() -> list[logging.Logger]:
 
 
 def install(store: "PolicyStore") -> Callable[[], None]:
-    """Follow the store's policy versions and filter every "mcpgw" logger. Returns the undo."""
-    log_filter = RedactingFilter()
+    """Follow the store's policy versions and filter every "mcpgw" logger: control characters in
+    client-chosen values escaped first (logsafe), then secrets masked. Returns the undo."""
+    filters = (EscapingFilter(), RedactingFilter())
 
     def on_policy(snapshot: "Snapshot | None", error: object) -> None:
         if snapshot is not None:
             track_policy(snapshot)
         for logger in _gateway_loggers():  # loggers created since the last policy load, too
-            logger.addFilter(log_filter)
+            for log_filter in filters:
+                logger.addFilter(log_filter)
 
     store.listeners.append(on_policy)
     on_policy(store.current, None)
@@ -294,6 +315,7 @@ def install(store: "PolicyStore") -> Callable[[], None]:
         if on_policy in store.listeners:
             store.listeners.remove(on_policy)
         for logger in _gateway_loggers():
-            logger.removeFilter(log_filter)
+            for log_filter in filters:
+                logger.removeFilter(log_filter)
 
     return uninstall

@@ -2,7 +2,10 @@
 
 Upstreams behind Kong trust `X-Consumer-*` headers because Kong sets them. A client could send
 them itself, so on every governed route they are removed on the way in, before any identity
-phase, whether or not the route forwards the identity (`upstream_identity_headers`)."""
+phase, whether or not the route forwards the identity (`upstream_identity_headers`), and so are
+their look-alikes: CGI, WSGI and many frameworks read `X_Consumer_Groups` as the same variable
+(HTTP_X_CONSUMER_GROUPS) as `X-Consumer-Groups`. Gateway-owned names are compared in the form
+`canonical_header_name` gives."""
 
 from __future__ import annotations
 
@@ -24,22 +27,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mcpgw.identity")
 
-GATEWAY_SET_PREFIXES = ("x-consumer-", "x-credential-", "x-anonymous-")
-_GATEWAY_SET_PREFIXES_RAW = tuple(p.encode() for p in GATEWAY_SET_PREFIXES)
+GATEWAY_SET_PREFIXES = ("x-consumer-", "x-credential-", "x-anonymous-")  # in canonical form
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def canonical_header_name(name: str | bytes) -> str:
+    """A header name as a server that maps headers to variables reads it: case-folded, `_` as `-`."""
+    if isinstance(name, bytes):
+        name = name.decode("latin-1")
+    return name.casefold().replace("_", "-")
+
+
+@functools.lru_cache(maxsize=1024)  # few distinct names; asked for every header of every request
+def is_gateway_header(raw_name: bytes) -> bool:
+    """Whether a header name is, or reads as, one the gateway sets (X-Consumer-*, ...)."""
+    return canonical_header_name(raw_name).startswith(GATEWAY_SET_PREFIXES)
+
+
 def strip_client_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
-    """Remove X-Consumer-*, X-Credential-* and X-Anonymous-* headers the client sent."""
+    """Remove X-Consumer-*, X-Credential-* and X-Anonymous-* headers the client sent, in any spelling."""
     headers = flow.request.headers
     fields = headers.fields
-    kept = tuple(f for f in fields if not f[0].lower().startswith(_GATEWAY_SET_PREFIXES_RAW))
+    kept = tuple(f for f in fields if not is_gateway_header(f[0]))
     if len(kept) == len(fields):
         return None
-    forged = {f[0].decode("latin-1").lower() for f in fields} - {f[0].decode("latin-1").lower() for f in kept}
+    forged = sorted({f[0].decode("latin-1") for f in fields if is_gateway_header(f[0])})
     headers.fields = kept
-    if forged:
-        log.info("route %s: removed client-sent identity headers %s", ctx.route_name, ", ".join(sorted(forged)))
+    log.info("route %s: removed client-sent identity headers %s", ctx.route_name, ", ".join(forged))
     return None
 
 
