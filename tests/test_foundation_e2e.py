@@ -272,7 +272,8 @@ async def test_reload_under_load_drops_nothing(workdir, upstream_json):
                 "services": {"gh": {"url": upstream_json.url}},
                 "routes": {"github-mcp": {"service": "gh", "paths": ["/github-mcp"]}}}
 
-    gw = Gateway(workdir, version(0), intercept=False, name="reload")
+    # Written by atomic replace, 8 versions a second: no settle interval, or they would coalesce.
+    gw = Gateway(workdir, version(0), intercept=False, name="reload", extra=["--set", "mcp_policy_settle=0"])
     try:
         results: list[tuple[int, str]] = []
 

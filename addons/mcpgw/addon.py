@@ -13,13 +13,14 @@ from pathlib import Path
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from . import canonical, context, destinations, guards, pipeline, redaction, request_stream
+from . import canonical, context, destinations, guards, mitm_options, pipeline, redaction, request_stream
 from .auditlog import AuditLog
 from .context import FlowContext
 from .destinations import Destinations, Unresolvable
 from .identity import prm
 from .headers import host_header
 from .metrics import Metrics
+from .mitm_options import REQUIRED_OPTIONS  # noqa: F401 - the gateway's required mitmproxy options, named here too
 from .mitm_ui import MCPConsole
 from .policy.deck import DENY_RESPONSES, DeckSettings
 from .policy.loader import PolicyError
@@ -29,12 +30,6 @@ from .responses import gateway_failure, json_response, replacing_upstream
 
 log = logging.getLogger("mcpgw")
 
-# mitmproxy options the gateway relies on, and why. Set when the gateway starts; refused after.
-REQUIRED_OPTIONS = {
-    "keep_host_header": True,  # gateway mode must see the Host the client sent (DNS-rebinding check, public URLs)
-    "connection_strategy": "lazy",  # the upstream is chosen per request by the policy, not by the listener
-    "stream_large_bodies": None,  # would forward request bodies before they are inspected; the gateway streams responses itself
-}
 DEFAULT_POLICY = "policies/gateway.yaml"
 
 
@@ -66,11 +61,26 @@ class MCPGateway:
                           "Comma-separated extra Host names the gateway answers to in gateway (reverse) mode.")
         loader.add_option("mcp_policy_poll", str, "1",
                           "Seconds between checks of the policy file (and the files it references) for changes.")
+        loader.add_option("mcp_policy_settle", str, "0.5",
+                          "Seconds a changed policy file must stay unchanged before it is loaded (0: at once).")
         loader.add_option("mcp_deck_deny", str, "jsonrpc",
                           "decK files: how a call ai-mcp-proxy denies is answered: jsonrpc (error -32602, Kong before "
                           "3.14) or http403 (HTTP 403, Kong 3.14+).", choices=list(DENY_RESPONSES))
+        # Now, not in `running`: mitmproxy opens its listeners after loading scripts, and before `running`.
+        if changed := mitm_options.enforce(ctx.options):
+            log.info("MCP gateway sets %s", ", ".join(f"{k}={v!r}" for k, v in changed.items()))
 
     def configure(self, updated: set[str]) -> None:
+        mitm_options.refuse_changes(ctx.options, updated)
+        if self._mistyped_option():
+            return  # start-up: nothing loads, every request is refused (503) until `running` stops mitmproxy
+        if "mcp_policy_settle" in updated:
+            try:
+                self.store.settle.interval = float(ctx.options.mcp_policy_settle)
+                if not 0 <= self.store.settle.interval <= 60:
+                    raise ValueError
+            except ValueError:
+                raise exceptions.OptionsError("mcp_policy_settle must be a number of seconds between 0 and 60") from None
         if "mcp_policy_poll" in updated:
             try:
                 self._poll = float(ctx.options.mcp_policy_poll)
@@ -88,10 +98,18 @@ class MCPGateway:
                 self._load_policy(path)
         if "mcp_deck_deny" in updated:
             self._configure_deck()
+
+    def _mistyped_option(self) -> bool:
+        """An unknown option meant for the gateway: refused once running, fatal at start-up."""
+        if (found := mitm_options.mistyped(ctx.options)) is None:
+            return False
+        name, message = found
         if self._running:
-            for name, value in REQUIRED_OPTIONS.items():
-                if name in updated and getattr(ctx.options, name) != value:
-                    raise exceptions.OptionsError(f"the MCP gateway requires {name}={value!r}")
+            del ctx.options.deferred[name]  # reported: later changes are not refused for it
+            raise exceptions.OptionsError(message)
+        self._startup_error = f"MCP gateway: {message}"
+        log.error(self._startup_error)
+        return True
 
     def _policy_path(self) -> Path:
         if ctx.options.mcp_policy:
@@ -137,10 +155,6 @@ class MCPGateway:
             # A code reload with a broken policy: every flow is refused (503) until the watcher
             # loads a valid version.
             log.error("MCP gateway reloaded without a valid policy: refusing all traffic until one loads")
-        changed = {k: v for k, v in REQUIRED_OPTIONS.items() if getattr(ctx.options, k) != v}
-        if changed:
-            log.info("MCP gateway sets %s", ", ".join(f"{k}={v!r}" for k, v in changed.items()))
-            ctx.options.update(**changed)
         self._running = True
         ctx.master._mcp_gateway_started = True  # survives the package re-import of a script reload
         if self._watcher is None:

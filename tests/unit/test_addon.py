@@ -119,8 +119,12 @@ async def test_declared_oversize_body_refused_before_reading(gateway):
 
 
 async def test_gateway_mode_needs_the_client_host(gateway):
+    from mitmproxy import exceptions
+
     addon, tctx, _ = gateway
-    tctx.options.keep_host_header = False  # not yet running: the addon does not refuse the change
+    with pytest.raises(exceptions.OptionsError, match="requires keep_host_header=True"):
+        tctx.options.keep_host_header = False  # refused from the moment the gateway loaded
+    tctx.options._options["keep_host_header"].set(False)  # forced past the refusal: still no traffic
     f = await through(addon, reverse_flow())
     assert f.response.status_code == 503
 
