@@ -18,10 +18,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import asyncio
+
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, jsonrpc, mcp_session
+from tests.support.threaded_server import ThreadedServer
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +38,7 @@ LIMIT = 1 * MiB  # gateway.max_body_size (the default)
 MEMORY_BUDGET = 50 * MiB  # how much the gateway's peak memory may grow under the attack
 ANSWERED_EARLY = 32 * MiB  # "before the body": at most what socket buffers hold, far below UPLOAD
 KEY = "dev-api-key"
+IDP_DELAY = 2.0  # how long the slow identity provider takes to answer an introspection
 INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 
 
@@ -47,12 +55,28 @@ def upstream(workdir) -> Iterator[DemoUpstream]:
 
 
 @pytest.fixture(scope="module")
-def gateway(workdir, upstream) -> Iterator[Gateway]:
+def slow_idp() -> Iterator[str]:
+    """An introspection endpoint that takes IDP_DELAY seconds to call every token inactive."""
+    async def introspect(request: Request) -> JSONResponse:
+        await asyncio.sleep(IDP_DELAY)
+        return JSONResponse({"active": False})
+
+    server = ThreadedServer(Starlette(routes=[Route("/introspect", introspect, methods=["POST"])]))
+    server.start()
+    yield server.base_url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(workdir, upstream, slow_idp) -> Iterator[Gateway]:
     gw = Gateway(workdir, {
         "consumers": {"dev-user": {"keys": [KEY]}},
         "services": {"github": {"url": upstream.url}},
         "routes": {"github-mcp": {"service": "github", "paths": ["/github-mcp"],
-                                  "key_auth": {"key_names": ["apikey"], "hide_credentials": True}}},
+                                  "key_auth": {"key_names": ["apikey"], "hide_credentials": True}},
+                   "slow-idp-mcp": {"service": "github", "paths": ["/slow-idp-mcp"], "oauth": {
+                       "authorization_servers": [slow_idp], "introspection_endpoint": f"{slow_idp}/introspect",
+                       "client_id": "gateway", "client_secret": "gateway-client-secret", "cache_introspection": False}}},
     }, intercept=False)
     with httpx.Client(timeout=10) as client:  # warm up: the baseline is a gateway that has served a call
         assert client.post(gw.url("/github-mcp"), json=jsonrpc("initialize", INIT),
@@ -79,14 +103,14 @@ class Upload:
     ended: str  # why the attacker stopped: "answered and closed", "reset", "sent all", "deadline"
 
 
-def head(method: str, headers: dict[str, str], path: str = "/github-mcp") -> bytes:
+def head(method: str, headers: dict[str, str], path: str) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
              *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def attack(port: int, headers: dict[str, str], *, total: int = UPLOAD, chunked: bool = True,
-           send_body: bool = True, deadline: float = 20) -> Upload:
+           send_body: bool = True, deadline: float = 20, path: str = "/github-mcp") -> Upload:
     """POST a `total`-byte body as fast as the gateway takes it, reading the answer meanwhile, and
     keep sending after the answer, as an attacker would, until the gateway stops reading."""
     if chunked:
@@ -96,7 +120,7 @@ def attack(port: int, headers: dict[str, str], *, total: int = UPLOAD, chunked: 
         headers = {"Content-Length": str(total), **headers}
         piece = b"x" * 0x10000
     sock = socket.create_connection(("127.0.0.1", port), timeout=deadline)
-    sock.sendall(head("POST", headers))
+    sock.sendall(head("POST", headers, path))
     sock.setblocking(False)
     answer, sent, sent_before_answer, ended = b"", 0, None, "deadline"
     stop = time.monotonic() + deadline
@@ -217,6 +241,20 @@ def test_attack_body_longer_than_the_limit_with_an_honest_length(gateway):
     assert peak_memory(gateway) - before < MEMORY_BUDGET
 
 
+def test_attack_uploads_while_the_identity_provider_is_slow(gateway):
+    """Bearer tokens for a route whose introspection takes seconds, and 250 MB bodies sent as fast
+    as possible meanwhile: what arrives while the gateway waits is never held past the limit."""
+    before = peak_memory(gateway)
+    started = time.monotonic()
+    uploads = concurrently(3, lambda: attack(gateway.port, {"Authorization": "Bearer some-opaque-token"},
+                                             path="/slow-idp-mcp"))
+    for upload in uploads:
+        assert upload.status == 401 and json.loads(upload.body)["error"] == "unauthorized", upload
+        assert upload.sent_before_answer is not None and upload.ended != "deadline", upload
+    assert time.monotonic() - started >= IDP_DELAY  # the uploads did run while introspection waited
+    assert peak_memory(gateway) - before < MEMORY_BUDGET
+
+
 @pytest.mark.parametrize("headers", [{}, {"apikey": KEY}], ids=["no key", "key"])
 def test_attack_huge_declared_length_is_answered_before_the_body_is_sent(gateway, headers):
     """`Content-Length: 209715200` and then nothing: the 413 comes without waiting for the body."""
@@ -292,7 +330,7 @@ def test_expect_100_continue_with_a_key_still_gets_its_continue(gateway):
     sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
     try:
         sock.sendall(head("POST", {"Accept": "application/json, text/event-stream", "apikey": KEY,
-                                   "Expect": "100-continue", "Content-Length": str(len(body))}))
+                                   "Expect": "100-continue", "Content-Length": str(len(body))}, "/github-mcp"))
         assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue")
         sock.sendall(body)
         answer = b""

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mitmproxy import http
+from mitmproxy import http, version
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import (DropStream, ErrorCode, HttpResponseHeadersHook, RequestData,
@@ -81,7 +81,7 @@ class GatewayHttpStream(_Base):  # type: ignore[misc, valid-type]
                     yield from self._stop_reading("the client kept sending a request body already answered")
                 return  # never queued, never buffered
             found = _limit_of(getattr(self, "flow", None))
-            if found is not None and self._received > found.max_bytes:
+            if found is not None and self._received > found.max_bytes and self._reading_whole():
                 self._over_limit = True
                 self.request_body_buf.clear()
                 if self._paused:  # decided when the hook returns (see state_wait_for_request_headers)
@@ -95,8 +95,12 @@ class GatewayHttpStream(_Base):  # type: ignore[misc, valid-type]
     @expect(http_layers.RequestHeaders)
     def state_wait_for_request_headers(self, event):
         yield from super().state_wait_for_request_headers(event)
-        if self.client_state != self.state_consume_request_body or self.flow.error:
-            return  # no body to read here (streamed, CONNECT, refused by mitmproxy itself, killed)
+        if self.flow.error:
+            return  # refused by mitmproxy itself, or killed
+        if self.client_state != self.state_consume_request_body:  # CONNECT, or a body being streamed
+            if self._over_limit and self.client_state == self.state_stream_request_body:
+                yield from self._stop_reading("a request body with a limit was streamed past it")  # (by another addon)
+            return
         if self._over_limit:
             if self.flow.response is None:  # (a refusal decided at headers stays the answer)
                 self.flow.response = _limit_of(self.flow).refuse()
@@ -111,6 +115,10 @@ class GatewayHttpStream(_Base):  # type: ignore[misc, valid-type]
             yield from self._answer_now()
             return
         yield from super().state_consume_request_body(event)
+
+    def _reading_whole(self) -> bool:
+        """The body is being read to be held whole (mitmproxy's default), where the limit applies."""
+        return self.client_state in (self.state_wait_for_request_headers, self.state_consume_request_body)
 
     def _body_complete(self) -> bool:
         return any(isinstance(e, RequestEndOfMessage) for e in self._paused_event_queue)
@@ -164,9 +172,9 @@ class GatewayHttpStream(_Base):  # type: ignore[misc, valid-type]
 def install() -> Callable[[], None]:
     """Make mitmproxy run every new HTTP request stream as a GatewayHttpStream; returns the undo."""
     missing = [name for name in _NEEDED if not callable(getattr(_Base, name, None))]
-    if missing:
-        log.error("this mitmproxy's HttpStream lacks %s: request bodies the gateway refuses are read whole "
-                  "before the answer", ", ".join(missing))
+    if missing or not version.VERSION.startswith("12."):  # written against mitmproxy 12's internals
+        log.error("mitmproxy %s%s: request bodies are read whole before the gateway's answer and its body limit",
+                  version.VERSION, f" (its HttpStream lacks {', '.join(missing)})" if missing else " is not 12.x")
         return lambda: None
     http_layers.HttpStream = GatewayHttpStream
 
