@@ -120,7 +120,7 @@ def test_a_mistyped_gateway_option_stops_the_gateway(workdir, spelled, meant):
 def test_correctly_spelled_options_start_the_gateway(workdir):
     policy = workdir / "named-policy.yaml"
     policy.write_text("services: {s: {url: 'http://127.0.0.1:1/mcp'}}\nroutes: {named: {service: s, paths: [/r]}}\n")
-    done = run_mitmdump(workdir, "--set", f"mcp_policy={policy}", "--set", "mcp_policy_poll=0.5", timeout=4)
+    done = run_mitmdump(workdir, "--set", f"mcp_policy={policy}", "--set", "mcp_policy_poll=0.5", timeout=8)
     assert done.returncode is None, done.stdout + done.stderr  # still running when the test stopped waiting
     assert "1 route(s) named" in done.stdout
 
@@ -156,12 +156,13 @@ def slow_policy(url: str, extra: str = "") -> list[str]:
 
 async def test_a_policy_written_slowly_is_never_served_half_written(workdir, upstream):
     first = "\n".join(slow_policy(upstream.url)) + "\n"
-    gw = Gateway(workdir, first, intercept=False, name="gw-slow-writer")
+    # A 1 s settle interval: the editor's 0.3 s pauses stay well inside it even on a busy machine.
+    gw = Gateway(workdir, first, intercept=False, name="gw-slow-writer", extra=["--set", "mcp_policy_settle=1"])
     writing = threading.Event()
     done = threading.Event()
 
     def editor() -> None:
-        """Rewrites the file in place, a line every 0.3 s (longer than the gateway's poll)."""
+        """Rewrites the file in place, a line every 0.3 s (longer than the gateway's 0.2 s poll)."""
         lines = slow_policy(upstream.url, "  # reviewed")
         with open(gw.policy_path, "w") as f:
             writing.set()
