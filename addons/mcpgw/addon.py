@@ -26,6 +26,7 @@ from .policy.deck import DENY_RESPONSES, DeckSettings
 from .policy.loader import PolicyError
 from .policy.store import PolicyStore, Snapshot
 from .routing import RouteMatch
+from .sessions import binding as session_binding
 from .responses import gateway_failure, json_response, replacing_upstream
 
 log = logging.getLogger("mcpgw")
@@ -55,6 +56,7 @@ class MCPGateway:
     def load(self, loader) -> None:
         self._uninstall_redaction = redaction.install(self.store)  # before anything is loaded or logged
         self._uninstall_request_stream = request_stream.install()  # before the first connection
+        session_binding.handover(ctx.master)  # kept on the master: bindings outlive a script reload
         loader.add_option("mcp_policy", str, "",
                           f"MCP gateway policy file (native YAML or a Kong decK file). Default: {DEFAULT_POLICY} if it exists.")
         loader.add_option("mcp_public_hosts", str, "",

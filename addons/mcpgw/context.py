@@ -65,6 +65,12 @@ class FlowContext:
     upstream_set: bool = False
     # the phase that answered the client itself (e.g. "identity.keyauth.authenticate"), for audit
     answered_by: str | None = None
+    # sessions: who the caller is (sessions.caller), and the MCP session of this flow once the
+    # gateway has established it is the caller's (checked on the way in, or issued on the way out)
+    caller: str | None = None
+    session_id: str | None = None
+    # server -> client: SSE event transforms run before the message layer (e.g. a legacy endpoint watcher)
+    event_transforms: list[Callable[[Any], Any]] = field(default_factory=list)
 
     @property
     def route_name(self) -> str | None:

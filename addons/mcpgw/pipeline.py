@@ -13,10 +13,11 @@ from typing import Awaitable, Callable
 
 from mitmproxy import http
 
-from . import credentials, forwarding, guards, inbound, redaction, streaming, transform
+from . import credentials, forwarding, guards, inbound, redaction, redirects, streaming, transform
 from .context import FlowContext
-from .governance import access, enforce, no_tools
+from .governance import access, enforce, filtering, no_tools
 from .identity import keyauth, oauth, prm, upstream_headers
+from .sessions import binding as sessions
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
 
@@ -35,6 +36,7 @@ HEADER_PHASES: tuple[Phase, ...] = (
     prm.challenge,
     oauth.authenticate,
     keyauth.authenticate,
+    sessions.check_session,  # after every identity phase: a session id must be the caller's own
 )
 
 # At request end (body available), for MCP traffic that passed the header phases.
@@ -71,7 +73,10 @@ PRM_REQUEST_PHASES: tuple[Phase, ...] = (
 
 RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
     redaction.mask_sent_request,  # first, so a phase answering instead cannot skip it
+    redirects.rewrite_locations,  # before anything may answer instead: no upstream address reaches the client
     guards.add_cors_to_response,
+    sessions.record_session,  # before prepare_response, which runs the event watcher it may add
+    filtering.correlate_accepted,
     streaming.prepare_response,
     prm.rewrite_upstream_challenge,
     prm.buffer_upstream_metadata,  # after prepare_response, which would stream it

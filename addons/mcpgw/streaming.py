@@ -47,7 +47,7 @@ def prepare_response(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | N
     assert resp is not None
     ctype = _ctype(resp)
     if ctype == "text/event-stream":
-        transforms = []
+        transforms = list(ctx.event_transforms)  # first: they see events as the upstream sent them
         if ctx.mode == "gateway" and flow.request.method == "GET":
             transforms.append(legacy_endpoint_rewriter(ctx))
         if ctx.server_transforms:

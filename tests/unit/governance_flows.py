@@ -9,7 +9,7 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.test import tflow
 
-from mcpgw import inbound
+from mcpgw import context, inbound
 from mcpgw.context import FlowContext
 from mcpgw.governance.enforce import enforce_acl
 from mcpgw.identity.consumers import Identity
@@ -58,7 +58,7 @@ def request(snap: Snapshot, body: Any, identity: Identity | None = DEV, *,
         flow.request.content = body
     else:
         flow.request.content = b"" if body is None else json.dumps(body).encode()
-    ctx = FlowContext(snap, "gateway", snap.routes.match_gateway("/gh"))
+    ctx = context.attach(flow, FlowContext(snap, "gateway", snap.routes.match_gateway("/gh")))
     ctx.identity = identity
     answer = inbound.parse_client_messages(ctx, flow) or enforce_acl(ctx, flow)
     return ctx, flow, answer

@@ -25,7 +25,9 @@ def test_allowed_call_is_forwarded_untouched_and_recorded():
         == [(True, "tools/call", "tool", "search_repositories", "acl.tools[search_repositories].allow", "acl", 1, False)]
     assert flow.comment == "dev-user [developer] tools/call search_repositories: allowed (acl)"
     assert not flow.marked
-    assert not ctx.server_transforms  # nothing to rewrite: the answer streams through raw
+    # Every answer on a governed route passes the governor: the upstream, not the request, decides
+    # which stream carries a list answer.
+    assert len(governors(ctx)) == 1 and not governors(ctx)[0].expected
 
 
 def test_denied_call_is_answered_by_the_gateway():
@@ -238,10 +240,10 @@ def test_legacy_denial_is_delivered_through_a_stand_in_ping():
     assert stream(stray) is stray  # delivered once
 
 
-def test_get_streams_get_a_governor_with_their_session():
+def test_get_streams_get_a_governor_of_their_caller():
     ctx, _, answer = request(SNAP, None, method="GET", headers={"Mcp-Session-Id": "s1"})
     assert answer is None
-    assert governors(ctx)[0].session == "s1"
+    assert governors(ctx)[0].caller == ctx.caller == "key-auth:dev-user"
 
 
 # --- task follow-ups --------------------------------------------------------------------------

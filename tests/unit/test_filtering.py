@@ -3,8 +3,10 @@
 import gc
 import json
 
+from mitmproxy.test.tutils import tresp
+
 from mcpgw.governance import ledger
-from mcpgw.governance.filtering import ResponseGovernor
+from mcpgw.governance.filtering import ResponseGovernor, correlate_accepted
 from mcpgw.protocol.messages import SSEStream, message_event_transform, transform_json_body
 
 from .governance_flows import ADMIN, READ_TOOLS, RECIPE_ACL, WRITE_TOOLS, request, rpc, snapshot, tool
@@ -20,6 +22,12 @@ def governor_for(method="tools/list", identity=None, snap=SNAP, id=1, headers=No
     assert answer is None
     [governor] = [t for t in ctx.server_transforms if isinstance(t, ResponseGovernor)]
     return governor, flow
+
+
+def accept(ctx, flow, status):
+    """The upstream answered the POST with `status`: run the response-headers correlation phase."""
+    flow.response = tresp(status_code=status)
+    correlate_accepted(ctx, flow)
 
 
 def relayed(sse: SSEStream, chunk: bytes) -> bytes:
@@ -135,16 +143,17 @@ def test_get_stream_filters_by_shape():
     assert flow.comment == "dev-user [developer] tools/list: 6 of 13 shown (acl)"
 
 
-def test_resumed_get_stream_knows_the_request_of_its_session():
-    session = [("Accept", "application/json, text/event-stream"), ("Content-Type", "application/json"),
-               ("Mcp-Session-Id", "sess-9")]
+def test_resumed_get_stream_knows_the_task_call_of_its_session():
     call = {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "search_code", "task": {}}}
-    request(SNAP, call, headers=session)
-    get_ctx, _, _ = request(SNAP, None, method="GET", headers={"Mcp-Session-Id": "sess-9"})
+    post_ctx, post_flow, _ = request(SNAP, call)
+    post_ctx.session_id = "sess-9"  # as sessions.check_session sets it for a session of this caller
+    accept(post_ctx, post_flow, 200)
+    get_ctx, get_flow, _ = request(SNAP, None, method="GET", headers={})
+    get_ctx.session_id = "sess-9"
     [governor] = get_ctx.server_transforms
     governor({"jsonrpc": "2.0", "id": 4, "result": {"task": {"taskId": "t-9", "status": "working"}}})
-    assert ledger.tasks.get(("gh", "dev-user", "t-9")) == ledger.TaskOrigin("search_code", True)
-    assert ledger.expected.get(("gh", "sess-9", (int, 4))) is None  # consumed
+    assert ledger.tasks.get(("gh", "key-auth:dev-user", "t-9")) == ledger.TaskOrigin("search_code", True)
+    assert ledger.expected.get(("gh", "key-auth:dev-user", "sess-9", (int, 4))) is None  # consumed
 
 
 def test_governor_does_not_keep_its_flow_alive():
@@ -153,3 +162,68 @@ def test_governor_does_not_keep_its_flow_alive():
     gc.collect()
     assert governor._flow() is None
     governor({"jsonrpc": "2.0", "id": 1, "result": {"tools": CATALOG}})  # still filters, just cannot comment
+
+
+# --- correlation never exempts an answer (issue 11, item 2) -----------------------------------
+
+def test_a_list_answer_is_filtered_whatever_request_its_id_names():
+    # The upstream decides which stream carries which answer, and the ids are the client's: a
+    # tools/list answer arriving for a ping, a prompts/list, a tools/call or a tasks/result is
+    # filtered all the same.
+    for method, params in (("ping", None), ("prompts/list", {}), ("tools/call", {"name": "search_code"}),
+                           ("tasks/result", None)):
+        if method == "tasks/result":
+            ctx, _, answer = request(SNAP, rpc("tools/call", {"name": "search_code", "task": {}}, id=7))
+            ctx.server_transforms[0]({"jsonrpc": "2.0", "id": 7, "result": {"task": {"taskId": "t-list"}}})
+            params = {"taskId": "t-list"}
+        ctx, _, answer = request(SNAP, rpc(method, params, id=7))
+        assert answer is None, method
+        [governor] = ctx.server_transforms
+        assert listed(governor({"jsonrpc": "2.0", "id": 7, "result": {"tools": CATALOG}})) == READ_TOOLS, method
+
+
+def test_every_list_array_of_one_result_is_filtered():
+    snap = snapshot({**RECIPE_ACL, "prompts": [{"name": "issue_triage", "acl": {"allow": ["admin"]}}]})
+    governor, _ = governor_for("ping", snap=snap)
+    out = governor({"jsonrpc": "2.0", "id": 1, "result": {"tools": CATALOG, "prompts": [{"name": "issue_triage"}],
+                                                          "resources": [{"uri": "repo://x"}]}})
+    assert listed(out) == READ_TOOLS and out["result"]["prompts"] == [] and out["result"]["resources"] == [{"uri": "repo://x"}]
+
+
+def test_a_list_member_that_is_not_an_array_shows_nothing():
+    governor, _ = governor_for(identity=ADMIN)
+    for odd in ({"push_files": tool("push_files")}, "push_files", None):
+        assert governor({"jsonrpc": "2.0", "id": 1, "result": {"tools": odd}})["result"]["tools"] == []
+
+
+def test_a_post_the_upstream_refused_leaves_no_expectation():
+    call = {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "search_code", "task": {}}}
+    post_ctx, post_flow, _ = request(SNAP, call)
+    post_ctx.session_id = "sess-406"
+    accept(post_ctx, post_flow, 406)
+    assert ledger.expected.get(("gh", "key-auth:dev-user", "sess-406", (int, 4))) is None
+
+
+def test_expectations_are_the_callers_own():
+    call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "search_code", "task": {}}}
+    post_ctx, post_flow, _ = request(SNAP, call)
+    post_ctx.session_id = "sess-shared"
+    accept(post_ctx, post_flow, 200)
+    other_ctx, _, _ = request(SNAP, None, method="GET", headers={}, identity=ADMIN)
+    other_ctx.session_id = "sess-shared"  # (session binding keeps this from happening; the ledger does not rely on it)
+    other_ctx.server_transforms[0]({"jsonrpc": "2.0", "id": 5, "result": {"task": {"taskId": "t-other"}}})
+    assert ledger.tasks.get(("gh", "key-auth:admin-user", "t-other")) is None
+    assert ledger.expected.get(("gh", "key-auth:dev-user", "sess-shared", (int, 5))) is not None
+
+
+def test_stand_ins_are_the_callers_own_and_dropped_when_the_upstream_refuses():
+    legacy = {"Accept": "*/*", "Content-Type": "application/json"}
+    ctx, flow, _ = request(SNAP, rpc("tools/call", {"name": "push_files"}, id=3), headers=legacy)
+    token = json.loads(flow.request.content)["id"]
+    other, _, _ = request(SNAP, None, method="GET", headers={}, identity=ADMIN)
+    pong = {"jsonrpc": "2.0", "id": token, "result": {}}
+    assert other.server_transforms[0](pong) is pong  # another caller's stream: not its denial to deliver
+    accept(ctx, flow, 404)  # e.g. an unknown session_id: the ping was never processed
+    own, _, _ = request(SNAP, None, method="GET", headers={})
+    assert own.server_transforms[0](pong) is pong
+    assert ledger.stand_ins.get(token) is None

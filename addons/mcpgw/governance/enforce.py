@@ -4,8 +4,9 @@ decided and either forwarded or answered by the gateway.
 Decided (the primitive comes from the body, never from headers):
   tools/call (params.name), prompts/get (params.name), resources/read and resources/subscribe
   (params.uri), completion/complete (params.ref), and task follow-ups (tasks/get, tasks/result,
-  tasks/cancel: allowed only for a task created through this gateway by a call the caller may
-  make). List requests are let through and their results filtered (filtering.py).
+  tasks/cancel: allowed only for a task created through this gateway, by this caller, by a call
+  the caller may make). List requests are let through; every list result on the route is
+  filtered (filtering.py), whatever request it answers.
 
 Refused as ambiguous (HTTP 400, JSON-RPC error, nothing forwarded): a decided method sent as a
 notification, params that are not an object, a name or URI that is not a string, a method name
@@ -25,6 +26,7 @@ from ..context import Decision, FlowContext
 from ..protocol.jsonrpc import (INVALID_PARAMS, INVALID_REQUEST, JsonRpcParseError, Message, canonical_method,
                                 dumps)
 from ..responses import json_response, jsonrpc_error, jsonrpc_errors_response
+from ..sessions.caller import caller_key
 from . import annotate, ledger
 from .acl import CompiledAcl, route_acl
 from .engine import SubjectView, Verdict, view
@@ -58,7 +60,7 @@ class Checked:
     decision: Decision | None = None  # None: not governed (initialize, ping, responses, ...)
     error: dict[str, Any] | None = None  # the answer if this message is refused
     malformed: bool = False
-    expected: Expected | None = None  # its answer needs handling (list filtering, task tracking)
+    expected: Expected | None = None  # its answer creates a task to remember
 
     @property
     def denied(self) -> bool:
@@ -73,7 +75,7 @@ class Enforcer:
         self.acl = acl
         self.view = subject_view
         self.route = ctx.route_name or ""
-        self.consumer = ctx.identity.username if ctx.identity is not None else ""
+        self.caller = ctx.caller or ""
 
     def check(self, message: Message) -> Checked:
         method = message.method
@@ -86,7 +88,7 @@ class Enforcer:
         if method in LIST_RESULTS:
             primitive = LIST_RESULTS[method][2]
             decision = Decision(True, method, primitive, rule="acl", reason="list", message_id=message.id)
-            return Checked(message, decision, expected=Expected(method) if message.kind == "request" else None)
+            return Checked(message, decision)
         if method not in DECIDED:
             return Checked(message)
         if message.kind != "request":
@@ -118,9 +120,9 @@ class Enforcer:
         task_id = params.get("taskId")
         if type(task_id) is not str:
             return self._malformed(message, INVALID_PARAMS, f"{message.method}: params.taskId must be a string")
-        origin = ledger.tasks.get((self.route, self.consumer, task_id))
+        origin = ledger.tasks.get((self.route, self.caller, task_id))
         if origin is None:
-            verdict, reason = Verdict(False, "tasks: not created through the gateway for this consumer"), "unknown task"
+            verdict, reason = Verdict(False, "tasks: not created through the gateway for this caller"), "unknown task"
         elif not origin.allowed:
             verdict, reason = Verdict(False, "tasks: created by a denied call"), "acl"
         else:
@@ -167,14 +169,12 @@ def enforce_acl(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     req = flow.request
     subject_view = view(acl, ctx.identity)
     caller = annotate.caller_label(ctx.identity)
-    consumer = ctx.identity.username if ctx.identity is not None else ""
+    owner = caller_key(ctx, req)
     if req.method != "POST":
         if req.raw_content:
             return json_response(400, {"message": f"a request body is only accepted on POST, not on {req.method}"})
         if req.method == "GET":  # a server stream: list results arriving there are filtered too
-            session = header(req.headers, "mcp-session-id")
-            ctx.server_transforms.append(ResponseGovernor(flow, ctx.route_name or "", subject_view, caller, consumer,
-                                                          session=session))
+            ctx.server_transforms.append(ResponseGovernor(flow, ctx.route_name or "", subject_view, caller, owner))
         return None
     if not ctx.messages:  # inbound parsing did not run or found nothing: nothing can be decided
         return json_response(400, {"message": "the request body holds no JSON-RPC message"})
@@ -211,8 +211,11 @@ def enforce_acl(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
             return _refusal(ctx, flow, checks, 403, {"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
         if ctx.is_batch or _reads_post_answers(req):
             return _refusal(ctx, flow, checks, 200)
-        _stand_in(ctx, flow, checks[0])  # legacy transport: the answer must travel on the GET stream
-    _expect_answers(ctx, flow, subject_view, caller, consumer, checks)
+        stand_in = _stand_in(ctx, flow, checks[0], owner)  # legacy transport: the answer travels on the GET stream
+        checks = []  # the stand-in ping is all that goes upstream
+    else:
+        stand_in = None
+    _govern_answers(ctx, flow, subject_view, caller, owner, checks, stand_in)
     return None
 
 
@@ -235,29 +238,30 @@ def _reads_post_answers(req: http.Request) -> bool:
     return "text/event-stream" in header(req.headers, "accept", "").lower()
 
 
-def _stand_in(ctx: FlowContext, flow: http.HTTPFlow, denied: Checked) -> None:
+def _stand_in(ctx: FlowContext, flow: http.HTTPFlow, denied: Checked, owner: str) -> str:
     """Replace the denied message by a harmless ping under a one-time id; whichever stream the
     upstream answers it on, the governor turns the answer into the denial."""
     assert denied.error is not None
-    token = ledger.new_stand_in(ctx.route_name or "", denied.message.id, denied.error)
+    token = ledger.new_stand_in(ctx.route_name or "", owner, denied.message.id, denied.error)
     flow.request.content = dumps({"jsonrpc": "2.0", "id": token, "method": "ping"})
     for name in ("mcp-method", "mcp-name"):
         flow.request.headers.pop(name, None)
+    return token
 
 
-def _expect_answers(ctx: FlowContext, flow: http.HTTPFlow, subject_view: SubjectView, caller: str, consumer: str,
-                    checks: list[Checked]) -> None:
-    """Install this flow's response governor when some answer needs handling."""
-    expected = {key: c.expected for c in checks if c.expected is not None and (key := id_key(c.message.id))}
-    denied_stand_in = any(c.denied for c in checks) and not subject_view.acl.shadow
-    if not expected and not denied_stand_in:
-        return  # nothing to filter: the response streams through untouched
-    session = header(flow.request.headers, "mcp-session-id")
-    if session is not None:  # a resumed GET stream of this session may carry the answers
-        for key, exp in expected.items():
-            ledger.expected.put((ctx.route_name or "", session, key), exp)
-    ctx.server_transforms.append(ResponseGovernor(flow, ctx.route_name or "", subject_view, caller, consumer,
-                                                  expected=expected, session=session))
+def _govern_answers(ctx: FlowContext, flow: http.HTTPFlow, subject_view: SubjectView, caller: str, owner: str,
+                    checks: list[Checked], stand_in: str | None) -> None:
+    """Install this flow's response governor: whatever the POST asked, an answer with the shape
+    of a list is filtered (the upstream decides which stream carries which answer, and ids are
+    the client's). Task-augmented calls are remembered by id for the answer that names the task;
+    filtering.correlate_accepted shares them with the session's other streams once the upstream
+    has accepted the POST."""
+    expected: dict[tuple[type, Any], Expected] = {}
+    for c in checks:
+        if c.expected is not None and (key := id_key(c.message.id)) is not None:
+            expected[key] = expected[key].merged(c.expected) if key in expected else c.expected
+    ctx.server_transforms.append(ResponseGovernor(flow, ctx.route_name or "", subject_view, caller, owner,
+                                                  expected, (stand_in,) if stand_in else ()))
 
 
 def _routing_header_mismatch(ctx: FlowContext, flow: http.HTTPFlow) -> dict[str, Any] | None:

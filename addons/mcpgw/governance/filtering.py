@@ -1,12 +1,18 @@
 """Server -> client: list results filtered through the same verdicts that govern calls.
 
-A `ResponseGovernor` is one flow's server transform (see context.server_transforms). It handles
-each JSON-RPC response by the method of the request it answers when that is known (the POST's own
-messages, or `ledger.expected` for a GET stream of the same session) and otherwise by the shape
-of its result (a `tools`, `prompts`, `resources` or `resourceTemplates` array), which is how list
-results on a legacy HTTP+SSE stream are caught. Only the array is replaced: every other member,
-the key order and `nextCursor` stay as the upstream sent them, and a page filtered to nothing is
-an empty array. Entries that cannot be decided (not an object, no string name) are dropped."""
+A `ResponseGovernor` is one flow's server transform (see context.server_transforms), installed on
+every POST and GET of a governed route. Every JSON-RPC response whose result has the shape of a
+list answer (a `tools`, `prompts`, `resources` or `resourceTemplates` member, any or all of them)
+is filtered for this flow's caller, whatever request it claims to answer: ids and sessions are
+the client's choice, so nothing correlated through them can exempt an answer (a replay after
+Last-Event-ID, a `tasks/result`, an answer on the legacy GET stream are filtered alike). Only
+the arrays are replaced: every other member, the key order and `nextCursor` stay as the upstream
+sent them, a page filtered to nothing is an empty array, and a member that is not an array
+becomes an empty one. Entries that cannot be decided (not an object, no string name) are dropped.
+
+Correlation is used for what shape cannot tell: the task a task-augmented call creates (so its
+follow-ups are decided like the call), and the legacy transport's stand-ins (ledger.py).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from typing import Any, Callable
 
 from mitmproxy import http
 
+from .. import context
+from ..context import FlowContext
 from . import annotate, ledger
 from .engine import SubjectView, Verdict
 from .ledger import Expected, id_key
@@ -43,54 +51,72 @@ def _with(obj: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
 class ResponseGovernor:
     """Filters list results and remembers created tasks for one flow."""
 
-    def __init__(self, flow: http.HTTPFlow, route: str, view: SubjectView, caller: str, consumer: str,
-                 expected: dict[tuple[type, Any], Expected] | None = None, session: str | None = None):
+    def __init__(self, flow: http.HTTPFlow, route: str, view: SubjectView, label: str, caller: str,
+                 expected: dict[tuple[type, Any], Expected] | None = None, stand_ins: tuple[str, ...] = ()):
         self._flow = weakref.ref(flow)  # the flow owns this transform; never keep it alive from here
         self.route = route
         self.view = view
         self.shadow = view.acl.shadow
-        self.caller = caller
-        self.consumer = consumer
-        self.expected = expected or {}
-        self.session = session
+        self.label = label  # the caller as flow comments show it
+        self.caller = caller  # the caller as the ledger keys it (sessions.caller)
+        self.expected = expected or {}  # this POST's own task-augmented calls, by JSON-RPC id
+        self.stand_ins = stand_ins  # this POST's stand-in ids (legacy transport)
         self._verdicts = {"tool": view.tool, "prompt": view.prompt, "resource": view.resource}
 
     def __call__(self, message: dict[str, Any]) -> dict[str, Any]:
         if "method" in message:
             return message  # the server's own requests and notifications
         message_id = message.get("id")
-        stand_in = ledger.take_stand_in(self.route, message_id)
+        stand_in = ledger.take_stand_in(self.route, self.caller, message_id)
         if stand_in is not None:
             return stand_in.error
-        expected = self._expected(message_id)
         result = message.get("result")
         if type(result) is not dict:
             return message
-        if expected is None:
-            methods = [_BY_ARRAY[key] for key in result if key in _BY_ARRAY]
-            return self._filter(message, result, methods) if methods else message
-        if expected.method in LIST_RESULTS:
-            return self._filter(message, result, [expected.method])
-        if expected.tool is not None:
-            self._remember_task(result, expected)
+        arrays = [key for key in result if key in _BY_ARRAY]
+        if arrays:
+            message = self._filter(message, result, arrays)
+        expected = self._expected(message_id)
+        if expected is not None and expected.tool is not None:
+            self._remember_task(message.get("result"), expected)
         return message
+
+    def _session(self) -> str | None:
+        flow = self._flow()
+        ctx = context.get(flow) if flow is not None else None
+        return ctx.session_id if ctx is not None else None
 
     def _expected(self, message_id: Any) -> Expected | None:
         key = id_key(message_id)
         if key is None:
             return None
         found = self.expected.pop(key, None)
-        if self.session is not None:
-            shared = ledger.expected.pop((self.route, self.session, key))
+        session = self._session()
+        if session is not None:  # answered here or on another stream of the session: it is taken
+            shared = ledger.expected.pop((self.route, self.caller, session, key))
             found = found or shared
         return found
 
-    def _filter(self, message: dict[str, Any], result: dict[str, Any], methods: list[str]) -> dict[str, Any]:
+    def share_accepted(self, session: str | None) -> None:
+        """The upstream accepted this POST: its answers may now also arrive on another stream of
+        the session (the legacy GET stream, a resumed one)."""
+        if session is not None:
+            for key, exp in self.expected.items():
+                ledger.expected.put((self.route, self.caller, session, key), exp)
+
+    def drop_stand_ins(self) -> None:
+        """The upstream refused this POST: its stand-ins will never be answered."""
+        for token in self.stand_ins:
+            ledger.stand_ins.pop(token)
+
+    def _filter(self, message: dict[str, Any], result: dict[str, Any], arrays: list[str]) -> dict[str, Any]:
         new_result = result
-        for method in methods:
-            array, member, primitive = LIST_RESULTS[method]
+        for array in arrays:
+            method = _BY_ARRAY[array]
+            _, member, primitive = LIST_RESULTS[method]
             entries = new_result.get(array)
-            if type(entries) is not list:
+            if type(entries) is not list:  # not a list a client could read as one: shown as none
+                new_result = _with(new_result, array, [])
                 continue
             kept = filter_entries(entries, member, self._verdicts[primitive])
             self._note(method, len(kept), len(entries))
@@ -98,11 +124,11 @@ class ResponseGovernor:
                 new_result = _with(new_result, array, kept)
         return message if new_result is result else _with(message, "result", new_result)
 
-    def _remember_task(self, result: dict[str, Any], call: Expected) -> None:
-        task = result.get("task")
+    def _remember_task(self, result: Any, call: Expected) -> None:
+        task = result.get("task") if type(result) is dict else None
         task_id = task.get("taskId") if type(task) is dict else None
         if type(task_id) is str and call.tool is not None:
-            ledger.tasks.put((self.route, self.consumer, task_id), ledger.TaskOrigin(call.tool, call.allowed))
+            ledger.tasks.put((self.route, self.caller, task_id), ledger.TaskOrigin(call.tool, call.allowed))
 
     def _note(self, method: str, kept: int, total: int) -> None:
         flow = self._flow()
@@ -110,7 +136,22 @@ class ResponseGovernor:
             return
         hidden = total - kept
         if self.shadow:
-            annotate.note(flow, f"{self.caller} {method}: {total} shown, {hidden} WOULD_DENY (shadow)")
+            annotate.note(flow, f"{self.label} {method}: {total} shown, {hidden} WOULD_DENY (shadow)")
             annotate.mark(flow, would_deny=hidden > 0)
         else:
-            annotate.note(flow, f"{self.caller} {method}: {kept} of {total} shown (acl)")
+            annotate.note(flow, f"{self.label} {method}: {kept} of {total} shown (acl)")
+
+
+def correlate_accepted(ctx: FlowContext, flow: http.HTTPFlow) -> None:
+    """Response headers phase: correlation entries of a POST count once the upstream answered
+    it 2xx; a refused POST's are dropped."""
+    if flow.request.method != "POST" or not ctx.server_transforms:
+        return None
+    accepted = flow.response is not None and 200 <= flow.response.status_code < 300
+    for t in ctx.server_transforms:
+        if isinstance(t, ResponseGovernor):
+            if accepted:
+                t.share_accepted(ctx.session_id)
+            else:
+                t.drop_stand_ins()
+    return None

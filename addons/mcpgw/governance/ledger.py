@@ -1,11 +1,16 @@
-"""What governance remembers between flows, in bounded maps (oldest entries go first):
+"""What governance remembers between flows, in bounded maps (oldest entries go first). Every key
+holds the caller (sessions.caller), so one caller's entries never decide another's answers, and
+nothing here decides whether a list answer is filtered: every list answer is (filtering.py).
 
-- `expected`: requests whose answer may arrive on another flow (a GET stream resumed with
-  Last-Event-ID), by route, session and JSON-RPC id, so the answer is handled by its method;
-- `tasks`: tasks created by task-augmented `tools/call`s, by route, consumer and task id, so a
-  follow-up (`tasks/result`, ...) is decided like the call that created the task;
+- `expected`: task-augmented `tools/call`s whose answer may arrive on another flow (the legacy
+  GET stream, a stream resumed with Last-Event-ID), by route, caller, session and JSON-RPC id;
+  recorded only once the upstream has accepted the POST (2xx), never on the client's word;
+- `tasks`: tasks created by those calls, by route, caller and task id, so a follow-up
+  (`tasks/result`, ...) is decided like the call that created the task;
 - `stand_ins`: denied calls replaced by a `ping` under a one-time id (legacy HTTP+SSE transport,
-  where answers travel on the GET stream), so the ping's answer becomes the denial.
+  where answers travel on the GET stream), so the ping's answer becomes the denial. The id is the
+  gateway's own secret, so only the upstream answering that ping can produce it; an entry whose
+  POST the upstream refused is dropped.
 
 Everything is per gateway process: after a restart, follow-ups of older tasks are refused."""
 
@@ -60,11 +65,16 @@ def id_key(message_id: Any) -> tuple[type, Any] | None:
 
 @dataclass(frozen=True, slots=True)
 class Expected:
-    """A request whose answer the gateway handles: a list to filter, or a task-augmented call."""
+    """A request whose answer the gateway handles: a task-augmented call, whose answer names a task."""
 
     method: str
     tool: str | None = None  # task-augmented tools/call: the tool it called
     allowed: bool = True  # that call's verdict (False only when shadow mode forwarded it)
+
+    def merged(self, other: "Expected") -> "Expected":
+        """Two requests of one body under the same id: the answer could be either's, so a task it
+        creates counts as denied unless both were the same allowed call."""
+        return self if self == other else Expected(self.method, self.tool, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,27 +86,28 @@ class TaskOrigin:
 @dataclass(frozen=True, slots=True)
 class StandIn:
     route: str
+    caller: str
     message_id: Any
     error: dict[str, Any]
 
 
-expected: BoundedMap[tuple[str, str, tuple[type, Any]], Expected] = BoundedMap(50_000)
+expected: BoundedMap[tuple[str, str, str, tuple[type, Any]], Expected] = BoundedMap(50_000)
 tasks: BoundedMap[tuple[str, str, str], TaskOrigin] = BoundedMap(100_000)
 stand_ins: BoundedMap[str, StandIn] = BoundedMap(10_000)
 
 
-def new_stand_in(route: str, message_id: Any, error: dict[str, Any]) -> str:
+def new_stand_in(route: str, caller: str, message_id: Any, error: dict[str, Any]) -> str:
     """Register a denial to deliver when the upstream answers the returned id."""
     token = STAND_IN_PREFIX + secrets.token_urlsafe(18)
-    stand_ins.put(token, StandIn(route, message_id, error))
+    stand_ins.put(token, StandIn(route, caller, message_id, error))
     return token
 
 
-def take_stand_in(route: str, message_id: Any) -> StandIn | None:
+def take_stand_in(route: str, caller: str, message_id: Any) -> StandIn | None:
     if type(message_id) is not str or not message_id.startswith(STAND_IN_PREFIX):
         return None
     found = stand_ins.get(message_id)
-    if found is None or found.route != route:
+    if found is None or found.route != route or found.caller != caller:
         return None
     stand_ins.pop(message_id)
     return found

@@ -20,6 +20,7 @@ from ..identity.oauth import OAuthConfig
 from ..identity.prm import PrmConfig, check_discovery
 from ..identity.upstream_headers import IdentityHeaderSetting
 from ..transform import RequestTransform
+from ..sessions.settings import SessionSettings
 from .base import ByteSize, StrictModel
 
 
@@ -117,6 +118,8 @@ class GatewaySettings(StrictModel):
                                                    "watched, so rewriting it rotates secrets (docs/credentials.md)")
     secret_refresh: float | None = Field(None, gt=0, description="Seconds between re-resolutions of every secret reference, "
                                                                  "even when no watched file changed")
+    sessions: SessionSettings = Field(default_factory=SessionSettings,
+                                      description="Session binding: how long an idle session stays bound to its caller (docs/policy.md)")
 
     @field_validator("urls")
     @classmethod
