@@ -13,7 +13,7 @@ from typing import Awaitable, Callable
 
 from mitmproxy import http
 
-from . import credentials, forwarding, guards, inbound, redaction, streaming, transform
+from . import credentials, forwarding, guards, inbound, redaction, redirects, streaming, transform
 from .context import FlowContext
 from .governance import access, enforce, filtering, no_tools
 from .identity import keyauth, oauth, prm, upstream_headers
@@ -73,6 +73,7 @@ PRM_REQUEST_PHASES: tuple[Phase, ...] = (
 
 RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
     redaction.mask_sent_request,  # first, so a phase answering instead cannot skip it
+    redirects.rewrite_locations,  # before anything may answer instead: no upstream address reaches the client
     guards.add_cors_to_response,
     sessions.record_session,  # before prepare_response, which runs the event watcher it may add
     filtering.correlate_accepted,
