@@ -1,5 +1,5 @@
-"""What the gateway adds to mitmproxy's console and mitmweb: the "MCP" content view and the
-`mcp.policy` / `mcp.explain` commands.
+"""What the gateway adds to mitmproxy's console and mitmweb: the "MCP" content view, the
+`mcp.policy` / `mcp.explain` commands, and the URL shown for the flows the gateway answers itself.
 
 The content view shows a JSON-RPC body (a message, a batch, or an SSE stream of messages) as one
 block per message, each headed by what a person looks for first:
@@ -21,8 +21,10 @@ from typing import Any
 
 from mitmproxy import command, contentviews, exceptions, http
 from mitmproxy.contentviews import Contentview, Metadata
+from mitmproxy.net.http import url
+from mitmproxy.proxy.mode_specs import ReverseMode
 
-from . import redaction, report
+from . import context, redaction, report
 from .policy.store import PolicyStore
 from .protocol.sse import SSEParser
 
@@ -163,6 +165,10 @@ class MCPConsole:
         # module's view instead of adding a second one.
         contentviews.add(MCPContentview)
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        # A child addon: runs after the gateway's own hook, once the flow is answered or forwarded.
+        show_gateway_target(flow)
+
     @command.command("mcp.policy")
     def policy(self) -> str:
         """Summary of the active policy: routes, ACL rules, consumers, groups and its SHA-256."""
@@ -184,3 +190,39 @@ class MCPConsole:
         except (report.UnknownCaller, KeyError) as e:
             raise exceptions.CommandError(e.args[0]) from None
         return "\n".join(a.line(identity, tool) for a in answers)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def show_gateway_target(flow: http.HTTPFlow) -> None:
+    """Gateway mode: a flow the gateway answered itself (a refusal, a served PRM) still names the
+    listener's nominal reverse target, a placeholder such as http://127.0.0.1:9 that means nothing
+    to whoever inspects the refusal. Name the gateway instead, as the client reached it: the Host
+    it sent on a governed flow (checked against the public hosts), the listener's own address on
+    any other. Forwarded flows keep their upstream.
+
+    Only the display fields change (scheme, host, port; not the Host header, nor the path the
+    client sent). Nothing is forwarded for such a flow: it has its answer, and the gateway's
+    `upstream_set` stays unset. A replay of it goes through the gateway's hooks like any request."""
+    if flow.response is None or not isinstance(flow.client_conn.proxy_mode, ReverseMode):
+        return
+    fctx = context.get(flow)
+    if fctx is not None and (fctx.upstream_set or fctx.mode != "gateway"):
+        return
+    request = flow.request
+    scheme = "https" if flow.client_conn.tls_established else "http"
+    host, port = None, None
+    if fctx is not None and fctx.client_host:
+        try:
+            host, port = url.parse_authority(fctx.client_host, check=True)
+        except ValueError:
+            host = None
+    if host is None:
+        sockname = flow.client_conn.sockname
+        if not sockname or not sockname[0]:
+            return
+        host, port = sockname[0], sockname[1]
+    request.scheme = scheme
+    request.data.host = host
+    request.data.port = port or _DEFAULT_PORTS[scheme]

@@ -149,3 +149,67 @@ def test_explain_command(tctx):
         tctx.command(console.explain, "nobody", "push_files")
     with pytest.raises(exceptions.CommandError, match="unknown route"):
         tctx.command(console.explain, "dev-user", "push_files", "nope")
+
+
+# -- the URL shown for flows the gateway answers itself (gateway mode) -----------------------------
+
+GATED = """
+consumers: {dev-user: {keys: [dev-api-key]}}
+services: {gh: {url: "http://127.0.0.1:18932/mcp"}}
+routes: {github-mcp: {service: gh, paths: [/github-mcp], key_auth: {}}}
+"""
+
+
+@pytest.fixture
+def gateway_addon(tmp_path):
+    from mitmproxy.addons.proxyserver import Proxyserver
+
+    from mcpgw.addon import MCPGateway
+
+    path = tmp_path / "gated.yaml"
+    path.write_text(GATED)
+    addon = MCPGateway()
+    with taddons.context(Proxyserver(), addon) as tctx:
+        tctx.configure(addon, mcp_policy=str(path), keep_host_header=True)
+        yield addon
+
+
+async def answered(addon, path: str, headers: dict[str, str], host: str = "localhost:8443") -> http.HTTPFlow:
+    """A flow on a reverse listener whose nominal target is the placeholder 127.0.0.1:9, through
+    the hooks as mitmproxy calls them (the console, a child addon, after the gateway)."""
+    from mitmproxy.proxy.mode_specs import ProxyMode
+
+    f = tflow.tflow(resp=False)
+    f.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:9@8443")
+    f.client_conn.timestamp_tls_setup = None
+    f.client_conn.sockname = ("127.0.0.1", 8443)
+    f.request.method, f.request.path, f.request.host, f.request.port = "POST", path, "127.0.0.1", 9
+    f.request.headers.update({"Host": host, **MCP_REQUEST, **headers})
+    f.request.content = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+    await addon.requestheaders(f)
+    await addon.request(f)
+    if f.response is None:  # forwarded: the upstream answers
+        f.response = http.Response.make(200, b"{}", {"content-type": "application/json"})
+    for hook in (addon.responseheaders, *(getattr(a, "responseheaders", None) for a in addon.addons)):
+        if hook is not None:
+            hook(f)
+    return f
+
+
+async def test_a_refused_flow_shows_the_gateway_url_the_client_used(gateway_addon):
+    from mcpgw import context
+
+    refused = await answered(gateway_addon, "/github-mcp", {})
+    assert refused.response.status_code == 401
+    assert (refused.request.scheme, refused.request.host, refused.request.port) == ("http", "localhost", 8443)
+    assert refused.request.pretty_url == "http://localhost:8443/github-mcp"
+    assert refused.request.headers["Host"] == "localhost:8443" and refused.request.path == "/github-mcp"
+    assert context.get(refused).upstream_set is False  # nothing treats it as routed
+    unrouted = await answered(gateway_addon, "/nowhere", {}, host="other.example")  # no route, no public host
+    assert unrouted.response.status_code in (403, 404, 421)
+    assert (unrouted.request.host, unrouted.request.port) == ("127.0.0.1", 8443)  # the listener's own address
+
+
+async def test_a_forwarded_flow_keeps_its_upstream(gateway_addon):
+    forwarded = await answered(gateway_addon, "/github-mcp", {"apikey": "dev-api-key"})
+    assert forwarded.request.url == "http://127.0.0.1:18932/mcp"
