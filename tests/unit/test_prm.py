@@ -223,13 +223,19 @@ def test_unusable_upstream_documents_are_answered_502(status, body, ctype, probl
 
 # -- challenge -----------------------------------------------------------------------------------
 
+# Not a wrong key's bare "Unauthorized": what is missing, and why.
+KEY_AND_TOKEN = ("Missing Authorization header: this route needs your own OAuth access token for the upstream MCP "
+                 "server, which the gateway passes through to it, sent as 'Authorization: Bearer <token>'. "
+                 "WWW-Authenticate names the protected resource metadata, which says where to get one. "
+                 "An API key alone is not enough on this route.")
+
 
 async def test_challenge_without_authorization_comes_before_key_auth():
     snap = snapshot({"challenge": True}, key_auth={})
     for headers in ([], [("apikey", "dev-api-key")], [("authorization", " ")]):
         ctx, flow = gateway_flow(snap, "/github-mcp", headers, method="POST", scheme="https", host="gw.example")
         response = await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)
-        assert response.status_code == 401 and json.loads(response.content) == {"message": "Unauthorized"}
+        assert response.status_code == 401 and json.loads(response.content) == {"message": KEY_AND_TOKEN}
         assert response.headers["WWW-Authenticate"] == (
             'Bearer resource_metadata="https://gw.example/.well-known/oauth-protected-resource/github-mcp", '
             'error="invalid_token"')

@@ -112,6 +112,7 @@ class Discovery:
 
     config: PrmConfig
     upstream_url: str | None  # rewrite mode: the upstream's document
+    challenge_message: str = ""  # the challenge's body: what is missing, and why (not a bare "Unauthorized")
 
 
 def upstream_metadata_url(service: "Service") -> str:
@@ -157,8 +158,17 @@ def _compile(policy: "Policy") -> dict[str, Discovery]:
         upstream = None
         if config.mode == "rewrite":
             upstream = config.upstream_url or upstream_metadata_url(policy.services[route.service])
-        found[name] = Discovery(config, upstream)
+        found[name] = Discovery(config, upstream, _challenge_message(config, route))
     return found
+
+
+def _challenge_message(config: PrmConfig, route: "Route") -> str:
+    # A client with a correct API key and no token must not get a wrong key's "Unauthorized".
+    token = ("your own OAuth access token for the upstream MCP server, which the gateway passes through to it"
+             if config.mode == "rewrite" else "an OAuth access token for this route")
+    alone = " An API key alone is not enough on this route." if getattr(route, "key_auth", None) else ""
+    return (f"Missing Authorization header: this route needs {token}, sent as 'Authorization: Bearer <token>'. "
+            f"WWW-Authenticate names the protected resource metadata, which says where to get one.{alone}")
 
 
 _discovery = PerPolicy(_compile)
@@ -206,7 +216,7 @@ def challenge(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     if any(v.strip() for v in header_values(request.headers, "authorization")):
         return None
     log.debug("route %s: no Authorization header; answering with the PRM challenge", ctx.route_name)
-    return json_response(401, {"message": "Unauthorized"}, {
+    return json_response(401, {"message": found.challenge_message}, {
         "WWW-Authenticate": f'Bearer resource_metadata={_quoted(ctx.prm_url)}, error="invalid_token"'})
 
 

@@ -587,7 +587,8 @@ def _challenge_graph(config: dict[str, Any]) -> tuple[str] | str:
     except ValueError:
         body = None
     if body != {"message": "Unauthorized"}:
-        return 'the body must be {"message": "Unauthorized"}, the gateway\'s challenge body'
+        return ('the body must be {"message": "Unauthorized"}, the recipe\'s (the gateway answers with its own '
+                'challenge body, which says what is missing)')
     scheme, _, text = headers.get("www-authenticate", "").strip().partition(" ")
     params = [_AUTH_PARAM.fullmatch(p) for p in text.split(",")]
     found = dict(m.groups() for m in params if m)
