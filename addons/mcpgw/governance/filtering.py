@@ -147,7 +147,7 @@ def correlate_accepted(ctx: FlowContext, flow: http.HTTPFlow) -> None:
     it 2xx; a refused POST's are dropped."""
     if flow.request.method != "POST" or not ctx.server_transforms:
         return None
-    accepted = flow.response is not None and 200 <= flow.response.status_code < 300
+    accepted = ctx.answered_by is None and flow.response is not None and 200 <= flow.response.status_code < 300
     for t in ctx.server_transforms:
         if isinstance(t, ResponseGovernor):
             if accepted:
