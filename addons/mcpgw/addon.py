@@ -17,6 +17,7 @@ from . import canonical, context, destinations, guards, mitm_options, pipeline, 
 from .auditlog import AuditLog
 from .context import FlowContext
 from .destinations import Destinations, Unresolvable
+from .tunnels import TunnelGate
 from .identity import prm
 from .headers import host_header
 from .metrics import Metrics
@@ -49,7 +50,8 @@ class MCPGateway:
         # addon's own on every flow, so they see each flow as the pipeline left it.
         self.audit = AuditLog(self.store)
         self.destinations = Destinations(self.store)  # intercept mode: services' addresses, checks at connect
-        self.addons = [self.audit, Metrics(self.store, self.audit), MCPConsole(self.store), self.destinations]
+        self.addons = [self.audit, Metrics(self.store, self.audit), MCPConsole(self.store), self.destinations,
+                       TunnelGate(self.store, self.destinations)]  # intercept_unmatched: block covers CONNECT too
 
     # -- lifecycle -------------------------------------------------------------------------
 
