@@ -1,11 +1,14 @@
-"""The self-contained demo behind `scripts/gateway` with no arguments: the demo upstream (a
-GitHub-like MCP server) on 127.0.0.1:8931 and the gateway in front of it with policies/demo.yaml,
-in gateway mode on :8443 and intercept mode on :8080. Ctrl-C stops both."""
+"""The self-contained demo behind `scripts/gateway` with no arguments (or with only these options):
+the demo upstream (a GitHub-like MCP server) on 127.0.0.1:8931 and the gateway in front of it with
+policies/demo.yaml, in gateway mode on :8443 and intercept mode on :8080, every listener on
+127.0.0.1 unless --host says otherwise. Ctrl-C stops both."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -17,30 +20,49 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_UPSTREAM_PORT = 8931  # the port policies/demo.yaml names
+DEMO_UPSTREAM_PORT = 8931  # the ports policies/demo.yaml names
+DEMO_GATEWAY_PORT = 8443
 BIN = Path(sys.executable).parent
+BEARER = "demo-user-token"  # the demo upstream accepts any bearer token
+INIT = ('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
+        '"capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}')
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
+def port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def wait_listening(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+def wait_listening(host: str, port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
+    target = "127.0.0.1" if is_wildcard(host) else host
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"error: {what} exited with status {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+        with socket.socket(socket.AF_INET6 if ":" in target else socket.AF_INET) as s:
+            if s.connect_ex((target, port)) == 0:
                 return
         time.sleep(0.1)
     sys.exit(f"error: {what} did not start listening on port {port} within {timeout:.0f}s")
+
+
+def is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def plain_keys(policy_path: Path) -> list[tuple[str, list[str], list[str]]]:
@@ -53,54 +75,149 @@ def plain_keys(policy_path: Path) -> list[tuple[str, list[str], list[str]]]:
     return out
 
 
-def banner(args: argparse.Namespace, policy: Path) -> str:
-    gw = f"http://localhost:{args.port}"
+def shown_path(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def public_host(host: str) -> str:
+    """The host clients use in URLs: localhost for loopback and every-interface listeners."""
+    if is_loopback(host) or is_wildcard(host):
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
+
+
+def proxy_host(host: str) -> str:
+    if is_wildcard(host) or is_loopback(host):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def curl(url: str, key: str, proxy: str | None = None) -> str:
+    via = f"-x {proxy} " if proxy else ""
+    return (f"curl -si {via}{url} -H 'apikey: {key}' -H 'Authorization: Bearer {BEARER}' "
+            "-H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' "
+            f"-d {shlex.quote(INIT)}")
+
+
+def banner(args: argparse.Namespace, policy: Path, source: Path) -> str:
+    gw = f"http://{public_host(args.host)}:{args.port}"
+    proxy = f"http://{proxy_host(args.host)}:{args.proxy_port}"
+    upstream = f"http://127.0.0.1:{args.upstream_port}/mcp"
+    where = "127.0.0.1 only" if args.host == "127.0.0.1" else \
+        "every interface" if is_wildcard(args.host) else args.host
+    edited = shown_path(policy) if policy == source else \
+        f"{shown_path(policy)} (a copy of {shown_path(source)} for these ports)"
     lines = [
         "",
-        "MCP gateway demo is running",
+        f"MCP gateway demo is running (listening on {where}; --host to change)",
         f"  gateway mode:    {gw}/github-mcp          (streamable HTTP)",
         f"                   {gw}/github-legacy/sse   (legacy HTTP+SSE)",
-        f"  intercept mode:  HTTPS_PROXY=http://127.0.0.1:{args.proxy_port} (CA: ~/.mitmproxy/mitmproxy-ca-cert.pem)",
-        f"  upstream:        http://127.0.0.1:{args.upstream_port}/mcp (a GitHub-like MCP server with 100+ tools)",
-        f"  policy:          {policy.relative_to(ROOT) if policy.is_relative_to(ROOT) else policy}"
-        " (edit it: changes apply within a second)",
+        f"  intercept mode:  proxy {proxy} for the upstream's own URL {upstream}",
+        "                   (plain http: HTTP_PROXY or curl -x; HTTPS_PROXY is not used for http:// URLs;",
+        "                   the proxy refuses every destination the policy does not govern)",
+        f"  upstream:        {upstream} (a GitHub-like MCP server with 100+ tools; on 127.0.0.1 only)",
+        f"  policy:          {edited}",
+        "                   edit it: changes apply within a second",
     ]
     consumers = plain_keys(policy)
     if consumers:
         lines.append("  consumers:")
         lines += [f"    {name:<12} groups {', '.join(groups) or '-':<12} key {', '.join(keys) or '(not shown)'}"
                   for name, groups, keys in consumers]
-    client = f".venv/bin/python scripts/demo_client.py --url {gw}/github-mcp"
-    lines += ["", "Try it (in another terminal, from the project directory): each consumer sees the tools its",
+    keyed = sorted(((name, keys[0]) for name, _, keys in consumers if keys), key=lambda nk: "dev" not in nk[0])
+    dev_key = keyed[0][1] if keyed else "dev-api-key"
+    headers = f'{{"apikey": "{dev_key}", "Authorization": "Bearer {BEARER}"}}'
+    client = ".venv/bin/python scripts/demo_client.py"
+    lines += ["",
+              "Every call on /github-mcp needs two headers: apikey (who you are to the gateway) and",
+              f"Authorization: Bearer <token> (your own token for the upstream, passed through to it; the demo",
+              f"upstream accepts any, e.g. {BEARER}). Without Authorization the gateway answers 401 and says so.",
+              "",
+              "Try it (in another terminal, from the project directory): each consumer sees the tools its",
               "groups may use, and push_files is refused for developers before it reaches the upstream"]
-    keyed = [(name, keys[0]) for name, _, keys in consumers if keys]
-    lines += [f"  {client} --key {key} --call push_files" for _, key in sorted(keyed, key=lambda nk: "dev" not in nk[0])]
-    if not keyed:
-        lines += [f"  {client}"]
+    lines += [f"  {client} --url {gw}/github-mcp --key {key} --call push_files" for _, key in keyed]
+    lines += ["The same through the intercept listener, to the upstream's own URL:",
+              f"  {client} --url {upstream} --proxy {proxy} --key {dev_key}",
+              "",
+              "curl (X-MCP-Gateway-Route in the answer: it came through the gateway):",
+              f"  {curl(f'{gw}/github-mcp', dev_key)}",
+              f"  {curl(upstream, dev_key, proxy)}",
+              "",
+              "TypeScript (@modelcontextprotocol/sdk):",
+              f'  const transport = new StreamableHTTPClientTransport(new URL("{gw}/github-mcp"),',
+              f"      {{requestInit: {{headers: {headers}}}}});",
+              '  const client = new Client({name: "demo", version: "1.0.0"});',
+              "  await client.connect(transport);",
+              "Python (mcp):",
+              f"  http = httpx.AsyncClient(headers={headers}, timeout=30)",
+              f'  async with streamable_http_client("{gw}/github-mcp", http_client=http) as (read, write, _): ...']
     if args.tool == "mitmweb":
-        lines += ["", "Inspect the flows in mitmweb: http://127.0.0.1:8081"]
+        lines += ["", f"Inspect the flows in mitmweb: http://{proxy_host(args.host)}:{args.web_port}"]
     lines += ["", "Press Ctrl-C to stop.", ""]
     return "\n".join(lines)
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/gateway [mitmweb]", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tool", choices=["mitmdump", "mitmweb"], default="mitmdump", help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address the gateway's listeners (and mitmweb's UI) bind to; 0.0.0.0 for every "
+                             "interface (default: %(default)s). The demo upstream stays on 127.0.0.1")
+    parser.add_argument("--port", type=int, metavar="PORT", default=DEMO_GATEWAY_PORT, help="gateway (reverse) listener (default: %(default)s)")
+    parser.add_argument("--proxy-port", type=int, metavar="PORT", default=8080, help="intercept (regular proxy) listener (default: %(default)s)")
+    parser.add_argument("--upstream-port", type=int, metavar="PORT", default=DEMO_UPSTREAM_PORT, help="demo upstream (default: %(default)s)")
+    parser.add_argument("--web-port", type=int, metavar="PORT", default=8081, help="mitmweb's UI, with mitmweb (default: %(default)s)")
+    parser.add_argument("--policy", type=Path, metavar="FILE", default=ROOT / "policies" / "demo.yaml",
+                        help="policy file (default: policies/demo.yaml)")
+    return parser.parse_args(argv)
+
+
+def check_ports(args: argparse.Namespace) -> None:
+    listeners = [(args.upstream_port, "127.0.0.1", "the demo upstream", "--upstream-port"),
+                 (args.port, args.host, "the gateway", "--port"),
+                 (args.proxy_port, args.host, "the intercept proxy", "--proxy-port")]
+    if args.tool == "mitmweb":
+        listeners.append((args.web_port, args.host, "mitmweb's UI", "--web-port"))
+    seen: dict[int, str] = {}
+    for port, host, what, option in listeners:
+        if port in seen:
+            sys.exit(f"error: {what} and {seen[port]} cannot share port {port}: choose another with {option} PORT")
+        seen[port] = what
+        if not port_free(host, port):
+            sys.exit(f"error: port {port} ({what}) is in use on {host}: stop what uses it, or choose another "
+                     f"with {option} PORT (scripts/gateway {option} PORT)")
+
+
+def policy_for(args: argparse.Namespace, source: Path) -> Path:
+    """The demo policy names the default ports; for others the gateway loads a copy that names them."""
+    if args.upstream_port == DEMO_UPSTREAM_PORT and args.port == DEMO_GATEWAY_PORT:
+        return source
+    text = source.read_text().replace(f"127.0.0.1:{DEMO_UPSTREAM_PORT}", f"127.0.0.1:{args.upstream_port}")
+    text = text.replace(f"localhost:{DEMO_GATEWAY_PORT}", f"localhost:{args.port}")
+    copy = Path(tempfile.mkdtemp(prefix="mcp-gateway-demo-")) / source.name
+    copy.write_text(text)
+    return copy
+
+
+def gateway_command(args: argparse.Namespace, policy: Path) -> list[str]:
+    bind = f"[{args.host}]" if ":" in args.host else args.host
+    cmd = [str(BIN / args.tool), "-s", str(ROOT / "addons" / "mcp_gateway.py"),
+           "--set", f"mcp_policy={policy}",
+           "--mode", f"reverse:http://127.0.0.1:{args.upstream_port}@{bind}:{args.port}",
+           "--mode", f"regular@{bind}:{args.proxy_port}", "--set", "flow_detail=1"]
+    if not (is_loopback(args.host) or is_wildcard(args.host)):
+        cmd += ["--set", f"mcp_public_hosts={args.host}"]  # clients reach it by that address
+    if args.tool == "mitmweb":
+        cmd += ["--set", "web_open_browser=false", "--set", f"web_host={args.host}", "--set", f"web_port={args.web_port}"]
+    return cmd
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tool", choices=["mitmdump", "mitmweb"], default="mitmdump")
-    parser.add_argument("--port", type=int, default=8443, help="gateway (reverse) listener (default: %(default)s)")
-    parser.add_argument("--proxy-port", type=int, default=8080, help="intercept (regular proxy) listener (default: %(default)s)")
-    parser.add_argument("--upstream-port", type=int, default=DEMO_UPSTREAM_PORT, help="demo upstream port (default: %(default)s)")
-    parser.add_argument("--policy", type=Path, default=ROOT / "policies" / "demo.yaml")
-    args = parser.parse_args()
-
-    for port, what in ((args.upstream_port, "demo upstream"), (args.port, "gateway"), (args.proxy_port, "intercept proxy")):
-        if not port_free(port):
-            sys.exit(f"error: port {port} ({what}) is in use; stop what uses it or pick another port (see --help)")
-
-    policy = args.policy.resolve()
-    if args.upstream_port != DEMO_UPSTREAM_PORT:  # the demo policy names the default port: use a copy
-        copy = Path(tempfile.mkdtemp(prefix="mcp-gateway-demo-")) / policy.name
-        copy.write_text(policy.read_text().replace(f"127.0.0.1:{DEMO_UPSTREAM_PORT}", f"127.0.0.1:{args.upstream_port}"))
-        policy = copy
+    args = parse_args()
+    check_ports(args)
+    source = args.policy.resolve()
+    policy = policy_for(args, source)
     procs: list[subprocess.Popen] = []
 
     def stop(*_: object) -> None:
@@ -115,20 +232,14 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
     try:
-        upstream = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo_upstream.py"),
+        upstream = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo_upstream.py"), "--host", "127.0.0.1",
                                      "--port", str(args.upstream_port)], stdout=subprocess.DEVNULL)
         procs.append(upstream)
-        wait_listening(args.upstream_port, upstream, "the demo upstream")
-        cmd = [str(BIN / args.tool), "-s", str(ROOT / "addons" / "mcp_gateway.py"),
-               "--set", f"mcp_policy={policy}",
-               "--mode", f"reverse:http://127.0.0.1:{args.upstream_port}@{args.port}",
-               "--mode", f"regular@{args.proxy_port}", "--set", "flow_detail=1"]
-        if args.tool == "mitmweb":
-            cmd += ["--set", "web_open_browser=false"]
-        gateway = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_listening("127.0.0.1", args.upstream_port, upstream, "the demo upstream")
+        gateway = subprocess.Popen(gateway_command(args, policy), env={**os.environ, "PYTHONUNBUFFERED": "1"})
         procs.append(gateway)
-        wait_listening(args.port, gateway, "the gateway")
-        print(banner(args, policy), flush=True)
+        wait_listening(args.host, args.port, gateway, "the gateway")
+        print(banner(args, policy, source), flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         sys.exit("error: a demo process stopped unexpectedly; see the output above")
