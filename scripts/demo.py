@@ -6,7 +6,6 @@ policies/demo.yaml, in gateway mode on :8443 and intercept mode on :8080, every 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import shlex
 import signal
@@ -56,13 +55,7 @@ def is_wildcard(host: str) -> bool:
     return host in ("0.0.0.0", "::", "")
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # what the gateway serves without mcp_public_hosts
 
 
 def plain_keys(policy_path: Path) -> list[tuple[str, list[str], list[str]]]:
@@ -79,17 +72,18 @@ def shown_path(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def public_host(host: str) -> str:
-    """The host clients use in URLs: localhost for loopback and every-interface listeners."""
-    if is_loopback(host) or is_wildcard(host):
-        return "localhost"
+def bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def public_host(host: str) -> str:
+    """The host clients put in gateway URLs: localhost for the default and every-interface listeners."""
+    return "localhost" if host in ("127.0.0.1", "localhost") or is_wildcard(host) else bracketed(host)
 
 
 def proxy_host(host: str) -> str:
-    if is_wildcard(host) or is_loopback(host):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
+    """The address clients reach the listeners at."""
+    return "127.0.0.1" if is_wildcard(host) else bracketed(host)
 
 
 def curl(url: str, key: str, proxy: str | None = None) -> str:
@@ -152,7 +146,8 @@ def banner(args: argparse.Namespace, policy: Path, source: Path) -> str:
               f"  http = httpx.AsyncClient(headers={headers}, timeout=30)",
               f'  async with streamable_http_client("{gw}/github-mcp", http_client=http) as (read, write, _): ...']
     if args.tool == "mitmweb":
-        lines += ["", f"Inspect the flows in mitmweb: http://{proxy_host(args.host)}:{args.web_port}"]
+        lines += ["", f"Inspect the flows in mitmweb: http://{proxy_host(args.host)}:{args.web_port}, with the ?token=",
+                  "from mitmweb's own line 'Web server listening at ...' (mitmweb asks for it)"]
     lines += ["", "Press Ctrl-C to stop.", ""]
     return "\n".join(lines)
 
@@ -164,10 +159,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address the gateway's listeners (and mitmweb's UI) bind to; 0.0.0.0 for every "
                              "interface (default: %(default)s). The demo upstream stays on 127.0.0.1")
-    parser.add_argument("--port", type=int, metavar="PORT", default=DEMO_GATEWAY_PORT, help="gateway (reverse) listener (default: %(default)s)")
-    parser.add_argument("--proxy-port", type=int, metavar="PORT", default=8080, help="intercept (regular proxy) listener (default: %(default)s)")
-    parser.add_argument("--upstream-port", type=int, metavar="PORT", default=DEMO_UPSTREAM_PORT, help="demo upstream (default: %(default)s)")
-    parser.add_argument("--web-port", type=int, metavar="PORT", default=8081, help="mitmweb's UI, with mitmweb (default: %(default)s)")
+    ports = (("--port", DEMO_GATEWAY_PORT, "gateway (reverse) listener"),
+             ("--proxy-port", 8080, "intercept (regular proxy) listener"),
+             ("--upstream-port", DEMO_UPSTREAM_PORT, "demo upstream"),
+             ("--web-port", 8081, "mitmweb's UI, with mitmweb"))
+    for option, default, what in ports:
+        parser.add_argument(option, type=int, metavar="PORT", default=default, help=f"{what} (default: %(default)s)")
     parser.add_argument("--policy", type=Path, metavar="FILE", default=ROOT / "policies" / "demo.yaml",
                         help="policy file (default: policies/demo.yaml)")
     return parser.parse_args(argv)
@@ -201,15 +198,16 @@ def policy_for(args: argparse.Namespace, source: Path) -> Path:
 
 
 def gateway_command(args: argparse.Namespace, policy: Path) -> list[str]:
-    bind = f"[{args.host}]" if ":" in args.host else args.host
+    bind = bracketed(args.host)
     cmd = [str(BIN / args.tool), "-s", str(ROOT / "addons" / "mcp_gateway.py"),
            "--set", f"mcp_policy={policy}",
            "--mode", f"reverse:http://127.0.0.1:{args.upstream_port}@{bind}:{args.port}",
            "--mode", f"regular@{bind}:{args.proxy_port}", "--set", "flow_detail=1"]
-    if not (is_loopback(args.host) or is_wildcard(args.host)):
+    if args.host not in LOOPBACK_NAMES and not is_wildcard(args.host):
         cmd += ["--set", f"mcp_public_hosts={args.host}"]  # clients reach it by that address
     if args.tool == "mitmweb":
-        cmd += ["--set", "web_open_browser=false", "--set", f"web_host={args.host}", "--set", f"web_port={args.web_port}"]
+        cmd += ["--set", "web_open_browser=false", "--set", f"web_host={args.host}",
+                "--set", f"web_port={args.web_port}"]
     return cmd
 
 

@@ -48,7 +48,8 @@ class LocalService:
                 conn.settimeout(5)
                 try:
                     data = conn.recv(1024)
-                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 14\r\n\r\nlocal secret\r\n" if data.startswith(b"GET")
+                    http = data.startswith(b"GET")
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 14\r\n\r\nlocal secret\r\n" if http
                                  else b"+secret " + data)
                 except OSError:
                     pass

@@ -167,3 +167,25 @@ def test_a_busy_port_names_the_option_that_changes_it(tmp_path):
             assert done.returncode != 0
             assert f"port {port}" in done.stderr and "is in use" in done.stderr, done.stderr
             assert f"choose another with {option} PORT" in done.stderr, done.stderr
+
+
+def test_host_moves_every_listener_and_the_banner_follows(tmp_path):
+    other = "127.0.0.2"  # another loopback address: Linux answers on all of 127/8
+    try:
+        with socket.socket() as s:
+            s.bind((other, 0))
+    except OSError:
+        pytest.skip(f"{other} cannot be bound here")
+    demo = Demo(tmp_path, "--host", other)
+    try:
+        assert f"listening on {other}" in demo.banner
+        for port in (demo.port, demo.proxy_port):
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers on 127.0.0.1"
+        commands = demo.commands()
+        assert all(other in c for c in commands), commands
+        for command in (c for c in commands if c.startswith("curl")):
+            done = demo.run(command)
+            assert done.stdout.startswith("HTTP/1.1 200") and "X-MCP-Gateway-Route: github-mcp" in done.stdout, done
+    finally:
+        demo.stop()

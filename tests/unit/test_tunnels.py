@@ -39,7 +39,8 @@ async def test_a_tunnel_to_a_governed_destination_opens(authority):
     assert f.response is None
 
 
-@pytest.mark.parametrize("authority", ["127.0.0.1:6379", "elsewhere.example:443", "127.0.0.1:22", "mcp.vendor.example:8443"])
+@pytest.mark.parametrize("authority", ["127.0.0.1:6379", "elsewhere.example:443", "127.0.0.1:22",
+                                       "mcp.vendor.example:8443"])
 async def test_a_tunnel_anywhere_else_is_refused(authority):
     f = connect(authority)
     await gate().http_connect(f)
