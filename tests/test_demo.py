@@ -113,6 +113,10 @@ def test_the_python_snippet_works_pasted_as_printed(demo):
                "async def main():\n" + textwrap.indent(body, "    ") + "\n\nasyncio.run(main())\n")
     done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "6", (program, done.stdout, done.stderr)
+    slashed = program.replace(f'"{demo.url}"', f'"{demo.url}/"')  # the upstream's redirect names the gateway
+    assert slashed != program
+    done = subprocess.run([sys.executable, "-c", slashed], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "6", (slashed, done.stdout, done.stderr)
 
 
 def test_an_api_key_alone_is_told_what_is_missing(demo):
