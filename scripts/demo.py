@@ -68,6 +68,11 @@ def plain_keys(policy_path: Path) -> list[tuple[str, list[str], list[str]]]:
     return out
 
 
+def blocks(policy_path: Path) -> bool:
+    data = yaml.safe_load(policy_path.read_text()) or {}
+    return (data.get("gateway") or {}).get("intercept_unmatched") == "block"
+
+
 def shown_path(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
@@ -108,7 +113,8 @@ def banner(args: argparse.Namespace, policy: Path, source: Path) -> str:
         f"                   {gw}/github-legacy/sse   (legacy HTTP+SSE)",
         f"  intercept mode:  proxy {proxy} for the upstream's own URL {upstream}",
         "                   (plain http: HTTP_PROXY or curl -x; HTTPS_PROXY is not used for http:// URLs;",
-        "                   the proxy refuses every destination the policy does not govern)",
+        "                   the proxy refuses every destination the policy does not govern)" if blocks(policy) else
+        "                   other destinations pass through: this policy has intercept_unmatched: pass)",
         f"  upstream:        {upstream} (a GitHub-like MCP server with 100+ tools; on 127.0.0.1 only)",
         f"  policy:          {edited}",
         "                   edit it: changes apply within a second",
@@ -124,7 +130,7 @@ def banner(args: argparse.Namespace, policy: Path, source: Path) -> str:
     client = ".venv/bin/python scripts/demo_client.py"
     lines += ["",
               "Every call on /github-mcp needs two headers: apikey (who you are to the gateway) and",
-              f"Authorization: Bearer <token> (your own token for the upstream, passed through to it; the demo",
+              "Authorization: Bearer <token> (your own token for the upstream, passed through to it; the demo",
               f"upstream accepts any, e.g. {BEARER}). Without Authorization the gateway answers 401 and says so.",
               "",
               "Try it (in another terminal, from the project directory): each consumer sees the tools its",
