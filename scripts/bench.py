@@ -12,6 +12,8 @@ stream) and four ways to reach them:
             overhead into what inspecting bodies at all costs and the gateway's own work;
   gateway   mitmdump with addons/mcp_gateway.py and a policy with one route per upstream
             (key-auth and a tool ACL when this tree supports them).
+  baseline  with --baseline REV: the gateway as it was at git revision REV, with the same policy,
+            so that a change's cost is measured against the gateway without it in the same run.
 
 Every client speaks raw Streamable HTTP with httpx over keep-alive connections: it opens an MCP
 session (initialize, notifications/initialized, then Mcp-Session-Id on every request) and, after
@@ -49,6 +51,7 @@ import math
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -105,6 +108,7 @@ class Config:
     throughput_requests: int  # tools/call per throughput run (per target, kind and round)
     warmup: int  # tools/call per session before measuring
     filter_repeat: int  # timing repetitions of the tools/list filtering benchmark (0: skip it)
+    baseline: str | None = None  # a git revision whose gateway runs beside this tree's ("baseline")
 
     def describe(self) -> str:
         return (f"{self.rounds} round(s); per target and round: {self.requests} sequential calls per latency series, "
@@ -129,6 +133,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
                         help="tools/call per throughput run, per target, kind and round (default 15 per client; "
                              "--quick: 5 per client)")
     parser.add_argument("--quick", action="store_true", help="fewer samples: well under a minute, noisier figures")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the gateway of git revision REV (a commit, tag or HEAD~N) with the same "
+                             "policy, as target 'baseline', and report gateway/baseline: what a change costs, "
+                             "measured in the same interleaved run")
     parser.add_argument("--no-filter", action="store_true",
                         help="skip the tools/list filtering benchmark (scripts/bench_filter.py)")
     args = parser.parse_args(argv)
@@ -144,7 +152,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     return Config(
         rounds=rounds, requests=requests, first_event_requests=max(5, requests // 2), concurrency=args.concurrency,
         throughput_requests=throughput, warmup=max(5, min(50, requests // 4)),
-        filter_repeat=0 if args.no_filter else (10 if args.quick else 30),
+        filter_repeat=0 if args.no_filter else (10 if args.quick else 30), baseline=args.baseline,
     )
 
 
@@ -418,9 +426,34 @@ def plain_mitmdump(confdir: Path, upstreams: dict[str, tuple[int, ManagedProcess
     return ports, start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={confdir}", *options, *modes])
 
 
+def baseline_entry(workdir: Path, revision: str) -> Path:
+    """The gateway's entry script as it was at `revision`, unpacked from git into workdir."""
+    tree = workdir / "baseline"
+    tree.mkdir()
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", revision, "addons"],
+                                 capture_output=True, check=True, timeout=60).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        detail = getattr(e, "stderr", b"") or b""
+        raise BenchError(f"cannot unpack the gateway at revision {revision!r}: {e} {detail.decode(errors='replace')}")
+    entry = tree / "addons" / "mcp_gateway.py"
+    if not entry.is_file():
+        raise BenchError(f"revision {revision!r} has no addons/mcp_gateway.py")
+    return entry
+
+
+def start_gateway(workdir: Path, name: str, entry: Path, policy_path: Path) -> tuple[int, ManagedProcess]:
+    port = free_port()
+    return port, start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={workdir / (name + '-conf')}",
+                                "-s", str(entry), "--set", f"mcp_policy={policy_path}",
+                                "--mode", f"reverse:http://{HOST}:9@{HOST}:{port}"])
+
+
 @contextlib.contextmanager
-def started_targets(workdir: Path) -> Iterator[tuple[list[Target], str]]:
-    """The demo upstreams and the three targets, all running; every process stops on the way out."""
+def started_targets(workdir: Path, baseline: str | None = None) -> Iterator[tuple[list[Target], str]]:
+    """The demo upstreams and the targets (three, or four with a baseline gateway), all running;
+    every process stops on the way out."""
     processes: list[ManagedProcess] = []
     try:
         upstreams = {}
@@ -438,11 +471,12 @@ def started_targets(workdir: Path) -> Iterator[tuple[list[Target], str]]:
 
         policy_path = workdir / "gateway-policy.yaml"
         features = write_gateway_policy(policy_path, upstream_urls)
-        gateway_port = free_port()
-        gateway = start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={workdir / 'gateway-conf'}",
-                                 "-s", str(GATEWAY_ENTRY), "--set", f"mcp_policy={policy_path}",
-                                 "--mode", f"reverse:http://{HOST}:9@{HOST}:{gateway_port}"])
+        gateway_port, gateway = start_gateway(workdir, "gateway", GATEWAY_ENTRY, policy_path)
         processes.append(gateway)
+        if baseline is not None:
+            baseline_port, baseline_gateway = start_gateway(workdir, "baseline", baseline_entry(workdir, baseline),
+                                                            policy_path)
+            processes.append(baseline_gateway)
 
         for kind, (_, process) in upstreams.items():
             try:
@@ -455,10 +489,14 @@ def started_targets(workdir: Path) -> Iterator[tuple[list[Target], str]]:
             Target("buffered", {kind: f"http://{HOST}:{port}/mcp" for kind, port in buffered_ports.items()}, buffered),
             Target("gateway", {kind: f"http://{HOST}:{gateway_port}/github-{kind}" for kind in upstreams}, gateway),
         ]
+        if baseline is not None:
+            targets.append(Target("baseline", {kind: f"http://{HOST}:{baseline_port}/github-{kind}"
+                                               for kind in upstreams}, baseline_gateway))
         deadline = time.monotonic() + START_TIMEOUT
         for target in targets:
             wait_until_serving(target, deadline)
-        check_enforcement(targets[-1], features)
+        for target in targets[3:]:
+            check_enforcement(target, features)
         yield targets, features
     finally:
         for process in reversed(processes):
@@ -614,6 +652,8 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
           f"{os.cpu_count()} CPUs, {elapsed:.0f}s)")
     print(f"  {bench.config.describe()}")
     print(f"  gateway policy: {FEATURES[features]}")
+    if bench.config.baseline:
+        print(f"  baseline: the gateway at revision {bench.config.baseline}, same policy")
     print("  mitmdump: no addon, --set stream_large_bodies=1; buffered: mitmdump holding request bodies "
           "(scripts/bench_buffered_addon.py);")
     print("  all mitmdumps: termlog_verbosity=warn, flow_detail=0")
@@ -623,14 +663,16 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
         print(f"{label + ' (' + unit + ')':{LABEL}}" + "".join(f"{bench.median(key, n):12.2f}" for n in names))
     print()
     print(f"{'ratios (median of per-round ratios)':{LABEL}}{'gateway/mitmdump':>18}{'mitmdump/direct':>18}"
-          f"{'buffered/mitmdump':>19}{'gateway/buffered':>18}   target for gateway/mitmdump")
+          f"{'buffered/mitmdump':>19}{'gateway/buffered':>18}"
+          + (f"{'gateway/baseline':>18}" if "baseline" in names else "") + "   target for gateway/mitmdump")
     for key, label, _ in METRICS:
         gateway = bench.ratio(key, "gateway", "mitmdump")
         bare = bench.ratio(key, "mitmdump", "direct")
         buffering = bench.ratio(key, "buffered", "mitmdump")
         own = bench.ratio(key, "gateway", "buffered")
         target = verdict(gateway, *TARGETS[key]) if key in TARGETS else "(none)"
-        print(f"{'ratio ' + label:{LABEL}}{gateway:17.3f}x{bare:17.3f}x{buffering:18.3f}x{own:17.3f}x   {target}")
+        change = f"{bench.ratio(key, 'gateway', 'baseline'):17.3f}x" if "baseline" in names else ""
+        print(f"{'ratio ' + label:{LABEL}}{gateway:17.3f}x{bare:17.3f}x{buffering:18.3f}x{own:17.3f}x{change}   {target}")
     print()
     print("buffered/mitmdump is what holding each request until its body is complete costs by itself: mitmproxy")
     print("then runs its `request` hook before forwarding instead of while the upstream works. gateway/buffered")
@@ -695,7 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress(f"benchmark: {config.describe()}")
     try:
         with tempfile.TemporaryDirectory(prefix="mcpgw-bench-") as tmp, \
-                started_targets(Path(tmp)) as (targets, features), \
+                started_targets(Path(tmp), config.baseline) as (targets, features), \
                 asyncio.Runner() as runner, contextlib.ExitStack() as stack:
             progress(f"started: demo upstreams, mitmdump and the gateway ({features} policy) "
                      f"in {time.monotonic() - started:.1f}s")

@@ -21,11 +21,13 @@ RATIOS = ["tools/call, JSON answer: median", "tools/call, JSON answer: p99", "to
 
 
 def test_quick_benchmark_runs_and_reports_ratios():
-    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), *SMALLEST_RUN],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    # With a baseline: the gateway at HEAD runs beside this tree's, and gateway/baseline is reported.
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), *SMALLEST_RUN, "--baseline", "HEAD"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=150)
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    assert "baseline: the gateway at revision HEAD" in run.stdout and "gateway/baseline" in run.stdout
     for label in RATIOS:
-        assert re.search(rf"^ratio {re.escape(label)} +\d+\.\d+x +\d+\.\d+x ", run.stdout, re.M), run.stdout
+        assert re.search(rf"^ratio {re.escape(label)} +(\d+\.\d+x +){{5}}", run.stdout, re.M), run.stdout
     assert re.search(r"^ratio tools/call, JSON answer: median .*<= 1\.10x  (PASS|MISS)$", run.stdout, re.M)
     assert re.search(r"^ratio throughput, JSON answers .*>= 0\.90x  (PASS|MISS)$", run.stdout, re.M)
     # The filtering benchmark lives in scripts/bench_filter.py; its ratios, or why there are none.
@@ -37,5 +39,5 @@ def test_help_describes_the_options():
     run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "--help"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
     assert run.returncode == 0
-    for option in ("--requests", "--concurrency", "--rounds", "--quick", "--throughput-requests"):
+    for option in ("--requests", "--concurrency", "--rounds", "--quick", "--throughput-requests", "--baseline"):
         assert option in run.stdout
