@@ -4,6 +4,7 @@ refused messages (as JSON or as an SSE event, whichever the client asked for).""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from mitmproxy import http
@@ -21,6 +22,44 @@ def json_response(status: int, body: dict, headers: dict[str, str] | None = None
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
+
+
+# RFC 6750 section 3: error_description is %x20-21 / %x23-5B / %x5D-7E only. Without quote and
+# backslash no escaping is needed, so parsers that do not unescape (the official SDKs' regexes)
+# read the whole text. '=' goes too: those parsers find `scope=`/`resource_metadata=` anywhere.
+_NOT_IN_DESCRIPTION = re.compile(r'[^\x20\x21\x23-\x3c\x3e-\x5b\x5d-\x7e]')
+_DESCRIPTION_SWAPS = str.maketrans({'"': "'", "\\": "/", "=": ":"})
+DESCRIPTION_MAX = 300
+
+
+def challenge_text(text: str, limit: int = DESCRIPTION_MAX) -> str:
+    """`text` as the quoted-string of a WWW-Authenticate error_description: quote, backslash and
+    '=' replaced, controls and non-ASCII removed, at most `limit` characters."""
+    cleaned = _NOT_IN_DESCRIPTION.sub("", text.translate(_DESCRIPTION_SWAPS))
+    return cleaned if len(cleaned) <= limit else cleaned[:limit - 3] + "..."
+
+
+def quoted(value: str) -> str:
+    """An RFC 9110 quoted-string (for URLs and other values the gateway chose itself)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def bearer_challenge(*, resource_metadata: str | None = None, error: str | None = None,
+                     description: str | None = None) -> str:
+    """A `WWW-Authenticate: Bearer` value. `error` only for a credential that was sent and refused
+    (RFC 6750 section 3.1: a request without one gets no error code)."""
+    params = [f"resource_metadata={quoted(resource_metadata)}"] if resource_metadata is not None else []
+    if error is not None:
+        params.append(f'error="{error}"')
+        if description:
+            params.append(f'error_description="{challenge_text(description)}"')
+    return "Bearer " + ", ".join(params) if params else "Bearer"
+
+
+def insufficient_scope(description: str) -> dict[str, str]:
+    """The headers of a 403 refusal (`deny_response: http403`), the gateway's reason included so
+    that clients which show error_description say why."""
+    return {"WWW-Authenticate": bearer_challenge(error="insufficient_scope", description=description)}
 
 
 def wants_sse_only(request: http.Request) -> bool:

@@ -237,8 +237,8 @@ async def test_challenge_without_authorization_comes_before_key_auth():
         response = await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)
         assert response.status_code == 401 and json.loads(response.content) == {"message": KEY_AND_TOKEN}
         assert response.headers["WWW-Authenticate"] == (
-            'Bearer resource_metadata="https://gw.example/.well-known/oauth-protected-resource/github-mcp", '
-            'error="invalid_token"')
+            'Bearer resource_metadata="https://gw.example/.well-known/oauth-protected-resource/github-mcp"')
+        # RFC 6750 section 3.1: no credential was sent, so no error code
     # With a bearer the next identity check decides: key-auth, here.
     ctx, flow = gateway_flow(snap, "/github-mcp", [("authorization", "Bearer a-client-token")], method="POST")
     response = await pipeline.run(pipeline.header_phases(ctx) + pipeline.request_phases(ctx), ctx, flow)

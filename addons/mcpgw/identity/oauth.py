@@ -23,7 +23,7 @@ from ..headers import header_values
 from ..policy.base import StrictModel
 from ..policy.derived import PerPolicy
 from ..policy.secrets import SecretValue
-from ..responses import json_response
+from ..responses import bearer_challenge, json_response
 from .consumers import ConsumerField, ConsumerIndex, Identity, consumer_index
 from .introspection import ClientAuth, Introspector, introspector
 from .jwks import ALGORITHM_KEY_TYPES, DEFAULT_ALGORITHMS, JwtValidator, key_set
@@ -39,8 +39,6 @@ log = logging.getLogger("mcpgw.oauth")
 ClaimPath = list[str]
 # RFC 6750 section 2.1: the b64token syntax of a bearer token.
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-# RFC 6750 section 3: what an error_description may contain (no quote, no backslash).
-_UNSAFE_IN_CHALLENGE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 
 
 def _absolute_url(value: str, field: str) -> str:
@@ -249,11 +247,10 @@ def bearer_token(request: http.Request) -> str | None:
 
 def challenge(ctx: "FlowContext", description: str, *, invalid_token: bool) -> http.Response:
     """401 with the RFC 9728 challenge pointing at this route's Protected Resource Metadata."""
-    params = [f'resource_metadata="{ctx.prm_url}"']
-    if invalid_token:
-        params += ['error="invalid_token"', f'error_description="{_UNSAFE_IN_CHALLENGE.sub("", description)}"']
+    value = bearer_challenge(resource_metadata=ctx.prm_url, error="invalid_token" if invalid_token else None,
+                             description=description)
     return json_response(401, {"error": "unauthorized", "error_description": description},
-                         {"WWW-Authenticate": "Bearer " + ", ".join(params)})
+                         {"WWW-Authenticate": value})
 
 
 def unavailable(description: str) -> http.Response:

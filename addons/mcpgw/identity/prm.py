@@ -32,7 +32,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from ..headers import has_header, header, header_values
 from ..policy.base import StrictModel
 from ..policy.derived import PerPolicy
-from ..responses import json_response
+from ..responses import bearer_challenge, json_response, quoted
 from .resource import for_client as resource_for_client
 
 if TYPE_CHECKING:
@@ -199,10 +199,6 @@ def is_metadata_request(ctx: "FlowContext", request: http.Request) -> bool:
     return ctx.mode == "intercept" and match is not None and match.kind == "prm" and is_metadata_read(request)
 
 
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 # -- challenge (MCP requests) --------------------------------------------------------------------
 
 
@@ -216,8 +212,9 @@ def challenge(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     if any(v.strip() for v in header_values(request.headers, "authorization")):
         return None
     log.debug("route %s: no Authorization header; answering with the PRM challenge", ctx.route_name)
-    return json_response(401, {"message": found.challenge_message}, {
-        "WWW-Authenticate": f'Bearer resource_metadata={_quoted(ctx.prm_url)}, error="invalid_token"'})
+    # No error code: the request carried no credential at all (RFC 6750 section 3.1).
+    return json_response(401, {"message": found.challenge_message},
+                         {"WWW-Authenticate": bearer_challenge(resource_metadata=ctx.prm_url)})
 
 
 def rewrite_upstream_challenge(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
@@ -230,7 +227,7 @@ def rewrite_upstream_challenge(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     values = header_values(response.headers, "www-authenticate")
     if not any("resource_metadata" in v.lower() for v in values):
         return None
-    replacement = _quoted(ctx.prm_url)
+    replacement = quoted(ctx.prm_url)
     rewritten = [_RESOURCE_METADATA.sub(lambda m: m.group(1) + replacement, v) for v in values]
     response.headers.set_all("WWW-Authenticate", rewritten)
     return None
