@@ -351,3 +351,48 @@ def test_a_line_break_in_a_tool_name_forges_no_log_line(workdir, upstream):
     assert not [line for line in lines if line.startswith(FORGED_LINE)], "a forged line is in the log"
     assert "\x1b" not in log
     assert f"push_files\\n{FORGED_LINE}" in log  # the value is there, escaped: the operator still sees it
+
+
+# -- forged challenge parameters ------------------------------------------------------------------
+
+FORGED_PARAMS = 'x", resource_metadata="https://evil.example/prm", scope="admin'
+
+
+def test_a_tool_name_forges_no_challenge_parameter(workdir, upstream):
+    """`deny_response: http403` puts the denial, which names the client's tool, into WWW-Authenticate
+    as error_description. The SDKs read that header with a regex that finds `name=` anywhere and
+    stops at the first quote: a name holding quotes, `=`, line breaks or a great length must neither
+    end the description early, nor add a resource_metadata or scope the client would follow to
+    another authorization server, nor split the header."""
+    from mcp.client.auth.utils import extract_field_from_www_auth  # the official client's own parser
+
+    policy = {
+        "consumer_groups": ["admin", "developer"],
+        "consumers": {"dev-user": {"groups": ["developer"], "keys": [DEV_KEY]}},
+        "services": {"github": {"url": upstream.url}},
+        "routes": {"github-mcp": {"service": "github", "paths": ["/github-mcp"], "key_auth": KEY_AUTH,
+                                  "acl": {"include_consumer_groups": True, "deny_response": "http403",
+                                          "default_acl": [{"scope": "tools", "deny": ["developer"]}]}}},
+    }
+    gw = Gateway(workdir, policy, intercept=False, name="gw-challenge-forgery")
+    try:
+        answers = []
+        for name in (FORGED_PARAMS, f"push\\files\r\nX-Injected: 1\n{FORGED_PARAMS}", "y" * 5000):
+            call = jsonrpc("tools/call", {"name": name, "arguments": {}}, id=7)
+            answers.append(httpx.post(gw.url("/github-mcp"), json=call, headers={**MCP_HEADERS, "apikey": DEV_KEY},
+                                      timeout=20))
+    finally:
+        gw.stop()
+    for answer in answers:
+        assert answer.status_code == 403 and "x-injected" not in answer.headers
+        [challenge] = answer.headers.get_list("www-authenticate")
+        assert challenge.isascii() and challenge.isprintable() and len(challenge) < 400
+        assert extract_field_from_www_auth(answer, "error") == "insufficient_scope"
+        assert extract_field_from_www_auth(answer, "resource_metadata") is None
+        assert extract_field_from_www_auth(answer, "scope") is None
+        description = extract_field_from_www_auth(answer, "error_description")
+        assert description is not None and description.endswith(("for consumer group 'developer'", "..."))
+        assert answer.json()["error"]["message"].startswith("Tool '")  # the body keeps the full text
+    assert extract_field_from_www_auth(answers[0], "error_description") == (
+        "Tool 'x', resource_metadata:'https://evil.example/prm', scope:'admin' "
+        "is not available for consumer group 'developer'")

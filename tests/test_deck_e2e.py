@@ -322,9 +322,12 @@ async def test_howto_denied_call_answers_as_the_kong_version_asked_for(howto_gat
     call = jsonrpc("tools/call", {"name": "search_orders", "arguments": {}}, id=3)
     refused = await post(howto_gateway.url("/mcp"), {"apikey": "bob-key"}, call)
     [error] = parse_mcp_body(refused)
-    assert error["error"] == {"code": -32602, "message": "Tool 'search_orders' is not available for consumer group 'developer'"}
-    if howto_gateway.deny == "http403":  # Kong 3.14+
-        assert refused.status_code == 403 and refused.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
+    text = "Tool 'search_orders' is not available for consumer group 'developer'"
+    assert {k: v for k, v in error["error"].items() if k != "data"} == {"code": -32602, "message": text}
+    if howto_gateway.deny == "http403":  # Kong 3.14+, with the reason where clients show it
+        assert refused.status_code == 403 and refused.headers["www-authenticate"] == (
+            f'Bearer error="insufficient_scope", error_description="{text}"')
+        assert error["error"]["data"] == {"error": "insufficient_scope", "error_description": text}
     else:  # Kong 3.13, and the recipe's promise
         assert refused.status_code == 200
     assert marketplace.tool_calls() == []
@@ -336,7 +339,11 @@ async def test_howto_suspended_consumer_cannot_connect(howto_gateway, marketplac
     refused = await post(howto_gateway.url("/mcp"), {"apikey": "carol-key"})
     assert refused.status_code == (403 if howto_gateway.deny == "http403" else 200)
     [error] = parse_mcp_body(refused)
-    assert error["error"] == {"code": -32602, "message": "No tool is available for consumer group 'suspended'"}
+    text = "No tool is available for consumer group 'suspended'"
+    assert {k: v for k, v in error["error"].items() if k != "data"} == {"code": -32602, "message": text}
+    if howto_gateway.deny == "http403":
+        assert f'error_description="{text}"' in refused.headers["www-authenticate"]
+        assert error["error"]["data"] == {"error": "insufficient_scope", "error_description": text}
     async with httpx.AsyncClient(timeout=20) as client:
         stream = await client.get(howto_gateway.url("/mcp"), headers={"apikey": "carol-key", "Accept": "text/event-stream"})
     assert stream.status_code == 403

@@ -246,8 +246,10 @@ async def test_http403_deny_response(gateway, upstreams):
     async with http_client() as client:
         r = await client.post(gateway.url("/github-403"), json=PUSH, headers={**MCP_HEADERS, **DEV})
     assert r.status_code == 403
-    assert r.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
+    assert r.headers["www-authenticate"] == \
+        f'Bearer error="insufficient_scope", error_description="{denial("push_files")}"'
     assert r.json()["error"]["message"] == denial("push_files")
+    assert r.json()["error"]["data"] == {"error": "insufficient_scope", "error_description": denial("push_files")}
     assert upstreams["sse"].requests() == []
 
 

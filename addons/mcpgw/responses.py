@@ -62,6 +62,12 @@ def insufficient_scope(description: str) -> dict[str, str]:
     return {"WWW-Authenticate": bearer_challenge(error="insufficient_scope", description=description)}
 
 
+def denied_with_reason(error: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-RPC denial of a 403 answer, its text also under OAuth's names in `data`."""
+    text = error["error"]["message"]
+    return {**error, "error": {**error["error"], "data": {"error": "insufficient_scope", "error_description": text}}}
+
+
 def wants_sse_only(request: http.Request) -> bool:
     accept = request.headers.get("accept", "").lower()
     return SSE in accept and JSON not in accept and "*/*" not in accept

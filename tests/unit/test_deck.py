@@ -793,8 +793,10 @@ async def test_denied_call_is_minus_32602_by_default_and_403_with_the_newer_docs
         "code": -32602, "message": "Tool 'search_orders' is not available for consumer group 'developer'"}
     _, _, answer = await deck_request(howto(), {"apikey": "bob-key"}, CALL_SEARCH_ORDERS,
                                       settings=DeckSettings(deny_response="http403"))
-    assert answer.status_code == 403 and answer.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
-    assert json.loads(answer.content)["error"]["message"] == "Tool 'search_orders' is not available for consumer group 'developer'"
+    denial = "Tool 'search_orders' is not available for consumer group 'developer'"
+    assert answer.status_code == 403 and answer.headers["www-authenticate"] == (
+        f'Bearer error="insufficient_scope", error_description="{denial}"')
+    assert json.loads(answer.content)["error"]["message"] == denial
     _, _, answer = await deck_request(howto(), {"apikey": "alice-key"}, CALL_SEARCH_ORDERS,
                                       settings=DeckSettings(deny_response="http403"))
     assert answer is None  # the admin's call goes through
@@ -819,13 +821,17 @@ async def test_consumer_no_tool_is_allowed_to_cannot_connect(settings, status):
     connection fails (Kong: -32602 before 3.14, 403 after), initialize included, and nothing of
     hers reaches the upstream; a GET stream or a notification is refused too."""
     ctx, _, answer = await deck_request(howto(), {"apikey": "carol-key"}, settings=settings)
+    text = "No tool is available for consumer group 'suspended'"
+    reason = {"error": "insufficient_scope", "error_description": text} if status == 403 else {}
     assert answer is not None and answer.status_code == status and not ctx.upstream_set
     assert json.loads(answer.content) == {"jsonrpc": "2.0", "id": 1, "error": {
-        "code": -32602, "message": "No tool is available for consumer group 'suspended'"}}
+        "code": -32602, "message": text, **({"data": reason} if reason else {})}}
     for method, message in (("GET", None), ("POST", {"jsonrpc": "2.0", "method": "notifications/initialized"})):
         ctx, _, answer = await deck_request(howto(), {"apikey": "carol-key"}, message, method, settings)
         assert answer.status_code == 403 and not ctx.upstream_set
-        assert json.loads(answer.content) == {"message": "No tool is available for consumer group 'suspended'"}
+        assert json.loads(answer.content) == {"message": text, **reason}
+        assert answer.headers.get("www-authenticate") == (
+            f'Bearer error="insufficient_scope", error_description="{text}"' if reason else None)
 
 
 @pytest.mark.parametrize("key", ["alice-key", "bob-key", "eason-key"])

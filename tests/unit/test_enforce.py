@@ -57,8 +57,10 @@ def test_http403_deny_response():
     snap = snapshot({**RECIPE_ACL, "deny_response": "http403"})
     _, _, answer = request(snap, call("push_files"))
     assert answer.status_code == 403
-    assert answer.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
-    assert body(answer)["error"]["message"] == DENIAL
+    # the reason where clients that treat the 403 as a scope upgrade still show it
+    assert answer.headers["www-authenticate"] == f'Bearer error="insufficient_scope", error_description="{DENIAL}"'
+    assert body(answer)["error"] == {"code": -32602, "message": DENIAL, "data": {
+        "error": "insufficient_scope", "error_description": DENIAL}}
 
 
 @pytest.mark.parametrize("identity, audience", [

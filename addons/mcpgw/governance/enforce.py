@@ -25,7 +25,7 @@ from ..headers import header, header_values
 from ..context import Decision, FlowContext
 from ..protocol.jsonrpc import (INVALID_PARAMS, INVALID_REQUEST, JsonRpcParseError, Message, canonical_method,
                                 dumps)
-from ..responses import json_response, jsonrpc_error, jsonrpc_errors_response
+from ..responses import denied_with_reason, insufficient_scope, json_response, jsonrpc_error, jsonrpc_errors_response
 from ..sessions.caller import caller_key
 from . import annotate, ledger
 from .acl import CompiledAcl, route_acl
@@ -208,7 +208,7 @@ def enforce_acl(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
                  ", ".join(f"{c.decision.method} {c.decision.name}" for c in checks if c.denied))
     if denied:
         if acl.settings.deny_response == "http403":
-            return _refusal(ctx, flow, checks, 403, {"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
+            return _forbidden(ctx, flow, checks)
         if ctx.is_batch or _reads_post_answers(req):
             return _refusal(ctx, flow, checks, 200)
         stand_in = _stand_in(ctx, flow, checks[0], owner)  # legacy transport: the answer travels on the GET stream
@@ -230,6 +230,17 @@ def _refusal(ctx: FlowContext, flow: http.HTTPFlow, checks: list[Checked], statu
             errors.append(jsonrpc_error(c.message.id, INVALID_REQUEST,
                                         "Not forwarded: another message of this batch was refused"))
     return jsonrpc_errors_response(flow.request, errors, batch=ctx.is_batch, status=status, headers=headers)
+
+
+def _forbidden(ctx: FlowContext, flow: http.HTTPFlow, checks: list[Checked]) -> http.Response:
+    """`deny_response: http403`: the gateway's reason as error_description, in the challenge and in
+    each denial's `data`, since clients that treat 403 insufficient_scope as a scope upgrade drop
+    the JSON-RPC message (docs/governance.md)."""
+    denials = [c for c in checks if c.denied and c.error is not None]
+    text = denials[0].error["error"]["message"]
+    for c in denials:
+        c.error = denied_with_reason(c.error)
+    return _refusal(ctx, flow, checks, 403, insufficient_scope(text))
 
 
 def _reads_post_answers(req: http.Request) -> bool:

@@ -14,15 +14,12 @@ from mitmproxy import http
 
 from ..context import Decision, FlowContext
 from ..protocol.jsonrpc import INVALID_PARAMS
-from ..responses import json_response, jsonrpc_error, jsonrpc_errors_response
+from ..responses import denied_with_reason, insufficient_scope, json_response, jsonrpc_error, jsonrpc_errors_response
 from . import annotate
 from .acl import route_acl
 from .engine import SubjectView, view
 
 log = logging.getLogger("mcpgw.governance")
-
-INSUFFICIENT_SCOPE = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
-
 
 def allows_no_tool(subject_view: SubjectView) -> bool:
     return not subject_view.default_tool.allowed and not any(v.allowed for v in subject_view.tools.values())
@@ -49,10 +46,15 @@ def refuse_without_tools(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response
     annotate.annotate(flow, caller, decisions)
     http403 = settings.deny_response == "http403"
     if not requests:  # a GET stream, a DELETE, notifications: nothing to answer in JSON-RPC
-        return json_response(403, {"message": text}, INSUFFICIENT_SCOPE if http403 else None)
+        if not http403:
+            return json_response(403, {"message": text})
+        return json_response(403, {"message": text, "error": "insufficient_scope", "error_description": text},
+                             insufficient_scope(text))
     errors = [jsonrpc_error(m.id, INVALID_PARAMS, text) for m in requests]
-    return jsonrpc_errors_response(flow.request, errors, batch=ctx.is_batch, status=403 if http403 else 200,
-                                   headers=INSUFFICIENT_SCOPE if http403 else None)
+    if not http403:
+        return jsonrpc_errors_response(flow.request, errors, batch=ctx.is_batch)
+    return jsonrpc_errors_response(flow.request, [denied_with_reason(e) for e in errors], batch=ctx.is_batch,
+                                   status=403, headers=insufficient_scope(text))
 
 
 def _audience(ctx: FlowContext, groups_count: bool) -> str:
