@@ -289,3 +289,39 @@ async def test_denied_flows_are_commented_and_marked_for_mitmweb(workdir, upstre
     hidden = len(TOOL_NAMES) - len(READ_TOOLS)
     assert f"dev-user [developer] tools/list: {len(TOOL_NAMES)} shown, {hidden} WOULD_DENY (shadow)" in comments
     assert {f.marked for f in flows if flowfilter.match("~comment WOULD_DENY", f)} == {":warning:"}
+
+
+# --- revision 2026-07-28: methods it removed ----------------------------------------------------
+
+REV_2026 = {"MCP-Protocol-Version": "2026-07-28"}
+META = {"_meta": {"io.modelcontextprotocol/clientInfo": {"name": "conformance", "version": "0.2.0"}}}
+
+
+@pytest.mark.parametrize("method, params", [
+    ("resources/subscribe", META),  # was 400/-32602 "params.uri must be a string"
+    ("tasks/result", {"taskId": "no-such-task", **META}),  # was 200/-32602, the unknown task's denial
+    ("ping", META),
+])
+async def test_a_method_removed_in_the_request_revision_is_404_method_not_found(gateway, upstreams, method, params):
+    """The conformance suite's checks (sep-2575 removed methods, sep-2663 tasks/result): 404 and
+    -32601 before the params are judged; nothing reaches the upstream."""
+    upstreams["sse"].reset()
+    async with http_client() as client:
+        r = await client.post(gateway.url("/github-mcp"), json=jsonrpc(method, params, id=5),
+                              headers={**MCP_HEADERS, **DEV, **REV_2026})
+    assert r.status_code == 404, r.text
+    [error] = parse_mcp_body(r)
+    assert error["id"] == 5 and error["error"]["code"] == -32601
+    assert upstreams["sse"].requests() == []
+
+
+async def test_a_client_of_an_older_revision_still_subscribes_and_calls(gateway, upstreams):
+    """The legitimate client: the same methods under its own revision are governed as before."""
+    async with session_for(gateway, "github-mcp", DEV) as session:
+        assert (await session.send_ping()) is not None
+        result = await session.call_tool("search_repositories", {"query": "kong"}, read_timeout_seconds=CALL_TIMEOUT)
+        assert not result.isError
+    async with http_client() as client:
+        r = await client.post(gateway.url("/github-mcp"), json=jsonrpc("resources/subscribe", META, id=6),
+                              headers={**MCP_HEADERS, **DEV, "MCP-Protocol-Version": "2025-11-25"})
+    assert r.status_code == 400 and parse_mcp_body(r)[0]["error"]["code"] == -32602  # a subscribe without a uri

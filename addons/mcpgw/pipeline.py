@@ -15,7 +15,7 @@ from mitmproxy import http
 
 from . import credentials, forwarding, guards, inbound, redaction, redirects, streaming, transform
 from .context import FlowContext
-from .governance import access, enforce, filtering, no_tools
+from .governance import access, enforce, filtering, no_tools, removed
 from .identity import keyauth, oauth, prm, upstream_headers
 from .sessions import binding as sessions
 
@@ -46,6 +46,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     # governance
     access.check_route_access,
     no_tools.refuse_without_tools,  # a caller no tool is allowed to is refused whole, before per-tool checks
+    removed.refuse_removed_methods,  # before enforce judges params of a method the revision removed
     enforce.enforce_acl,
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase

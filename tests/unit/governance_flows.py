@@ -12,6 +12,7 @@ from mitmproxy.test import tflow
 from mcpgw import context, inbound
 from mcpgw.context import FlowContext
 from mcpgw.governance.enforce import enforce_acl
+from mcpgw.governance.removed import refuse_removed_methods
 from mcpgw.identity.consumers import Identity
 from mcpgw.policy.models import Policy
 from mcpgw.policy.store import Snapshot
@@ -46,7 +47,7 @@ def snapshot(acl: dict[str, Any] | None = None, version: int = 1) -> Snapshot:
 def request(snap: Snapshot, body: Any, identity: Identity | None = DEV, *,
             headers: dict[str, str] | list[tuple[str, str]] | None = None,
             method: str = "POST") -> tuple[FlowContext, http.HTTPFlow, http.Response | None]:
-    """Run inbound parsing and the governance phase on a request; return what they answered."""
+    """Run inbound parsing and the governance phases on a request; return what they answered."""
     flow = tflow.tflow()
     flow.request.method = method
     flow.request.path = "/gh"
@@ -60,7 +61,7 @@ def request(snap: Snapshot, body: Any, identity: Identity | None = DEV, *,
         flow.request.content = b"" if body is None else json.dumps(body).encode()
     ctx = context.attach(flow, FlowContext(snap, "gateway", snap.routes.match_gateway("/gh")))
     ctx.identity = identity
-    answer = inbound.parse_client_messages(ctx, flow) or enforce_acl(ctx, flow)
+    answer = inbound.parse_client_messages(ctx, flow) or refuse_removed_methods(ctx, flow) or enforce_acl(ctx, flow)
     return ctx, flow, answer
 
 

@@ -280,3 +280,52 @@ def test_task_follow_up_is_re_decided_under_the_current_policy():
     stricter = snapshot({**RECIPE_ACL, "tools": [{"name": "search_users", "acl": {"allow": ["admin"]}}]}, version=2)
     assert request(stricter, rpc("tasks/result", {"taskId": "t-3"}))[2].status_code == 200
     assert request(SNAP, rpc("tasks/result", {"taskId": "t-3"}))[2] is None
+
+
+# -- methods the request's MCP revision removed ---------------------------------------------------
+
+REV_2026 = {**STREAMABLE, "MCP-Protocol-Version": "2026-07-28"}
+META = {"_meta": {"io.modelcontextprotocol/clientInfo": {"name": "conformance", "version": "1"}}}
+
+
+@pytest.mark.parametrize("message", [
+    rpc("resources/subscribe", META),  # no uri: enforcement would have said "params.uri must be a string"
+    rpc("resources/subscribe", {"uri": "file:///secret"}),
+    rpc("tasks/result", {"taskId": "t-unknown"}),  # enforcement would have denied an unknown task
+    rpc("ping", META), rpc("initialize", META), rpc("logging/setLevel", {"level": "debug"}), rpc("tasks/list"),
+], ids=lambda m: m["method"] + ("" if "params" not in m else "-" + ",".join(m["params"])))
+def test_a_method_the_revision_removed_is_not_found_whatever_its_params(message):
+    ctx, flow, answer = request(SNAP, message, headers=REV_2026)
+    assert answer.status_code == 404
+    assert body(answer) == {"jsonrpc": "2.0", "id": 1, "error": {
+        "code": -32601, "message": f"Method not found: {message['method']} is removed in MCP revision 2026-07-28"}}
+    assert [(d.allowed, d.method, d.reason) for d in ctx.decisions] == [(False, message["method"], "removed method")]
+    assert not ctx.upstream_set and flow.marked
+
+
+def test_the_same_methods_under_an_older_revision_are_governed_as_before():
+    for headers in (STREAMABLE, {**STREAMABLE, "MCP-Protocol-Version": "2025-11-25"}):
+        _, _, answer = request(SNAP, rpc("resources/subscribe", META), headers=headers)
+        assert answer.status_code == 400 and body(answer)["error"]["code"] == -32602
+        _, _, answer = request(SNAP, rpc("tasks/result", {"taskId": "t-unknown"}), headers=headers)
+        assert answer.status_code == 200 and body(answer)["error"]["code"] == -32602
+        assert request(SNAP, rpc("ping"), headers=headers)[2] is None
+
+
+def test_methods_the_revision_keeps_are_decided_as_usual():
+    assert request(SNAP, call("search_repositories"), headers=REV_2026)[2] is None
+    assert body(request(SNAP, call("push_files"), headers=REV_2026)[2])["error"]["message"] == DENIAL
+    _, _, answer = request(SNAP, rpc("tasks/get", {"taskId": "t-unknown"}), headers=REV_2026)  # the tasks extension's
+    assert answer.status_code == 200 and body(answer)["error"]["code"] == -32602
+
+
+def test_a_batch_naming_a_removed_method_is_refused_whole():
+    batch = [call("search_repositories", id=1), rpc("resources/subscribe", META, id=2)]
+    ctx, _, answer = request(SNAP, batch, headers=REV_2026)
+    assert answer.status_code == 404 and [e["error"]["code"] for e in body(answer)] == [-32600, -32601]
+    assert not ctx.upstream_set
+
+
+def test_shadow_mode_leaves_removed_methods_to_the_upstream():
+    shadow = snapshot({**RECIPE_ACL, "shadow": True})
+    assert request(shadow, rpc("resources/subscribe", {"uri": "file:///x"}), headers=REV_2026)[2] is None

@@ -521,3 +521,15 @@ def test_dumps_refuses_nan_and_lone_surrogates():
 def test_error_response_shape():
     assert error_response(1, -32601, "nope") == {"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "nope"}}
     assert error_response(None, -32700, "bad", data={"x": 1})["error"]["data"] == {"x": 1}
+
+
+def test_removed_requests_are_absent_from_their_revision_and_known_before_it():
+    from mcpgw.protocol.jsonrpc import METHODS_BY_REVISION, REMOVED_REQUESTS_BY_REVISION, removed_in
+
+    revisions = list(METHODS_BY_REVISION)
+    for revision, removed in REMOVED_REQUESTS_BY_REVISION.items():
+        earlier = frozenset().union(*(METHODS_BY_REVISION[r] for r in revisions[:revisions.index(revision)]))
+        assert removed <= earlier and not removed & METHODS_BY_REVISION[revision]
+    assert removed_in("resources/subscribe", "2026-07-28") and removed_in("tasks/result", "2026-07-28")
+    assert not removed_in("tasks/get", "2026-07-28")  # kept by the tasks extension
+    assert not removed_in("resources/subscribe", "2025-11-25") and not removed_in(None, "2026-07-28")

@@ -125,6 +125,18 @@ taken from each revision's schema.ts."""
 
 KNOWN_METHODS: frozenset[str] = frozenset().union(*METHODS_BY_REVISION.values())
 
+REMOVED_REQUESTS_BY_REVISION: Mapping[str, frozenset[str]] = {
+    # SEP-2575 (stateless) and SEP-2663 (tasks become an extension keeping tasks/get, tasks/cancel)
+    "2026-07-28": frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe",
+                             "resources/unsubscribe", "tasks/result", "tasks/list"}),
+}
+"""Requests a revision removed from the one before it. Over HTTP that revision answers them
+404 with -32601 (Method not found), whatever their params."""
+
+
+def removed_in(method: str | None, revision: str) -> bool:
+    return method in REMOVED_REQUESTS_BY_REVISION.get(revision, ())
+
 MessageKind = Literal["request", "notification", "response", "error"]
 
 
