@@ -9,10 +9,8 @@ The SDK is installed with `npm ci` from the committed lock file into .cache/ts-c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 
 from tests.support.demo import Demo
 from tests.support.gateway import ROOT, mcp_session
+from tests.support.npm import installed
 
 pytestmark = pytest.mark.e2e
 
@@ -31,26 +30,7 @@ PUSH_ARGS = {"owner": "octocat", "repo": "hello-world", "branch": "main", "messa
 
 def install_sdk() -> Path:
     """The folder holding node_modules for the committed lock file; installed on first use."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the TypeScript SDK client test (Node >= 18; these machines have 20)")
-    lock = (TS / "package-lock.json").read_bytes()
-    folder = ROOT / ".cache" / f"ts-client-{hashlib.sha256(lock + (TS / 'package.json').read_bytes()).hexdigest()[:16]}"
-    if (folder / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json").is_file():
-        return folder
-    staging = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
-    for name in ("package.json", "package-lock.json"):
-        shutil.copy(TS / name, staging / name)
-    done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=staging,
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        pytest.fail(f"npm ci failed:\n{done.stdout}\n{done.stderr}")
-    try:
-        staging.rename(folder)  # atomic: a concurrent run that got there first wins, and this copy goes
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return installed(TS, "ts-client", "@modelcontextprotocol/sdk/package.json")
 
 
 @pytest.fixture(scope="module")
