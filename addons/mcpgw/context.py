@@ -71,6 +71,8 @@ class FlowContext:
     session_id: str | None = None
     # server -> client: SSE event transforms run before the message layer (e.g. a legacy endpoint watcher)
     event_transforms: list[Callable[[Any], Any]] = field(default_factory=list)
+    # rate limits: the RateLimit-* / X-RateLimit-* headers of a request that passed its limits
+    limit_headers: dict[str, str] | None = None
 
     @property
     def route_name(self) -> str | None:

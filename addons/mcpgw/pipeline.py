@@ -17,6 +17,7 @@ from . import credentials, forwarding, guards, inbound, redaction, redirects, st
 from .context import FlowContext
 from .governance import access, enforce, filtering, no_tools, removed
 from .identity import keyauth, oauth, prm, upstream_headers
+from .limits import phase as limits
 from .sessions import binding as sessions
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
@@ -48,6 +49,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     no_tools.refuse_without_tools,  # a caller no tool is allowed to is refused whole, before per-tool checks
     removed.refuse_removed_methods,  # before enforce judges params of a method the revision removed
     enforce.enforce_acl,
+    limits.check_limits,  # after the ACL: a denied call costs nothing, and each message's tool is decided
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase
     credentials.mediate,  # after the identity headers, which its operations may change (as in Kong)
@@ -74,6 +76,7 @@ PRM_REQUEST_PHASES: tuple[Phase, ...] = (
 
 RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
     redaction.mask_sent_request,  # first, so a phase answering instead cannot skip it
+    limits.add_headers,
     redirects.rewrite_locations,  # before anything may answer instead: no upstream address reaches the client
     guards.add_cors_to_response,
     sessions.record_session,  # before prepare_response, which runs the event watcher it may add

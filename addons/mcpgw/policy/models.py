@@ -19,8 +19,10 @@ from ..identity.keyauth import KeyAuthConfig, check_anonymous
 from ..identity.oauth import OAuthConfig
 from ..identity.prm import PrmConfig, check_discovery
 from ..identity.upstream_headers import IdentityHeaderSetting
+from ..limits.settings import RouteLimits, check_route as check_limits
 from ..transform import RequestTransform
 from ..sessions.settings import SessionSettings
+from ..state.settings import StateSettings
 from .base import ByteSize, StrictModel
 
 
@@ -88,6 +90,7 @@ class Route(StrictModel):
     audit: AuditSettings | None = Field(None, description="Audit log settings of this route, e.g. log_payloads (docs/observability.md)")
     credentials: CredentialsConfig | None = Field(None, description="Upstream credential: passthrough (default) or inject a stored one (docs/credentials.md)")
     request_transform: RequestTransform | None = Field(None, description="Header and query string operations on every request (Kong's request-transformer; docs/policy.md)")
+    rate_limits: RouteLimits | None = Field(None, description="Request rate limits per consumer, group, method and tool (Kong's rate-limiting-advanced; docs/limits.md)")
 
     @field_validator("paths")
     @classmethod
@@ -120,6 +123,8 @@ class GatewaySettings(StrictModel):
                                                                  "even when no watched file changed")
     sessions: SessionSettings = Field(default_factory=SessionSettings,
                                       description="Session binding: how long an idle session stays bound to its caller (docs/policy.md)")
+    state: StateSettings = Field(default_factory=StateSettings,
+                                 description="Where state shared by several gateway processes lives: memory or Redis (docs/scaling.md)")
 
     @field_validator("urls")
     @classmethod
@@ -173,6 +178,7 @@ class Policy(StrictModel):
             check_discovery(name, route)
             check_access_groups(name, route.access, self.consumer_groups)
             check_credentials(name, route, self.consumer_groups)
+            check_limits(name, route.rate_limits, self.consumer_groups, self.gateway.state)
             for p in route.paths:
                 if p in seen:
                     raise ValueError(f"path {p!r} is claimed by both route {seen[p]!r} and route {name!r}")

@@ -1,0 +1,1 @@
+"""Request rate limits (docs/limits.md)."""

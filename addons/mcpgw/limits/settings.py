@@ -1,0 +1,92 @@
+"""Policy settings of request rate limits (`routes.<name>.rate_limits`) and of the Redis server
+shared state lives in (`gateway.state`). Kong rate-limiting-advanced's vocabulary: paired
+`limit[]` / `window_size[]`, `window_type`, `identifier`, `namespace`, `hide_client_headers`,
+`strategy`, consumer-group overrides; and, beyond Kong, `methods` / `tools` so that a rule
+counts only the MCP messages it names."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ..policy.base import StrictModel
+
+Identifier = Literal["consumer", "credential", "ip", "header", "path", "service"]
+
+
+def _check_pairs(limit: list[int], window_size: list[int], where: str) -> None:
+    if len(limit) != len(window_size):
+        raise ValueError(f"{where}: limit and window_size must have the same length "
+                         f"({len(limit)} limits, {len(window_size)} window sizes)")
+    if len(set(window_size)) != len(window_size):
+        raise ValueError(f"{where}: each window_size may appear only once")
+
+
+class GroupLimits(StrictModel):
+    """Kong's consumer-group override: members of the group get these windows instead."""
+
+    limit: list[int] = Field(min_length=1, description="Requests allowed per window, paired with window_size")
+    window_size: list[int] = Field(min_length=1, description="Window lengths in seconds")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "GroupLimits":
+        _check_pairs(self.limit, self.window_size, "consumer group override")
+        if any(n < 0 for n in self.limit) or any(w <= 0 for w in self.window_size):
+            raise ValueError("limits must be >= 0 and window sizes > 0")
+        return self
+
+
+class LimitRule(StrictModel):
+    """One counter per identified caller, with one or more windows that must all have room."""
+
+    limit: list[int] = Field(min_length=1, description="Requests allowed per window (0: none), paired with window_size")
+    window_size: list[int] = Field(min_length=1, description="Window lengths in seconds, e.g. [60, 3600]")
+    window_type: Literal["sliding", "fixed"] = Field("sliding", description="sliding (Kong's default) or fixed windows")
+    identifier: Identifier = Field("consumer", description="Whose requests share a counter (consumer: the consumer, "
+                                                           "the client IP for anonymous callers)")
+    header_name: str | None = Field(None, description="identifier: header: the header whose value identifies the caller")
+    methods: list[str] | None = Field(None, description="Count only these MCP methods (e.g. tools/call); default: every "
+                                                        "HTTP request of the route")
+    tools: list[str] | None = Field(None, description="Count only tools/call of these tools")
+    consumer_groups: dict[str, GroupLimits] = Field(default_factory=dict,
+                                                    description="Other windows for members of these groups; the first "
+                                                                "group listed that the caller is in applies")
+    only_groups: list[str] | None = Field(None, description="Apply this rule only to members of these consumer groups")
+    namespace: str | None = Field(None, description="Counter namespace; rules sharing one share counters")
+    error: Literal["http", "jsonrpc"] = Field("http", description="http: Kong's 429; jsonrpc: a JSON-RPC error per "
+                                                                  "limited message (rules with methods or tools only)")
+    shadow: bool = Field(False, description="Count and log, never refuse")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LimitRule":
+        _check_pairs(self.limit, self.window_size, "rate limit")
+        if any(n < 0 for n in self.limit) or any(w <= 0 for w in self.window_size):
+            raise ValueError("rate limit: limits must be >= 0 and window sizes > 0")
+        if self.identifier == "header" and not self.header_name:
+            raise ValueError("rate limit: identifier header needs header_name")
+        if self.error == "jsonrpc" and not (self.methods or self.tools):
+            raise ValueError("rate limit: error jsonrpc needs methods or tools (a per-request limit answers HTTP 429)")
+        return self
+
+
+class RouteLimits(StrictModel):
+    strategy: Literal["local", "redis"] = Field("local", description="local: this process's counters; redis: shared "
+                                                                     "through gateway.state.redis")
+    fault_tolerant: bool = Field(True, description="Redis unreachable: count locally (true) or refuse with 500 (false)")
+    hide_client_headers: bool = Field(False, description="Send no RateLimit-* / X-RateLimit-* headers")
+    error_code: int = Field(429, ge=400, le=599, description="Status of a refusal")
+    error_message: str = Field("API rate limit exceeded", description="message of a refusal's body")
+    rules: list[LimitRule] = Field(min_length=1)
+
+
+def check_route(route_name: str, limits: RouteLimits | None, groups: dict, state) -> None:
+    """Load-time checks that need the whole policy (called by the Policy model)."""
+    if limits is None:
+        return
+    if limits.strategy == "redis" and state.redis is None:
+        raise ValueError(f"route {route_name!r}: rate_limits strategy redis needs gateway.state.redis")
+    for rule in limits.rules:
+        for g in list(rule.consumer_groups) + list(rule.only_groups or ()):
+            if g not in groups:
+                raise ValueError(f"route {route_name!r}: rate limit names consumer group {g!r}, which is not declared")

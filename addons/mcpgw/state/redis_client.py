@@ -1,0 +1,49 @@
+"""One asyncio Redis client per distinct server setting, shared by rate limits and stores.
+
+Clients are created lazily, on the event loop that uses them, and kept across policy reloads
+that do not change the server: a reload must not drop every connection."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as _ssl
+from typing import Any
+
+from .settings import RedisSettings
+
+_clients: dict[tuple, Any] = {}
+
+
+def _identity(s: RedisSettings) -> tuple:
+    secret = lambda v: v.reveal() if v is not None else None  # noqa: E731
+    return (s.host, s.port, s.database, secret(s.username), secret(s.password), s.ssl, s.ssl_verify,
+            s.timeout)
+
+
+def client(settings: RedisSettings):
+    """The client for `settings` on the running event loop (a client's connections belong to one loop)."""
+    key = _identity(settings) + (asyncio.get_running_loop(),)
+    found = _clients.get(key)
+    if found is None:
+        import redis.asyncio as aioredis  # imported on first use: a policy without Redis never loads it
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        kwargs: dict[str, Any] = dict(
+            host=settings.host, port=settings.port, db=settings.database,
+            username=key[3], password=key[4],
+            socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout,
+            # a failure is answered by the caller's fallback; redis-py's own retries would only add delay
+            retry_on_timeout=False, retry=Retry(NoBackoff(), 0), health_check_interval=0,
+        )
+        if settings.ssl:
+            kwargs.update(ssl=True, ssl_cert_reqs=_ssl.CERT_REQUIRED if settings.ssl_verify else _ssl.CERT_NONE,
+                          ssl_check_hostname=settings.ssl_verify)
+        found = _clients[key] = aioredis.Redis(**kwargs)
+    return found
+
+
+async def close_all() -> None:
+    while _clients:
+        _, c = _clients.popitem()
+        await c.aclose()
