@@ -219,7 +219,7 @@ class MCPGateway:
         if fctx is None or flow.response is None:
             return
         with self._fail_closed(flow, "process the upstream response", status=502, at_headers=True):
-            replacement = pipeline.run_sync(pipeline.RESPONSE_HEADER_PHASES, fctx, flow)
+            replacement = pipeline.run_sync(pipeline.response_header_phases(fctx), fctx, flow)
             if replacement is not None:
                 flow.response = replacing_upstream(replacement)
             if fctx.snapshot.policy.gateway.debug_headers:
@@ -231,7 +231,7 @@ class MCPGateway:
         if fctx is None or flow.response is None:
             return
         with self._fail_closed(flow, "process the upstream response", status=502):
-            replacement = pipeline.run_sync(pipeline.RESPONSE_PHASES, fctx, flow)
+            replacement = pipeline.run_sync(pipeline.response_phases(fctx), fctx, flow)
             if replacement is not None:
                 flow.response = replacement
 

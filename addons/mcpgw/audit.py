@@ -155,6 +155,8 @@ def build(ctx: FlowContext | None, flow: http.HTTPFlow, obs: Observation, *,
     }
     if flow.error is not None:
         base["error"] = _text(flow.error.msg)
+    if ctx is not None and ctx.audit_fields:  # e.g. an LLM call's tokens and cost (ai/)
+        base.update(ctx.audit_fields)
     timing = {
         "duration_ms": _ms(req.timestamp_start, resp.timestamp_end if resp and resp.timestamp_end else
                            (flow.error.timestamp if flow.error else None)),

@@ -71,6 +71,10 @@ class FlowContext:
     session_id: str | None = None
     # server -> client: SSE event transforms run before the message layer (e.g. a legacy endpoint watcher)
     event_transforms: list[Callable[[Any], Any]] = field(default_factory=list)
+    # LLM routes (ai/): the call's model, options and usage (ai.request.LlmState)
+    ai: Any = None
+    # fields a concern adds to every audit record of the flow, by key (e.g. "llm": tokens and cost)
+    audit_fields: dict[str, Any] = field(default_factory=dict)
     # rate limits: the RateLimit-* / X-RateLimit-* headers of a request that passed its limits
     limit_headers: dict[str, str] | None = None
 

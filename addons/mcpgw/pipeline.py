@@ -14,6 +14,7 @@ from typing import Awaitable, Callable
 from mitmproxy import http
 
 from . import credentials, forwarding, guards, inbound, redaction, redirects, streaming, transform
+from .ai import answers as ai_answers, request as ai_request
 from .context import FlowContext
 from .governance import access, enforce, filtering, no_tools, removed
 from .identity import keyauth, oauth, prm, upstream_headers
@@ -92,6 +93,32 @@ RESPONSE_PHASES: tuple[Phase, ...] = (
 )
 
 
+# LLM routes (a route with `ai:`, docs/ai.md): the same header phases (identity), then these
+# instead of the MCP ones: the body is an OpenAI request, not JSON-RPC.
+AI_REQUEST_PHASES: tuple[Phase, ...] = (
+    forwarding.check_body,
+    access.check_route_access,
+    ai_request.prepare,  # route type, model, options, include_usage
+    upstream_headers.add_identity_headers,
+    ai_request.provider_credential,  # the gateway's key out, the provider key in
+    transform.transform_request,
+    forwarding.forward,
+    ai_request.set_endpoint,  # after forward: the route type's endpoint under the provider base URL
+    forwarding.not_routed,
+)
+
+AI_RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
+    redaction.mask_sent_request,
+    redirects.rewrite_locations,
+    guards.add_cors_to_response,
+    ai_answers.prepare_answer,  # streams event by event, reading usage as it passes
+)
+
+AI_RESPONSE_PHASES: tuple[Phase, ...] = (
+    ai_answers.finish,  # usage of a JSON answer; one LLM call for audit, metrics and limits
+)
+
+
 def _is_prm(ctx: FlowContext) -> bool:
     return ctx.match is not None and ctx.match.kind == "prm"
 
@@ -101,7 +128,17 @@ def header_phases(ctx: FlowContext) -> tuple[Phase, ...]:
 
 
 def request_phases(ctx: FlowContext) -> tuple[Phase, ...]:
-    return PRM_REQUEST_PHASES if _is_prm(ctx) else REQUEST_PHASES
+    if _is_prm(ctx):
+        return PRM_REQUEST_PHASES
+    return AI_REQUEST_PHASES if ai_request.is_llm(ctx) else REQUEST_PHASES
+
+
+def response_header_phases(ctx: FlowContext) -> tuple[Phase, ...]:
+    return AI_RESPONSE_HEADER_PHASES if ctx.ai is not None else RESPONSE_HEADER_PHASES
+
+
+def response_phases(ctx: FlowContext) -> tuple[Phase, ...]:
+    return AI_RESPONSE_PHASES if ctx.ai is not None else RESPONSE_PHASES
 
 
 _ASYNC: dict[Phase, bool] = {}  # phase -> is a coroutine function; asked once per phase, not per request

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from ..ai.settings import AiSettings, check_route as check_ai
 from ..audit import AuditSettings
 from ..credentials import CredentialsConfig, check_route as check_credentials
 from ..governance.access import RouteAccess, check_groups as check_access_groups
@@ -90,6 +91,7 @@ class Route(StrictModel):
     audit: AuditSettings | None = Field(None, description="Audit log settings of this route, e.g. log_payloads (docs/observability.md)")
     credentials: CredentialsConfig | None = Field(None, description="Upstream credential: passthrough (default) or inject a stored one (docs/credentials.md)")
     request_transform: RequestTransform | None = Field(None, description="Header and query string operations on every request (Kong's request-transformer; docs/policy.md)")
+    ai: AiSettings | None = Field(None, description="An LLM route: the service is an OpenAI-compatible provider (Kong's ai-proxy; docs/ai.md)")
     rate_limits: RouteLimits | None = Field(None, description="Request rate limits per consumer, group, method and tool (Kong's rate-limiting-advanced; docs/limits.md)")
 
     @field_validator("paths")
@@ -178,6 +180,7 @@ class Policy(StrictModel):
             check_discovery(name, route)
             check_access_groups(name, route.access, self.consumer_groups)
             check_credentials(name, route, self.consumer_groups)
+            check_ai(name, route.ai, self.consumer_groups)
             check_limits(name, route.rate_limits, self.consumer_groups, self.gateway.state)
             for p in route.paths:
                 if p in seen:

@@ -1,0 +1,166 @@
+"""Response phases of an LLM route: usage from the answer, as it passes.
+
+Streams are relayed event by event (protocol/sse.py's parser; only an incomplete event's bytes
+are held): chat usage is read from the chunk carrying `usage`, Responses usage from
+`response.completed`. When the gateway added `include_usage` for a client that did not ask, the
+usage-only chunk is dropped and the `"usage": null` of the other chunks removed, so the client
+sees the stream it asked for. JSON answers are read whole (they are small and the usage is in
+them); anything else passes untouched, without usage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from mitmproxy import http
+
+from .. import audit
+from ..headers import header
+from ..protocol.sse import SSEError, SSEEvent, SSEParser
+from . import usage as usage_mod
+from .request import LlmState, ai_error
+
+if TYPE_CHECKING:
+    from ..context import FlowContext
+
+log = logging.getLogger("mcpgw.ai")
+MAX_JSON = 16 * 1024 * 1024  # a JSON answer read for its usage; larger ones pass unread
+
+
+def _ctype(resp: http.Response) -> str:
+    return (header(resp.headers, "content-type", "") or "").split(";", 1)[0].strip().lower()
+
+
+class LlmStream:
+    """resp.stream for an LLM SSE answer: bytes in, the same events out (less the injected usage)."""
+
+    __slots__ = ("state", "parser", "chat")
+
+    def __init__(self, state: LlmState):
+        self.state = state
+        self.parser = SSEParser(state.settings.max_response_event)
+        self.chat = state.settings.route_type == "llm/v1/chat"
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        state = self.state
+        try:
+            events = self.parser.feed(chunk) if chunk else self.parser.flush()
+        except SSEError as e:  # unreadable: stop relaying rather than pass what cannot be counted
+            state.stream_error = str(e)
+            log.warning("LLM stream could not be parsed (%s); ending it", e)
+            return []
+        out = []
+        for ev in events:
+            kept = self._event(ev)
+            if kept:
+                out.append(kept)
+        if not chunk:
+            state.ended = time.monotonic()
+        return out
+
+    def _event(self, ev: SSEEvent) -> bytes | None:
+        state = self.state
+        if ev.data is None or ev.data == "[DONE]":
+            return ev.raw
+        try:
+            data = json.loads(ev.data)
+        except ValueError:
+            return ev.raw
+        if not isinstance(data, dict):
+            return ev.raw
+        state.events += 1
+        if self.chat:
+            return self._chat(ev, data)
+        kind = data.get("type")
+        if state.first_token is None and kind == "response.output_text.delta":
+            state.first_token = time.monotonic()
+        if kind in ("response.completed", "response.incomplete", "response.failed") and isinstance(data.get("response"), dict):
+            state.usage = usage_mod.parse(data["response"].get("usage")) or state.usage
+            state.answered_model = data["response"].get("model") or state.answered_model
+        return ev.raw
+
+    def _chat(self, ev: SSEEvent, data: dict) -> bytes | None:
+        state = self.state
+        if state.first_token is None and data.get("choices"):
+            state.first_token = time.monotonic()
+        if isinstance(data.get("model"), str):
+            state.answered_model = data["model"]
+        found = usage_mod.parse(data.get("usage"))
+        if found is not None:
+            state.usage = found
+        if not state.usage_injected or "usage" not in data:
+            return ev.raw
+        if found is not None and not data.get("choices"):
+            return None  # the usage-only chunk the client did not ask for
+        data.pop("usage")
+        ev.data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return ev.encode()
+
+
+def prepare_answer(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    """Response headers: stream SSE through LlmStream, read JSON whole, pass the rest."""
+    state: LlmState | None = ctx.ai
+    resp = flow.response
+    if state is None or resp is None:
+        return None
+    ctype = _ctype(resp)
+    if ctype == "text/event-stream":
+        encoding = (header(resp.headers, "content-encoding", "") or "identity").lower()
+        if encoding != "identity":
+            return ai_error(502, f"The provider compressed its stream ({encoding}); the gateway reads streams uncompressed",
+                            kind="server_error")
+        resp.headers.pop("content-length", None)
+        resp.stream = LlmStream(state)
+        return None
+    declared = header(resp.headers, "content-length", "")
+    if ctype == "application/json" and not (declared.isdigit() and int(declared) > MAX_JSON):
+        resp.stream = False
+        state.first_token = time.monotonic()
+        return None
+    resp.stream = True
+    return None
+
+
+def finish(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
+    """Response end: the usage of a JSON answer, then one LlmCall for the audit and listeners."""
+    state: LlmState | None = ctx.ai
+    resp = flow.response
+    if state is None or resp is None or state.published:
+        return None
+    if not resp.stream and _ctype(resp) == "application/json":
+        try:
+            body = json.loads(resp.get_content(strict=False) or b"")
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if isinstance(body, dict):
+            state.usage = usage_mod.parse(body.get("usage"))
+            state.answered_model = body.get("model") if isinstance(body.get("model"), str) else None
+    publish(ctx, flow, state)
+    return None
+
+
+def publish(ctx: "FlowContext", flow: http.HTTPFlow, state: LlmState) -> None:
+    state.published = True
+    end = state.ended or time.monotonic()
+    opts = state.options
+    ident = ctx.identity
+    call = usage_mod.LlmCall(
+        route=ctx.route_name or "", consumer=ident.username or ident.id if ident else None,
+        groups=tuple(ident.groups) if ident else (), model=state.answered_model or state.model,
+        status=flow.response.status_code if flow.response else None, usage=state.usage,
+        cost=usage_mod.cost(state.usage, opts.input_cost, opts.output_cost),
+        latency_ms=round((end - state.started) * 1000, 3),
+        ttft_ms=round((state.first_token - state.started) * 1000, 3) if state.first_token else None,
+        streamed=state.stream)
+    if state.settings.logging.log_statistics:
+        u = call.usage
+        ctx.audit_fields["llm"] = {
+            "route_type": state.settings.route_type, "provider": state.settings.model.provider,
+            "model": audit._text(call.model), "requested_model": audit._text(state.model), "stream": call.streamed,
+            "prompt_tokens": u.prompt_tokens if u else None, "completion_tokens": u.completion_tokens if u else None,
+            "total_tokens": u.total_tokens if u else None, "cost": call.cost,
+            "latency_ms": call.latency_ms, "time_to_first_token_ms": call.ttft_ms,
+            "error": state.stream_error}
+    usage_mod.publish(call)

@@ -1,0 +1,211 @@
+"""Request phases of an LLM route: what the provider receives.
+
+prepare: the route type's request (POST, a JSON object), the model (a request naming another
+model than the route's is refused, as Kong does), the options of the route and of the caller's
+overrides, and for chat streams `stream_options.include_usage`, so that every stream reports its
+usage (the extra chunk is dropped again for a client that did not ask: answers.py).
+provider_credential: the gateway's own key never goes on; the client's provider key is removed
+and the route's injected, unless `auth.allow_override` and the client sent one.
+set_endpoint: after forwarding.forward, the route type's endpoint under the provider base URL."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mitmproxy import http
+
+from .. import headers
+from ..identity.keyauth import remove_key
+from ..policy.derived import PerPolicy
+from ..responses import json_response
+from .settings import AiSettings, ModelOptions
+from .usage import Usage
+
+if TYPE_CHECKING:
+    from ..context import FlowContext
+    from ..identity.consumers import Identity
+    from ..policy.models import Policy
+
+# Headers that carry a provider key in OpenAI-compatible APIs (OpenAI, Azure, Anthropic-style proxies)
+PROVIDER_KEY_HEADERS = ("authorization", "api-key", "x-api-key")
+
+
+@dataclass(slots=True)
+class LlmState:
+    """Per flow (FlowContext.ai): what the request phases decided, and what the answer reported."""
+
+    settings: AiSettings
+    model: str | None
+    options: ModelOptions
+    stream: bool = False
+    usage_injected: bool = False  # the gateway added include_usage: the usage chunk is not the client's
+    started: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+    ended: float | None = None
+    usage: Usage | None = None
+    answered_model: str | None = None
+    events: int = 0
+    stream_error: str | None = None
+    published: bool = False
+
+
+def ai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> http.Response:
+    """A refusal in the form OpenAI's SDKs parse: {"error": {message, type, param, code}}."""
+    return json_response(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+
+def settings_of(ctx: "FlowContext") -> AiSettings | None:
+    if ctx.match is None or ctx.match.kind != "mcp":
+        return None
+    return getattr(ctx.match.route.route, "ai", None)
+
+
+def is_llm(ctx: "FlowContext") -> bool:
+    return settings_of(ctx) is not None
+
+
+def _merge(base: ModelOptions, over: ModelOptions) -> ModelOptions:
+    set_fields = {k: getattr(over, k) for k in over.model_fields_set if getattr(over, k) is not None}
+    return base.model_copy(update=set_fields) if set_fields else base
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A route's overrides, resolved once per policy version."""
+
+    by_consumer: dict[str, tuple[str | None, ModelOptions]]
+    by_group: dict[str, tuple[str | None, ModelOptions]]
+
+
+def _compile(policy: "Policy") -> dict[str, _Compiled]:
+    out = {}
+    for name, route in policy.routes.items():
+        s = getattr(route, "ai", None)
+        if s is None:
+            continue
+        groups = {g: (o.name or s.model.name, _merge(s.model.options, o.options)) for g, o in s.consumer_groups.items()}
+        consumers = {c: (o.name, o.options) for c, o in s.consumers.items()}
+        out[name] = _Compiled(consumers, groups)
+    return out
+
+
+_compiled = PerPolicy(_compile)
+
+
+def effective_model(ctx: "FlowContext", settings: AiSettings) -> tuple[str | None, ModelOptions]:
+    """The route's model and options, then the caller's group's (first declared group that has
+    one), then the caller's own, each replacing only what it sets."""
+    name, options = settings.model.name, settings.model.options
+    compiled = _compiled(ctx.snapshot.policy).get(ctx.match.name)
+    ident: Identity | None = ctx.identity
+    if compiled is None or ident is None or ident.method == "anonymous":
+        return name, options
+    for group in ident.groups:
+        if group in compiled.by_group:
+            name, options = compiled.by_group[group]
+            break
+    for subject in ident.subjects():
+        if subject in compiled.by_consumer:
+            over_name, over = compiled.by_consumer[subject]
+            name, options = over_name or name, _merge(options, over)
+            break
+    return name, options
+
+
+def _apply_options(body: dict, options: ModelOptions, route_type: str) -> bool:
+    changed = False
+    limit_field = "max_output_tokens" if route_type == "llm/v1/responses" else "max_tokens"
+    for key, value in (("temperature", options.temperature), ("top_p", options.top_p), (limit_field, options.max_tokens)):
+        if value is not None and body.get(key) != value:
+            body[key] = value
+            changed = True
+    if route_type == "llm/v1/chat" and options.max_tokens is not None and "max_completion_tokens" in body:
+        del body["max_completion_tokens"]  # the newer name of the same limit: the route's applies
+        changed = True
+    return changed
+
+
+def prepare(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    settings = settings_of(ctx)
+    if settings is None:
+        return None
+    req = flow.request
+    if req.method != "POST":
+        return ai_error(405, f"{req.method} is not accepted on this LLM route; it takes POST {settings.endpoint}")
+    if ctx.mode == "intercept":
+        expected = (ctx.match.route.service.path or "/v1") + settings.endpoint
+        if req.path.split("?", 1)[0] != expected:
+            return ai_error(404, f"This route serves {settings.route_type} at {expected} only", code="unknown_url")
+    try:
+        body = json.loads(req.get_content(strict=False) or b"")
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        return ai_error(400, "The request body must be a JSON object")
+    name, options = effective_model(ctx, settings)
+    changed = False
+    asked = body.get("model")
+    if name is not None:
+        if asked is not None and asked != name:
+            return ai_error(400, f"cannot use own model - must be: {name}", code="model_not_allowed")
+        if asked is None:
+            body["model"] = name
+            changed = True
+    elif not isinstance(asked, str) or not asked:
+        return ai_error(400, "The request must name a model: this route sets none")
+    changed |= _apply_options(body, options, settings.route_type)
+    state = LlmState(settings, body.get("model"), options, stream=body.get("stream") is True)
+    if state.stream and settings.route_type == "llm/v1/chat":
+        stream_options = body.get("stream_options")
+        if not isinstance(stream_options, dict) or stream_options.get("include_usage") is not True:
+            body["stream_options"] = {**(stream_options if isinstance(stream_options, dict) else {}), "include_usage": True}
+            state.usage_injected = changed = True
+    if state.stream:
+        headers.put(req.headers, "Accept-Encoding", "identity")  # usage is read from the events as they pass
+    if changed:
+        req.content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    ctx.ai = state
+    return None
+
+
+def provider_credential(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    settings = settings_of(ctx)
+    if settings is None:
+        return None
+    req = flow.request
+    # The gateway's own key (key-auth) is never the provider's business, valid or not.
+    names = {name for _, name in ctx.consumed_credentials}
+    key_auth = ctx.match.route.route.key_auth
+    if key_auth is not None:
+        names.update(key_auth.key_names)
+    for name in names:
+        remove_key(req, name)
+    headers.remove(req.headers, "proxy-authorization")
+    auth = settings.auth
+    if auth is None:
+        return None  # no stored key: the client's own provider key goes through
+    if auth.header_name is not None:
+        if not (auth.allow_override and headers.has_header(req.headers, auth.header_name)):
+            headers.remove(req.headers, *PROVIDER_KEY_HEADERS, auth.header_name)
+            headers.put(req.headers, auth.header_name, auth.header_value.reveal())
+    if auth.param_name is not None:
+        if not (auth.allow_override and auth.param_name in req.query):
+            if auth.header_name is None:
+                headers.remove(req.headers, *PROVIDER_KEY_HEADERS)
+            req.query.set_all(auth.param_name, [auth.param_value.reveal()])
+    return None
+
+
+def set_endpoint(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    """Gateway mode, after forwarding.forward: every request of the route goes to the route
+    type's endpoint (Kong: the route type decides the upstream path, whatever the client's path)."""
+    settings = settings_of(ctx)
+    if settings is None or ctx.mode != "gateway" or not ctx.upstream_set:
+        return None
+    req = flow.request
+    _, sep, query = req.path.partition("?")
+    req.path = (ctx.match.route.service.path or "/v1") + settings.endpoint + sep + query
+    return None

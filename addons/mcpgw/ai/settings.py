@@ -1,0 +1,103 @@
+"""The `ai:` settings of an LLM route (Kong's ai-proxy `config`, in the native policy).
+
+Imports only the policy base and secret types: policy/models.py references this module, never
+the other way round."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..policy.base import StrictModel
+from ..policy.secrets import SecretTextValue
+
+RouteType = Literal["llm/v1/chat", "llm/v1/responses"]
+ENDPOINTS: dict[str, str] = {"llm/v1/chat": "/chat/completions", "llm/v1/responses": "/responses"}
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+class AiAuth(StrictModel):
+    """The provider credential the gateway sends (Kong's ai-proxy `auth`)."""
+
+    header_name: str | None = Field(None, description="Header carrying the provider key, e.g. Authorization")
+    header_value: SecretTextValue | None = Field(None, description="Its value, e.g. 'Bearer {vault://env/OPENAI_API_KEY}'")
+    param_name: str | None = Field(None, description="Query parameter carrying the provider key instead (param_location: query)")
+    param_value: SecretTextValue | None = None
+    param_location: Literal["query"] = Field("query", description="Only query: a key in the body would reach payload logs")
+    allow_override: bool = Field(False, description="Let a client's own header/parameter of that name through instead "
+                                                    "(default: the client's is removed and the route's sent)")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "AiAuth":
+        if (self.header_name is None) != (self.header_value is None):
+            raise ValueError("auth: header_name and header_value go together")
+        if (self.param_name is None) != (self.param_value is None):
+            raise ValueError("auth: param_name and param_value go together")
+        if self.header_name is not None and not _HEADER_NAME.match(self.header_name):
+            raise ValueError(f"auth: {self.header_name!r} is not a header name")
+        return self
+
+
+class ModelOptions(StrictModel):
+    """Options applied to every request (Kong's `model.options`): a configured option replaces
+    the client's, an unset one leaves the client's as sent (Kong's merge_config_defaults)."""
+
+    max_tokens: int | None = Field(None, gt=0, description="max_tokens (chat) or max_output_tokens (responses)")
+    temperature: float | None = Field(None, ge=0, le=5)
+    top_p: float | None = Field(None, ge=0, le=1)
+    input_cost: float | None = Field(None, ge=0, description="Cost per million prompt tokens, for the audit's cost")
+    output_cost: float | None = Field(None, ge=0, description="Cost per million completion tokens")
+
+
+class AiModel(StrictModel):
+    provider: Literal["openai"] = Field("openai", description="openai: OpenAI or any OpenAI-compatible base URL")
+    name: str | None = Field(None, description="The model; a request naming another one is refused 400, as Kong does")
+    options: ModelOptions = Field(default_factory=ModelOptions)
+
+
+class AiOverride(StrictModel):
+    """Another model name or options for some consumers or consumer groups (seed 002's
+    consumer-scoped ai-proxy). Unset fields keep the route's."""
+
+    name: str | None = None
+    options: ModelOptions = Field(default_factory=ModelOptions)
+
+
+class AiLogging(StrictModel):
+    log_statistics: bool = Field(True, description="Usage, cost and latency in each LLM call's audit record")
+    log_payloads: bool = Field(False, description="Also the request and answer (JSON only), with secrets redacted")
+
+
+class AiSettings(StrictModel):
+    """An LLM route: the route's service is the provider's base URL, e.g. https://api.openai.com/v1."""
+
+    route_type: RouteType = Field(description="llm/v1/chat (Chat Completions) or llm/v1/responses (Responses)")
+    auth: AiAuth | None = Field(None, description="Provider credential; without it the client's own goes through")
+    model: AiModel = Field(default_factory=AiModel)
+    consumers: dict[str, AiOverride] = Field(default_factory=dict, description="Overrides by consumer (username, id or custom_id)")
+    consumer_groups: dict[str, AiOverride] = Field(default_factory=dict, description="Overrides by consumer group")
+    logging: AiLogging = Field(default_factory=AiLogging)
+    max_response_event: int = Field(1024 * 1024, gt=0, description="Largest single SSE event read from the provider")
+
+    @field_validator("consumers", "consumer_groups")
+    @classmethod
+    def _names(cls, v: dict[str, AiOverride]) -> dict[str, AiOverride]:
+        for name in v:
+            if not name.strip():
+                raise ValueError("an override needs a consumer or group name")
+        return v
+
+    @property
+    def endpoint(self) -> str:
+        return ENDPOINTS[self.route_type]
+
+
+def check_route(route_name: str, settings: AiSettings | None, groups: set[str] | dict) -> None:
+    """Policy-level checks: override groups must be declared (a typo would silently not apply)."""
+    if settings is None:
+        return
+    for group in settings.consumer_groups:
+        if group not in groups:
+            raise ValueError(f"route {route_name!r}: ai.consumer_groups names {group!r}, which is not a declared consumer group")
