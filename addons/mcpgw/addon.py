@@ -15,6 +15,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from . import canonical, context, destinations, guards, mitm_options, pipeline, redaction, request_stream
 from .auditlog import AuditLog
+from .state.redis_sessions import SelectedSessionStore
 from .context import FlowContext
 from .destinations import Destinations, Unresolvable
 from .tunnels import TunnelGate
@@ -58,7 +59,8 @@ class MCPGateway:
     def load(self, loader) -> None:
         self._uninstall_redaction = redaction.install(self.store)  # before anything is loaded or logged
         self._uninstall_request_stream = request_stream.install()  # before the first connection
-        session_binding.handover(ctx.master)  # kept on the master: bindings outlive a script reload
+        memory = session_binding.handover(ctx.master)  # kept on the master: bindings outlive a script reload
+        session_binding.use(SelectedSessionStore(memory, self._active_policy))  # gateway.state.backend: memory or redis
         loader.add_option("mcp_policy", str, "",
                           f"MCP gateway policy file (native YAML or a Kong decK file). Default: {DEFAULT_POLICY} if it exists.")
         loader.add_option("mcp_public_hosts", str, "",
@@ -102,6 +104,10 @@ class MCPGateway:
                 self._load_policy(path)
         if "mcp_deck_deny" in updated:
             self._configure_deck()
+
+    def _active_policy(self):
+        snap = self.store.current
+        return snap.policy if snap is not None else None
 
     def _mistyped_option(self) -> bool:
         """An unknown option meant for the gateway: refused once running, fatal at start-up."""

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import context
+from .limits.metrics import LimitsCollector
 from .policy.derived import PerPolicy
 from .protocol.jsonrpc import KNOWN_METHODS
 
@@ -71,6 +72,7 @@ class Metrics:
                                   ["route", "method", "tool", "consumer_group"], buckets=DURATION_BUCKETS,
                                   registry=self.registry)
         self.registry.register(_StateCollector(store, audit_log))
+        self.registry.register(LimitsCollector())  # rate limits and their Redis (limits/)
         self._policy_tools = PerPolicy(_policy_tools)
         self._seen_tools: set[str] = set()
         self._address: tuple[str, int] | None = None

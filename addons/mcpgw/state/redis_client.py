@@ -33,8 +33,9 @@ def client(settings: RedisSettings):
             host=settings.host, port=settings.port, db=settings.database,
             username=key[3], password=key[4],
             socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout,
-            # a failure is answered by the caller's fallback; redis-py's own retries would only add delay
-            retry_on_timeout=False, retry=Retry(NoBackoff(), 0), health_check_interval=0,
+            # one immediate retry on a connection error: a pooled connection to a server that restarted
+            # fails once, and a new one works; none on a timeout, which would only double the wait
+            retry_on_timeout=False, retry=Retry(NoBackoff(), 1), health_check_interval=0,
         )
         if settings.ssl:
             kwargs.update(ssl=True, ssl_cert_reqs=_ssl.CERT_REQUIRED if settings.ssl_verify else _ssl.CERT_NONE,

