@@ -372,7 +372,8 @@ class BearerGate:
 RECORDED_HEADERS = ("authorization", "apikey", "x-consumer-username", "x-consumer-groups", "mcp-session-id",
                     "mcp-protocol-version", "origin", "host",
                     # the rest of Kong's identity headers (key-auth's set_consumer)
-                    "x-consumer-id", "x-consumer-custom-id", "x-credential-identifier", "x-anonymous-consumer")
+                    "x-consumer-id", "x-consumer-custom-id", "x-credential-identifier", "x-anonymous-consumer",
+                    "traceparent", "tracestate")  # W3C trace context, for the telemetry tests
 
 
 def _header_map(raw_headers: list[tuple[bytes, bytes]], names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -401,6 +402,20 @@ def _rpc_summary(body: bytes) -> tuple[list[str], list[str]]:
              if m.get("method") == "tools/call" and isinstance(m.get("params"), dict)
              and isinstance(m["params"].get("name"), str)]
     return methods, tools
+
+
+def _meta_traceparents(body: bytes) -> list[str | None]:
+    """params._meta.traceparent of each message (None where absent): trace context in the body."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return []
+    out: list[str | None] = []
+    for m in parsed if isinstance(parsed, list) else [parsed]:
+        params = m.get("params") if isinstance(m, dict) else None
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        out.append(meta.get("traceparent") if isinstance(meta, dict) else None)
+    return out
 
 
 class RequestRecorder:
@@ -438,6 +453,7 @@ class RequestRecorder:
             methods, tools = _rpc_summary(body)
             entry.update(rpc_method=next(iter(methods), None), tool=next(iter(tools), None), rpc_methods=methods,
                          tool_names=tools, body_bytes=len(body))
+            entry["meta_traceparents"] = _meta_traceparents(body)
 
             async def replay() -> Message:
                 return buffered.pop(0) if buffered else await receive()

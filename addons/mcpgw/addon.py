@@ -22,6 +22,7 @@ from .tunnels import TunnelGate
 from .identity import prm
 from .headers import host_header
 from .metrics import Metrics
+from .telemetry.addon import DropCollector, Telemetry
 from .mitm_options import REQUIRED_OPTIONS  # noqa: F401 - the gateway's required mitmproxy options, named here too
 from .mitm_ui import MCPConsole
 from .policy.deck import DENY_RESPONSES, DeckSettings
@@ -51,8 +52,12 @@ class MCPGateway:
         # addon's own on every flow, so they see each flow as the pipeline left it.
         self.audit = AuditLog(self.store)
         self.destinations = Destinations(self.store)  # intercept mode: services' addresses, checks at connect
-        self.addons = [self.audit, Metrics(self.store, self.audit), MCPConsole(self.store), self.destinations,
-                       TunnelGate(self.store, self.destinations)]  # intercept_unmatched: block covers CONNECT too
+        metrics = Metrics(self.store, self.audit)
+        self.telemetry = Telemetry(self.store, self.audit)  # OpenTelemetry spans/metrics (mcp_otlp)
+        metrics.registry.register(DropCollector(self.telemetry))
+        self.addons = [self.audit, metrics, MCPConsole(self.store), self.destinations,
+                       TunnelGate(self.store, self.destinations),  # intercept_unmatched: block covers CONNECT too
+                       self.telemetry]
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -1,0 +1,278 @@
+"""The telemetry addon: per governed MCP message a SERVER span (the client's message as the gateway
+received it) and, when the gateway forwards it, a CLIENT span (the upstream call), plus the MCP
+operation-duration histograms, exported over OTLP/HTTP:
+
+    --set mcp_otlp=http://collector:4318   --set mcp_otlp_sampling=0.25   --set mcp_otlp_service=NAME
+
+The standard OTEL_* variables the SDK reads are honoured (OTEL_EXPORTER_OTLP_HEADERS for a
+collector's credential, OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_BSP_*, OTEL_METRIC_EXPORT_INTERVAL,
+OTEL_RESOURCE_ATTRIBUTES). Off (empty mcp_otlp): no observer, every hook returns at once.
+
+Spans are started in `request`, which mitmproxy runs after the gateway's own (this is a child
+addon): every decision is made, the body is final, so the trace context can be written into it.
+They are finished from the audit log's records, the same records the audit file and Prometheus
+count, when the response has ended: a streamed (SSE) response is never held for them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from mitmproxy import ctx, exceptions, http
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import ValidationError
+
+from .. import context
+from ..audit import match_decisions
+from ..headers import header
+from . import conventions as conv, propagation
+from .settings import TelemetrySettings
+
+if TYPE_CHECKING:
+    from .export import Pipeline
+    from ..auditlog import AuditLog
+    from ..policy.store import PolicyStore
+
+log = logging.getLogger("mcpgw.telemetry")
+
+MAX_TOOLS = 200  # tool names kept as a metric attribute; the rest are counted without one
+MAX_ERROR_BODY = 64 * 1024
+
+
+class _Spans:
+    __slots__ = ("pairs",)
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[trace.Span, trace.Span | None]] = []
+
+
+class Telemetry:
+    def __init__(self, store: PolicyStore, audit_log: AuditLog):
+        self.store = store
+        self.audit_log = audit_log
+        self.pipeline: Pipeline | None = None
+        self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, _Spans] = weakref.WeakKeyDictionary()
+        self._tools: set[str] = set()
+        self._startup_error: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def load(self, loader) -> None:
+        loader.add_option("mcp_otlp", str, "", "OpenTelemetry: OTLP/HTTP (protobuf) endpoint for the gateway's MCP "
+                                               "spans and metrics, e.g. http://127.0.0.1:4318. Empty: off.")
+        loader.add_option("mcp_otlp_sampling", str, "1", "OpenTelemetry: share of new traces recorded (0 to 1); "
+                                                         "a client's sampled flag is followed.")
+        loader.add_option("mcp_otlp_service", str, "mcp-gateway", "OpenTelemetry: service.name of the gateway.")
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & {"mcp_otlp", "mcp_otlp_sampling", "mcp_otlp_service"}:
+            return
+        try:
+            settings = self._settings()
+        except exceptions.OptionsError as e:
+            self._startup_error = self._startup_error or str(e)
+            raise
+        self._startup_error = None
+        if self.pipeline is not None and settings == self.pipeline.settings:
+            return
+        self._stop()
+        if settings is not None:
+            from .export import Pipeline  # the SDK and exporters load only when telemetry is on
+
+            self.pipeline = Pipeline(settings)
+            self.audit_log.observers.append(self.observe)  # only while exporting: no cost when off
+            log.info("OpenTelemetry: exporting MCP spans and metrics to %s (sampling %s, %s)",
+                     settings.signal_url("traces"), settings.sampling, conv.SEMCONV)
+
+    @staticmethod
+    def _settings() -> TelemetrySettings | None:
+        endpoint = ctx.options.mcp_otlp.strip()
+        if not endpoint:
+            return None
+        try:
+            return TelemetrySettings(endpoint=endpoint, sampling=float(ctx.options.mcp_otlp_sampling),
+                                     service_name=ctx.options.mcp_otlp_service or "mcp-gateway")
+        except (ValidationError, ValueError) as e:
+            detail = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+            raise exceptions.OptionsError(f"mcp_otlp: {detail}") from None
+
+    def running(self) -> None:
+        if self._startup_error is not None:
+            print(f"MCP gateway: {self._startup_error}", file=sys.stderr, flush=True)
+            raise SystemExit(1)  # telemetry was asked for with a wrong setting: a configuration error
+
+    def done(self) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.pipeline is None:
+            return
+        if self.observe in self.audit_log.observers:
+            self.audit_log.observers.remove(self.observe)
+        pipeline, self.pipeline = self.pipeline, None
+        pipeline.shutdown()
+
+    @property
+    def counts(self):
+        return self.pipeline.counts if self.pipeline is not None else None
+
+    # -- spans ---------------------------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        pipeline = self.pipeline
+        fctx = context.get(flow)
+        if pipeline is None or fctx is None:
+            return
+        try:
+            self._start(pipeline, fctx, flow)
+        except Exception:  # telemetry never decides a request's fate; the spans are lost, and said so
+            log.exception("could not start the spans of %s %s", flow.request.method, flow.request.pretty_url)
+
+    def _start(self, pipeline: Pipeline, fctx: context.FlowContext, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        forwarded = flow.response is None
+        header_parent = propagation.from_headers(req.headers)
+        start = int(req.timestamp_start * 1e9)
+        now = time.time_ns()
+        spans = self._flows[flow] = _Spans()
+        decisions = match_decisions(fctx.messages, fctx.decisions) if fctx.messages else [None]
+        carriers: list[dict[str, str] | None] = []
+        for msg, decision in zip(fctx.messages or [None], decisions):
+            parent = (propagation.from_meta(msg.obj) if msg is not None else None) or header_parent
+            server = pipeline.tracer.start_span(req.method if msg is None else (msg.method or msg.kind),
+                                                context=parent, kind=SpanKind.SERVER, start_time=start)
+            client = None
+            if forwarded and (decision is None or decision.allowed or decision.shadow):
+                client = pipeline.tracer.start_span(server_name(msg, req), context=trace.set_span_in_context(server),
+                                                    kind=SpanKind.CLIENT, start_time=now)
+            spans.pairs.append((server, client))
+            carriers.append(propagation.carrier_for(trace.set_span_in_context(client)) if client else None)
+        if not forwarded:
+            return
+        first = next((c for c in carriers if c), None)
+        if first is not None:
+            propagation.set_headers(req, first)
+        if fctx.messages:
+            propagation.inject_body(req, carriers)
+
+    def observe(self, flow: http.HTTPFlow, records: list[dict[str, Any]]) -> None:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        spans = self._flows.pop(flow, None)
+        req, resp = flow.request, flow.response
+        end = resp.timestamp_end if resp is not None and resp.timestamp_end else \
+            (flow.error.timestamp if flow.error is not None else time.time())
+        end_ns = int(end * 1e9)
+        version = header(req.headers, "mcp-protocol-version")
+        http_version = req.http_version.removeprefix("HTTP/")
+        rpc_errors = _gateway_errors(flow, records[0])
+        upstream = (req.host, req.port)
+        for i, record in enumerate(records):
+            pair = spans.pairs[i] if spans is not None and i < len(spans.pairs) else None
+            if pair is None:  # refused before `request` (at the headers): the whole span now
+                server = pipeline.tracer.start_span(conv.span_name(record), context=propagation.from_headers(req.headers),
+                                                    kind=SpanKind.SERVER, start_time=int(req.timestamp_start * 1e9))
+                pair = (server, None)
+            server, client = pair
+            rpc_id = (record.get("jsonrpc") or {}).get("id")
+            code = rpc_errors.get(_id_key(rpc_id)) if rpc_errors else None
+            err = conv.error_type(record, code)
+            common = conv.common_attributes(record, version, http_version)
+            name = conv.span_name(record)
+            client_start = None
+            if client is not None:
+                client.update_name(name)
+                client.set_attributes(common)
+                client.set_attributes({"server.address": upstream[0], "server.port": upstream[1]})
+                upstream_status = record["http"]["upstream_status"]
+                if upstream_status is not None:
+                    client.set_attribute("http.response.status_code", upstream_status)
+                client_err = "upstream_error" if flow.error is not None else \
+                    (str(upstream_status) if upstream_status is not None and upstream_status >= 400 else None)
+                if client_err:
+                    client.set_attribute("error.type", client_err)
+                    client.set_status(Status(StatusCode.ERROR))
+                client_start = getattr(client, "start_time", None)
+                client.end(end_time=end_ns)
+            server.update_name(name)
+            server.set_attributes(common)
+            server.set_attributes(conv.gateway_attributes(record))
+            if record.get("client"):
+                server.set_attribute("client.address", record["client"])
+            if code is not None:
+                server.set_attribute("rpc.response.status_code", str(code))
+            if err:
+                server.set_attribute("error.type", err)
+                server.set_status(Status(StatusCode.ERROR, record.get("reason") or None))
+            server.end(end_time=end_ns)
+            self._measure(pipeline, record, err, version, req.timestamp_start, end, client_start, client is not None)
+
+    def _measure(self, pipeline: Pipeline, record: dict[str, Any], err: str | None, version: str | None,
+                 start: float, end: float, client_start: int | None, forwarded: bool) -> None:
+        attrs = conv.metric_attributes(record, err, self._tool(record), version)
+        pipeline.server_duration.record(max(0.0, end - start), attrs)
+        if forwarded:
+            began = client_start / 1e9 if client_start else start
+            pipeline.client_duration.record(max(0.0, end - began), attrs)
+
+    def _tool(self, record: dict[str, Any]) -> str | None:
+        name = conv.target_of(record) if record.get("primitive") == "tool" else None
+        if name is None:
+            return None
+        if name in self._tools or len(self._tools) < MAX_TOOLS:
+            self._tools.add(name)
+            return name
+        return None
+
+
+def server_name(msg, req: http.Request) -> str:
+    return req.method if msg is None else (msg.method or msg.kind)
+
+
+def _id_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _gateway_errors(flow: http.HTTPFlow, first: dict[str, Any]) -> dict[str, int] | None:
+    """JSON-RPC error codes (by request id) of an answer the gateway wrote itself: small JSON."""
+    resp = flow.response
+    # (mitmproxy sends the gateway's own answers whole, whatever `stream` says: raw_content is kept)
+    if resp is None or first["http"]["upstream_status"] is not None or resp.raw_content is None:
+        return None
+    if header(resp.headers, "content-type", "").split(";")[0].strip().lower() != "application/json":
+        return None
+    body = resp.raw_content or b""
+    if len(body) > MAX_ERROR_BODY:
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    out: dict[str, int] = {}
+    for m in doc if isinstance(doc, list) else [doc]:
+        if isinstance(m, dict) and isinstance(m.get("error"), dict) and isinstance(m["error"].get("code"), int):
+            out[_id_key(m.get("id"))] = m["error"]["code"]
+    return out
+
+
+class DropCollector:
+    """Prometheus: spans exported and lost (mcp_gateway_telemetry_spans), beside the native metrics."""
+
+    def __init__(self, telemetry: Telemetry):
+        self.telemetry = telemetry
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        counts = self.telemetry.counts
+        family = CounterMetricFamily("mcp_gateway_telemetry_spans", "OpenTelemetry spans, by outcome of their export",
+                                     labels=["outcome"])
+        family.add_metric(["exported"], counts.exported if counts else 0)
+        family.add_metric(["dropped"], counts.dropped if counts else 0)
+        yield family

@@ -1,0 +1,150 @@
+"""Trace context in and out of the body and headers: what a client may put there, and what the
+upstream receives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mitmproxy.test import tutils
+from opentelemetry import trace
+
+from mcpgw.telemetry import conventions as conv, propagation
+from mcpgw.telemetry.settings import TelemetrySettings
+
+TID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TP = f"00-{TID}-00f067aa0ba902b7-01"
+OURS = {"traceparent": f"00-{TID}-1111111111111111-01"}
+
+
+def request(body, **headers) -> "tutils.treq":
+    req = tutils.treq(method=b"POST", content=json.dumps(body).encode() if not isinstance(body, bytes) else body)
+    for k, v in headers.items():
+        req.headers[k] = v
+    return req
+
+
+def span_context(ctx):
+    return trace.get_current_span(ctx).get_span_context()
+
+
+def test_header_context_is_read():
+    sc = span_context(propagation.from_headers(request({}, traceparent=TP).headers))
+    assert sc.is_valid and format(sc.trace_id, "032x") == TID and sc.is_remote
+
+
+@pytest.mark.parametrize("value", ["garbage", "00-" + "0" * 32 + "-00f067aa0ba902b7-01",
+                                   f"00-{TID}-0000000000000000-01", f"ff-{TID}-00f067aa0ba902b7-01"])
+def test_invalid_header_context_starts_a_new_trace(value):
+    assert not span_context(propagation.from_headers(request({}, traceparent=value).headers)).is_valid
+
+
+def test_two_traceparent_headers_are_both_ignored():
+    req = request({})
+    req.headers.add("traceparent", TP)
+    req.headers.add("traceparent", f"00-{'a' * 32}-00f067aa0ba902b7-01")
+    assert not span_context(propagation.from_headers(req.headers)).is_valid
+
+
+@pytest.mark.parametrize("params", [None, [], {"_meta": "x"}, {"_meta": {"traceparent": 5}},
+                                    {"_meta": {"traceparent": "nope"}}])
+def test_meta_without_a_valid_context_is_none(params):
+    msg = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    if params is not None:
+        msg["params"] = params
+    assert propagation.from_meta(msg) is None
+
+
+def test_meta_context_is_read():
+    ctx = propagation.from_meta({"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"_meta": {"traceparent": TP}}})
+    assert format(span_context(ctx).trace_id, "032x") == TID
+
+
+def test_inject_replaces_the_clients_context_and_keeps_other_meta():
+    req = request({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "t", "_meta": {"traceparent": TP, "tracestate": "evil=1", "progressToken": 3}}})
+    assert propagation.inject_body(req, [OURS])
+    sent = json.loads(req.content)
+    assert sent["params"]["_meta"] == {"progressToken": 3, **OURS}
+    assert sent["params"]["name"] == "t"
+    assert req.headers["content-length"] == str(len(req.content))
+
+
+def test_inject_adds_params_to_a_message_without_any():
+    req = request({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    assert propagation.inject_body(req, [OURS])
+    assert json.loads(req.content)["params"] == {"_meta": OURS}
+
+
+def test_inject_batch_per_message_and_skips_responses_and_positional_params():
+    batch = [{"jsonrpc": "2.0", "id": 1, "method": "a", "params": {}},
+             {"jsonrpc": "2.0", "id": 2, "result": {}},
+             {"jsonrpc": "2.0", "id": 3, "method": "b", "params": [1, 2]},
+             {"jsonrpc": "2.0", "id": 4, "method": "c", "params": {}}]
+    other = {"traceparent": f"00-{TID}-2222222222222222-01"}
+    req = request(batch)
+    assert propagation.inject_body(req, [OURS, OURS, OURS, other])
+    sent = json.loads(req.content)
+    assert sent[0]["params"]["_meta"] == OURS and sent[3]["params"]["_meta"] == other
+    assert sent[1] == batch[1] and sent[2] == batch[2]
+
+
+def test_inject_leaves_an_unparseable_or_reshaped_body_alone():
+    dup = b'{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}'  # duplicate keys: the strict parser refuses
+    req = request(dup)
+    assert not propagation.inject_body(req, [OURS])
+    assert req.content == dup
+    req = request({"jsonrpc": "2.0", "id": 1, "method": "a"})
+    assert not propagation.inject_body(req, [OURS, OURS])  # not the shape the spans were made for
+
+
+def test_headers_replaced_not_added():
+    req = request({}, traceparent=TP, tracestate="evil=1")
+    propagation.set_headers(req, OURS)
+    assert req.headers.get_all("traceparent") == [OURS["traceparent"]]
+    assert "tracestate" not in req.headers
+
+
+def test_settings_endpoint_rules():
+    assert TelemetrySettings(endpoint="http://c:4318/").signal_url("traces") == "http://c:4318/v1/traces"
+    assert TelemetrySettings(endpoint="http://c:4318/v1/traces").signal_url("metrics") == "http://c:4318/v1/metrics"
+    for bad in ("ftp://c", "c:4318", "http://"):
+        with pytest.raises(ValueError):
+            TelemetrySettings(endpoint=bad)
+    with pytest.raises(ValueError):
+        TelemetrySettings(endpoint="http://c", sampling=1.5)
+
+
+def record(**over):
+    base = {"route": "r", "mode": "gateway", "consumer": None, "session": None, "decision": "allow", "rule": None,
+            "reason": None, "policy": "p", "client": "127.0.0.1", "primitive": "tool", "name": "search",
+            "http": {"method": "POST", "status": 200, "upstream_status": 200},
+            "jsonrpc": {"id": 1, "method": "tools/call", "kind": "request"}}
+    return {**base, **over}
+
+
+def test_span_names_bounded():
+    assert conv.span_name(record()) == "tools/call search"
+    assert conv.span_name(record(decision="deny")) == "tools/call"  # a denied name is the client's text
+    assert conv.span_name(record(jsonrpc={"id": 1, "method": "x" * 1000, "kind": "request"}, primitive=None)) == "_OTHER"
+    assert conv.span_name(record(jsonrpc=None, primitive=None)) == "POST"
+
+
+def test_attributes_never_hold_the_session_id_and_are_bounded():
+    attrs = conv.common_attributes(record(session="secret-session-id", name="n" * 5000), "2025-06-18", "1.1")
+    assert attrs["mcp.session.id"] == conv.session_hash("secret-session-id") != "secret-session-id"
+    assert len(attrs["gen_ai.tool.name"]) <= conv.MAX_ATTR + 3
+
+
+def test_error_type():
+    assert conv.error_type(record(), None) is None
+    assert conv.error_type(record(decision="deny"), -32602) == "-32602"
+    assert conv.error_type(record(decision="deny", http={"method": "POST", "status": 401, "upstream_status": None}),
+                           None) == "401"
+    assert conv.error_type(record(error="refused", http={"method": "POST", "status": None, "upstream_status": None}),
+                           None) == "upstream_error"
+
+
+def test_metric_attributes_bounded():
+    attrs = conv.metric_attributes(record(jsonrpc={"id": 1, "method": "zzz", "kind": "request"}), None, None, "1999")
+    assert attrs["mcp.method.name"] == "_OTHER" and "mcp.protocol.version" not in attrs
