@@ -18,6 +18,14 @@ Request headers steer it for tests (they are not part of OpenAI's API):
     x-demo-words: N      answer with N words instead of the echo
     x-demo-delay: S      seconds to wait before each streamed event
     x-demo-status: 500   answer with that HTTP status and an OpenAI error body
+    x-demo-ignore-allowed-tools: 1   list every tool of an MCP server, whatever allowed_tools says
+                         (a provider that does not honour it: the gateway must filter)
+
+Responses requests with MCP tools (`tools: [{type: "mcp", server_label, server_url, headers,
+allowed_tools}]`) are executed for real, as OpenAI does: the provider connects to each server
+with the official MCP SDK and the tool's headers, answers an `mcp_list_tools` item with the
+server's tools (those of allowed_tools), and for an input "call NAME {json arguments}" an
+`mcp_call` item with the tool's result, before its message.
 
 Every request is recorded (method, path, query, headers, JSON body): GET /_demo/requests lists
 them, POST /_demo/reset forgets them. Run: scripts/demo_llm_provider.py --port 8090"""
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -70,6 +79,59 @@ def _answer(request: Request, last: list[str]) -> list[str]:
     if n is not None and n.isdigit():
         return [f"w{i}" for i in range(int(n))]
     return ["echo:", *last]
+
+
+_CALL = re.compile(r"\bcall (\w+)\s*(\{.*\})?", re.S)
+
+
+def _allowed(tool: dict) -> set[str] | None:
+    value = tool.get("allowed_tools")
+    if isinstance(value, list):
+        return set(value)
+    if isinstance(value, dict) and isinstance(value.get("tool_names"), list):
+        return set(value["tool_names"])
+    return None
+
+
+async def _run_mcp(tool: dict, text: str, honour_allowed: bool) -> list[dict]:
+    """Connect to the tool's server as the provider would, and return its output items."""
+    import httpx
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    label = tool.get("server_label")
+    headers = {str(k): str(v) for k, v in (tool.get("headers") or {}).items()}
+    if tool.get("authorization"):
+        headers["Authorization"] = f"Bearer {tool['authorization']}"
+    allowed = _allowed(tool) if honour_allowed else None
+    items = []
+    try:
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http_client, \
+                streamable_http_client(tool["server_url"], http_client=http_client) as (read, write, _), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            listed = (await session.list_tools()).tools
+            tools = [{"name": t.name, "description": t.description, "input_schema": t.inputSchema,
+                      "annotations": t.annotations.model_dump(exclude_none=True) if t.annotations else None}
+                     for t in listed if allowed is None or t.name in allowed]
+            items.append({"id": f"mcpl_{uuid.uuid4().hex}", "type": "mcp_list_tools", "server_label": label,
+                          "tools": tools, "error": None})
+            m = _CALL.search(text)
+            if m and (allowed is None or m[1] in allowed):
+                arguments = m[2] or "{}"
+                result = await session.call_tool(m[1], json.loads(arguments))
+                output = "".join(c.text for c in result.content if getattr(c, "type", "") == "text")
+                items.append({"id": f"mcp_{uuid.uuid4().hex}", "type": "mcp_call", "server_label": label,
+                              "name": m[1], "arguments": arguments, "approval_request_id": None,
+                              "output": None if result.isError else output,
+                              "error": {"type": "mcp_tool_execution_error",
+                                        "content": [c.model_dump(exclude_none=True) for c in result.content]}
+                              if result.isError else None,
+                              "status": "failed" if result.isError else "completed"})
+    except Exception as e:  # noqa: BLE001 - OpenAI reports a failed listing in the item
+        items.append({"id": f"mcpl_{uuid.uuid4().hex}", "type": "mcp_list_tools", "server_label": label,
+                      "tools": [], "error": f"mcp connection error: {str(e)[:300]}"})
+    return items
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -172,6 +234,9 @@ class Provider:
                  "total_tokens": len(prompt) + len(words)}
         message = {"id": mid, "type": "message", "status": "completed", "role": "assistant",
                    "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+        honour = request.headers.get("x-demo-ignore-allowed-tools") != "1"
+        mcp_items = [item for tool in body.get("tools") or [] if isinstance(tool, dict) and tool.get("type") == "mcp"
+                     and tool.get("server_url") for item in await _run_mcp(tool, " ".join(last), honour)]
 
         def response(status: str, output: list, usage_value: dict | None) -> dict:
             return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status,
@@ -185,7 +250,7 @@ class Provider:
                     "user": None, "metadata": {}}
 
         if not body.get("stream"):
-            return JSONResponse(response("completed", [message], usage))
+            return JSONResponse(response("completed", [*mcp_items, message], usage))
         delay = float(request.headers.get("x-demo-delay") or 0)
 
         async def events() -> AsyncIterator[bytes]:
@@ -199,20 +264,34 @@ class Provider:
 
             yield ev("response.created", response=response("in_progress", [], None))
             yield ev("response.in_progress", response=response("in_progress", [], None))
+            for n, mcp_item in enumerate(mcp_items):
+                kind = mcp_item["type"]
+                phase = "mcp_list_tools" if kind == "mcp_list_tools" else "mcp_call"
+                yield ev("response.output_item.added", output_index=n,
+                         item={**mcp_item, **({"tools": []} if kind == "mcp_list_tools" else
+                                              {"status": "in_progress", "output": None})})
+                yield ev(f"response.{phase}.in_progress", output_index=n, item_id=mcp_item["id"])
+                if kind == "mcp_call":
+                    yield ev("response.mcp_call_arguments.done", output_index=n, item_id=mcp_item["id"],
+                             arguments=mcp_item["arguments"])
+                done = "failed" if mcp_item.get("error") else "completed"
+                yield ev(f"response.{phase}.{done}", output_index=n, item_id=mcp_item["id"])
+                yield ev("response.output_item.done", output_index=n, item=mcp_item)
+            at = len(mcp_items)
             item = {**message, "status": "in_progress", "content": []}
-            yield ev("response.output_item.added", output_index=0, item=item)
+            yield ev("response.output_item.added", output_index=at, item=item)
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            yield ev("response.content_part.added", item_id=mid, output_index=0, content_index=0, part=part)
+            yield ev("response.content_part.added", item_id=mid, output_index=at, content_index=0, part=part)
             for i, w in enumerate(words):
                 if delay:
                     await asyncio.sleep(delay)
-                yield ev("response.output_text.delta", item_id=mid, output_index=0, content_index=0,
+                yield ev("response.output_text.delta", item_id=mid, output_index=at, content_index=0,
                          delta=(" " if i else "") + w, logprobs=[])
-            yield ev("response.output_text.done", item_id=mid, output_index=0, content_index=0, text=text, logprobs=[])
-            yield ev("response.content_part.done", item_id=mid, output_index=0, content_index=0,
+            yield ev("response.output_text.done", item_id=mid, output_index=at, content_index=0, text=text, logprobs=[])
+            yield ev("response.content_part.done", item_id=mid, output_index=at, content_index=0,
                      part={**part, "text": text})
-            yield ev("response.output_item.done", output_index=0, item=message)
-            yield ev("response.completed", response=response("completed", [message], usage))
+            yield ev("response.output_item.done", output_index=at, item=message)
+            yield ev("response.completed", response=response("completed", [*mcp_items, message], usage))
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

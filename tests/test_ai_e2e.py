@@ -60,7 +60,9 @@ def policy(provider) -> dict:
                             "model": {"options": {"input_cost": 2.5, "output_cost": 10}}}},
             "responses": {"service": "openai", "paths": ["/anything"], "key_auth": key_auth,
                           "ai": {"route_type": "llm/v1/responses", "auth": auth,
-                                 "model": {"name": "gpt-4o", "options": {"max_tokens": 512, "temperature": 1.0}}}},
+                                 "model": {"name": "gpt-4o", "options": {"max_tokens": 512, "temperature": 1.0}},
+                                 # seed 000 names GitHub's MCP server, which this policy has no route for
+                                 "mcp": {"allow_unknown_servers": True}}},
             "governed-chat": {"service": "openai", "paths": ["/governed"], "key_auth": key_auth,
                               "ai": {"route_type": "llm/v1/chat", "auth": auth,
                                      "model": {"name": "gpt-4o", "options": {"max_tokens": 256, "temperature": 0.2}},
@@ -269,3 +271,10 @@ def test_no_secret_in_the_log_or_the_audit(gw, provider):
     for secret in (PROVIDER_KEY, CLIENT_KEY, ALEX_KEY, DEV_KEY):
         assert secret not in gw.log() and secret not in gw.audit.read_text()
 
+
+def test_metrics_count_llm_calls_and_tokens(gw, provider):
+    port = re.search(r"metrics listening at http://127\.0\.0\.1:(\d+)/metrics", gw.log()).group(1)
+    scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert re.search(r'mcp_gateway_llm_tokens_total\{consumer="alex",kind="prompt",model="demo",route="chat",status="200"\} [1-9]',
+                     scraped), scraped[-3000:]
+    assert 'mcp_gateway_llm_requests_total{consumer="chat-client",model="gpt-4o",route="governed-chat",status="200"}' in scraped

@@ -14,6 +14,7 @@ from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from . import canonical, context, destinations, guards, mitm_options, pipeline, redaction, request_stream
+from .ai.addon import LlmAddon
 from .auditlog import AuditLog
 from .state.redis_sessions import SelectedSessionStore
 from .context import FlowContext
@@ -58,6 +59,8 @@ class MCPGateway:
         self.addons = [self.audit, metrics, MCPConsole(self.store), self.destinations,
                        TunnelGate(self.store, self.destinations),  # intercept_unmatched: block covers CONNECT too
                        self.telemetry]
+        # LLM routes (ai/): their counters among the metrics, an audit record per MCP tool call inside an answer
+        self.addons.append(LlmAddon(self.audit, next(a for a in self.addons if isinstance(a, Metrics))))
 
     # -- lifecycle -------------------------------------------------------------------------
 

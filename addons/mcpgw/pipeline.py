@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 from mitmproxy import http
 
 from . import credentials, forwarding, guards, inbound, redaction, redirects, streaming, transform
-from .ai import answers as ai_answers, request as ai_request
+from .ai import answers as ai_answers, mcp_tools as ai_mcp, request as ai_request
 from .context import FlowContext
 from .governance import access, enforce, filtering, no_tools, removed
 from .identity import keyauth, oauth, prm, upstream_headers
@@ -99,6 +99,8 @@ AI_REQUEST_PHASES: tuple[Phase, ...] = (
     forwarding.check_body,
     access.check_route_access,
     ai_request.prepare,  # route type, model, options, include_usage
+    ai_mcp.govern_tools,  # MCP tools inside the request: server_url, allowed_tools, the MCP route's credential
+    ai_request.write_body,  # after every phase that edits the parsed request
     upstream_headers.add_identity_headers,
     ai_request.provider_credential,  # the gateway's key out, the provider key in
     transform.transform_request,

@@ -165,9 +165,9 @@ def test_converter_script(recipe_env, tmp_path):
     usage = subprocess.run([*script, "--help"], capture_output=True, text=True)
     assert usage.returncode == 0 and "--set mcp_policy=kong.yaml" in usage.stdout
     (tmp_path / "bad.yaml").write_text('_format_version: "3.0"\nservices: [{name: s, url: "http://x", '
-                                       'plugins: [{name: rate-limiting}]}]\n')
+                                       'plugins: [{name: proxy-cache}]}]\n')
     failed = subprocess.run([*script, str(tmp_path / "bad.yaml")], capture_output=True, text=True)
-    assert failed.returncode == 1 and "services[0].plugins[0] (name: rate-limiting) (line 2)" in failed.stderr
+    assert failed.returncode == 1 and "services[0].plugins[0] (name: proxy-cache) (line 2)" in failed.stderr
 
 
 # --- seeds/000 and seeds/002: key-auth on a service ----------------------------------------------
@@ -512,11 +512,11 @@ def test_vault_references_pass_through(monkeypatch):
 
 
 def test_load_errors_name_the_line(tmp_path):
-    (tmp_path / "kong.yaml").write_text(yaml.safe_dump(deck(KEY_AUTH, {"name": "rate-limiting"}), sort_keys=False))
+    (tmp_path / "kong.yaml").write_text(yaml.safe_dump(deck(KEY_AUTH, {"name": "proxy-cache"}), sort_keys=False))
     with pytest.raises(PolicyError) as refused:
         load_policy_file(tmp_path / "kong.yaml")
     [message] = refused.value.problems
-    assert message.startswith("services[0].routes[0].plugins[1] (name: rate-limiting) (line ")
+    assert message.startswith("services[0].routes[0].plugins[1] (name: proxy-cache) (line ")
 
 
 # --- refusals: one clear message per unsupported item -----------------------------------------------
@@ -580,8 +580,8 @@ REFUSALS = {
     "path-handling-v1": (with_route_field(path_handling="v1"), "services[0].routes[0].path_handling: only path_handling v0"),
     "wildcard-host": (with_route_field(hosts=["*.example.com"]), "services[0].routes[0].hosts: expected a list of host "
                       "names (wildcards are not supported)"),
-    "unknown-plugin": (deck({"name": "rate-limiting", "config": {"minute": 5}}),
-                       "services[0].routes[0].plugins[0] (name: rate-limiting): plugin 'rate-limiting' is not supported; "
+    "unknown-plugin": (deck({"name": "proxy-cache", "config": {"strategy": "memory"}}),
+                       "services[0].routes[0].plugins[0] (name: proxy-cache): plugin 'proxy-cache' is not supported; "
                        "supported plugins: key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, cors"),
     "acl-without-consumer-groups": (deck({"name": "acl", "config": {"allow": ["admin"]}}),
                                     "services[0].routes[0].plugins[0] (name: acl).config.include_consumer_groups: set "

@@ -37,8 +37,8 @@ class _Sync:
             self.client = aioredis.Redis(host=server.host, port=server.port)
             self.counters = RedisCounters(self.client, "test", clock)
 
-    async def check(self, key, windows, cost=1, sliding=False):
-        result = self.counters.check(key, windows, cost, sliding)
+    async def check(self, key, windows, cost=1, sliding=False, penalty=False):
+        result = self.counters.check(key, windows, cost, sliding, penalty)
         return await result if self.kind == "redis" else result
 
 
@@ -158,3 +158,15 @@ async def test_redis_keys_carry_one_hash_tag_and_expire(server):
     assert keys == [f"pfx:rl:{{r:x:(evil)}}:3600:{int(clock.now)}", f"pfx:rl:{{r:x:(evil)}}:60:{int(clock.now)}"]
     assert 0 < await client.ttl(keys[1]) <= 120
     await client.aclose()
+
+
+async def test_penalty_counts_refused_requests_too(counters):
+    w = (Window(2, 60),)
+    results = [await counters.check("k", w, sliding=True, penalty=True) for _ in range(4)]
+    assert [r.allowed for r in results] == [True, True, False, False]
+    counters.clock.now += 90  # half the previous window still weighs: 4 * 0.5 = 2, no room yet
+    assert not (await counters.check("k", w, sliding=True, penalty=True)).allowed
+    without = [await counters.check("other", w, sliding=True) for _ in range(4)]
+    counters.clock.now += 90  # the same calls without the penalty: 2 * 0.5 = 1, room for one
+    assert [r.allowed for r in without] == [True, True, False, False]
+    assert (await counters.check("other", w, sliding=True)).allowed

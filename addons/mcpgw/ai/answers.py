@@ -19,7 +19,7 @@ from mitmproxy import http
 from .. import audit
 from ..headers import header
 from ..protocol.sse import SSEError, SSEEvent, SSEParser
-from . import usage as usage_mod
+from . import mcp_tools, usage as usage_mod
 from .request import LlmState, ai_error
 
 if TYPE_CHECKING:
@@ -76,10 +76,17 @@ class LlmStream:
         kind = data.get("type")
         if state.first_token is None and kind == "response.output_text.delta":
             state.first_token = time.monotonic()
+        changed = False
         if kind in ("response.completed", "response.incomplete", "response.failed") and isinstance(data.get("response"), dict):
             state.usage = usage_mod.parse(data["response"].get("usage")) or state.usage
             state.answered_model = data["response"].get("model") or state.answered_model
-        return ev.raw
+            changed = mcp_tools.filter_output(state, data["response"])
+        elif kind in ("response.output_item.added", "response.output_item.done"):
+            changed = mcp_tools.filter_item(state, data.get("item"), final=kind == "response.output_item.done")
+        if not changed:
+            return ev.raw
+        ev.data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return ev.encode()
 
     def _chat(self, ev: SSEEvent, data: dict) -> bytes | None:
         state = self.state
@@ -137,6 +144,8 @@ def finish(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
         if isinstance(body, dict):
             state.usage = usage_mod.parse(body.get("usage"))
             state.answered_model = body.get("model") if isinstance(body.get("model"), str) else None
+            if mcp_tools.filter_output(state, body):
+                resp.content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     publish(ctx, flow, state)
     return None
 
@@ -163,4 +172,6 @@ def publish(ctx: "FlowContext", flow: http.HTTPFlow, state: LlmState) -> None:
             "total_tokens": u.total_tokens if u else None, "cost": call.cost,
             "latency_ms": call.latency_ms, "time_to_first_token_ms": call.ttft_ms,
             "error": state.stream_error}
+        if state.mcp_servers:
+            ctx.audit_fields["llm"]["mcp_servers"] = {label: route for label, (route, _) in state.mcp_servers.items()}
     usage_mod.publish(call)

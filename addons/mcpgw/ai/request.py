@@ -50,6 +50,12 @@ class LlmState:
     events: int = 0
     stream_error: str | None = None
     published: bool = False
+    body: dict | None = None  # the parsed request, between prepare and write_body
+    dirty: bool = False  # a phase changed it: write_body serializes it again
+    # MCP tools inside the request (mcp_tools.py): server_label -> (MCP route, tools the caller
+    # may call there, or None when the route does not restrict them)
+    mcp_servers: dict[str, tuple[str | None, frozenset[str] | None]] = field(default_factory=dict)
+    mcp_calls: list[dict] = field(default_factory=list)  # mcp_call items of the answer, for audit
 
 
 def ai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> http.Response:
@@ -165,9 +171,19 @@ def prepare(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
             state.usage_injected = changed = True
     if state.stream:
         headers.put(req.headers, "Accept-Encoding", "identity")  # usage is read from the events as they pass
-    if changed:
-        req.content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    state.body, state.dirty = body, changed
     ctx.ai = state
+    return None
+
+
+def write_body(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    """After every phase that edits the parsed request: one serialization, only if one did."""
+    state: LlmState | None = ctx.ai
+    if state is None or state.body is None:
+        return None
+    if state.dirty:
+        flow.request.content = json.dumps(state.body, separators=(",", ":"), ensure_ascii=False).encode()
+    state.body = None  # not kept for the rest of the flow
     return None
 
 

@@ -70,6 +70,18 @@ class AiLogging(StrictModel):
     log_payloads: bool = Field(False, description="Also the request and answer (JSON only), with secrets redacted")
 
 
+class AiMcpSettings(StrictModel):
+    """MCP tools inside Responses requests (`tools[]` entries of type mcp): see ai/mcp_tools.py."""
+
+    allow_unknown_servers: bool = Field(False, description="Let a server_url that is none of the policy's MCP routes "
+                                                           "through ungoverned (default: refused 400)")
+    connectors: list[str] = Field(default_factory=list, description="connector_id values allowed (default: none)")
+    inject_credentials: bool = Field(True, description="For an MCP route whose credentials inject a stored one: put it "
+                                                       "in the tool's headers in place of the client's")
+    require_approval: dict[str, Literal["always", "never"]] = Field(
+        default_factory=dict, description="Tool name -> approval forced whatever the client asked")
+
+
 class AiSettings(StrictModel):
     """An LLM route: the route's service is the provider's base URL, e.g. https://api.openai.com/v1."""
 
@@ -79,6 +91,7 @@ class AiSettings(StrictModel):
     consumers: dict[str, AiOverride] = Field(default_factory=dict, description="Overrides by consumer (username, id or custom_id)")
     consumer_groups: dict[str, AiOverride] = Field(default_factory=dict, description="Overrides by consumer group")
     logging: AiLogging = Field(default_factory=AiLogging)
+    mcp: AiMcpSettings = Field(default_factory=AiMcpSettings)
     max_response_event: int = Field(1024 * 1024, gt=0, description="Largest single SSE event read from the provider")
 
     @field_validator("consumers", "consumer_groups")

@@ -2,7 +2,8 @@
 
 A check names one counter key and its windows (limit, size). It passes when every window has
 room for `cost` more; only then is every window charged (a refused request costs nothing, so a
-caller hammering a closed window does not keep it closed).
+caller hammering a closed window does not keep it closed), unless `penalty` says refused
+requests count too (Kong rate-limiting-advanced's default, disable_penalty: false).
 
 fixed: the window is [floor(now/size)*size, +size); usage = this window's count.
 sliding (Kong's default): usage = this window's count + the previous window's count weighted by
@@ -98,12 +99,12 @@ class LocalCounters:
             slot[0], slot[1] = start, 0
         return slot
 
-    def check(self, key: str, windows: Sequence[Window], cost: int, sliding: bool) -> Outcome:
+    def check(self, key: str, windows: Sequence[Window], cost: int, sliding: bool, penalty: bool = False) -> Outcome:
         now = self.clock()
         slots = [self._slot(key, w.size, now) for w in windows]
         counts = [(int(s[1]), int(s[2])) for s in slots]
         allowed = all(usage(c, p, now, w.size, sliding) + cost <= w.limit for (c, p), w in zip(counts, windows))
-        if allowed:
+        if allowed or penalty:
             for s in slots:
                 s[1] += cost
         if len(self._counts) > self.capacity:

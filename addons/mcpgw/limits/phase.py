@@ -72,7 +72,7 @@ async def check_limits(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response |
             continue
         try:
             result = await counters.check(_key(rule, ctx, flow), rule.windows_for(groups), cost,
-                                          rule.rule.window_type == "sliding")
+                                          rule.rule.window_type == "sliding", rule.rule.count_refused)
         except backend.Unavailable:
             return gateway_failure(flow.request, "reach the rate limit store")
         if result.allowed:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from .counters import Outcome, Window, outcome, usage
 
 # KEYS: per window, the current then the previous window's key.
-# ARGV: cost, sliding (0|1), then per window: limit, size, weight of the previous window.
+# ARGV: cost, sliding (0|1), penalty (0|1: charge a refused request too), then per window: limit, size, weight of the previous window.
 # Returns the counts read (current, previous per window) and 1 if charged.
 SCRIPT = """
 local cost = tonumber(ARGV[1])
@@ -29,14 +29,14 @@ for i = 1, n do
   if sliding then prev = tonumber(redis.call('GET', KEYS[2 * i]) or '0') end
   counts[2 * i - 1] = cur
   counts[2 * i] = prev
-  local limit = tonumber(ARGV[3 * i])
-  local weight = tonumber(ARGV[3 * i + 2])
+  local limit = tonumber(ARGV[3 * i + 1])
+  local weight = tonumber(ARGV[3 * i + 3])
   if cur + prev * weight + cost > limit then allowed = 0 end
 end
-if allowed == 1 then
+if allowed == 1 or ARGV[3] == '1' then
   for i = 1, n do
     redis.call('INCRBY', KEYS[2 * i - 1], cost)
-    redis.call('EXPIRE', KEYS[2 * i - 1], 2 * tonumber(ARGV[3 * i + 1]))
+    redis.call('EXPIRE', KEYS[2 * i - 1], 2 * tonumber(ARGV[3 * i + 2]))
   end
 end
 counts[2 * n + 1] = allowed
@@ -59,9 +59,10 @@ class RedisCounters:
             out += [f"{self.prefix}:rl:{{{tag}}}:{w.size}:{start}", f"{self.prefix}:rl:{{{tag}}}:{w.size}:{start - w.size}"]
         return out
 
-    async def check(self, key: str, windows: Sequence[Window], cost: int, sliding: bool) -> Outcome:
+    async def check(self, key: str, windows: Sequence[Window], cost: int, sliding: bool,
+                    penalty: bool = False) -> Outcome:
         now = self.clock()
-        args: list[object] = [cost, 1 if sliding else 0]
+        args: list[object] = [cost, 1 if sliding else 0, 1 if penalty else 0]
         for w in windows:
             # passed as text with enough digits: Lua reads it back exactly enough for a comparison
             args += [w.limit, w.size, repr(usage(0, 1, now, w.size, True))]

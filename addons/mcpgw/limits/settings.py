@@ -57,6 +57,8 @@ class LimitRule(StrictModel):
     error: Literal["http", "jsonrpc"] = Field("http", description="http: Kong's 429; jsonrpc: a JSON-RPC error per "
                                                                   "limited message (rules with methods or tools only)")
     shadow: bool = Field(False, description="Count and log, never refuse")
+    count_refused: bool = Field(False, description="Refused requests count too, so a caller must pause to get room "
+                                                   "again (Kong rate-limiting-advanced's disable_penalty: false)")
 
     @model_validator(mode="after")
     def _check(self) -> "LimitRule":

@@ -28,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from .. import guards
-from . import deck_plugins
+from . import deck_limits, deck_plugins
 from .deck_plugins import Loc, Origin, Plugin, Problems, RouteBuild, as_bool, as_int, known_fields
 
 DECK_FORMAT = "3.0"
@@ -516,6 +516,7 @@ def _native_policy(t: Translator, routes: dict[str, RouteBuild]) -> dict[str, An
         gateway["urls"] = urls
     if t.hosts:
         gateway["hosts"] = t.hosts
+    deck_limits.gateway_state(t, gateway)  # the Redis rate-limiting plugins named
     limits = [build.native.get("acl", {}).get("max_request_body_size", 0) for build in routes.values()]
     if max(limits, default=0) > deck_plugins.DEFAULT_BODY_LIMIT:
         gateway["max_body_size"] = max(limits)

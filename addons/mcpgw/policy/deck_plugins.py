@@ -33,13 +33,16 @@ DEFAULT_BODY_LIMIT = 1024 * 1024  # Kong's max_request_body_size default, and th
 PLUGIN_FIELDS = ("name", "config", "instance_name", "tags", "enabled", "ordering", "protocols", "id",
                  "service", "route", "consumer", "consumer_group")
 # The gateway's fixed order of access-phase work, by the plugin that does it in Kong.
-NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "key-auth", "acl", "ai-mcp-proxy", "request-transformer-advanced",
+NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "key-auth", "acl", "ai-mcp-proxy", "rate-limiting",
+                "rate-limiting-advanced", "request-transformer-advanced",
                 "request-transformer")
 RTA, RT, RESPONSE_TRANSFORMER = "request-transformer-advanced", "request-transformer", "response-transformer-advanced"
-SUPPORTED = ("key-auth", "acl", "ai-mcp-proxy", "ai-mcp-oauth2", "cors", RTA, RT, RESPONSE_TRANSFORMER, "datakit")
+SUPPORTED = ("key-auth", "acl", "ai-mcp-proxy", "ai-mcp-oauth2", "cors", RTA, RT, RESPONSE_TRANSFORMER, "datakit",
+             "rate-limiting", "rate-limiting-advanced")
 SUPPORTED_TEXT = ("key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, cors, "
                   "request-transformer and request-transformer-advanced (headers and query string), "
-                  "response-transformer-advanced (PRM rewrite), datakit (PRM challenge)")
+                  "response-transformer-advanced (PRM rewrite), datakit (PRM challenge), "
+                  "rate-limiting and rate-limiting-advanced (strategy local or redis)")
 REFUSED: dict[str, str] = {
     "request-validator": "plugin 'request-validator' is not supported: on an MCP route every request body is a JSON-RPC "
                          "message the gateway parses and checks itself; body_schema and parameter_schema would judge "
@@ -303,13 +306,15 @@ class RouteBuild:
 def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
     from . import deck_transformers  # it builds on this module's plugins and routes
 
+    from . import deck_limits
+
     for plugin in t.plugins:
         check_ordering(plugin, t.problems)
     for build in builds.values():
         if RESPONSE_TRANSFORMER in build.plugins:
             _fold_prm_route(build, builds, t)
     handlers = {"cors": _cors, "datakit": _datakit, "ai-mcp-oauth2": _oauth, "key-auth": _key_auth,
-                "acl": _acl, "ai-mcp-proxy": _mcp_proxy}
+                "acl": _acl, "ai-mcp-proxy": _mcp_proxy, **deck_limits.HANDLERS}
     for build in builds.values():
         if build.folded:
             continue
@@ -634,6 +639,8 @@ _TRANSFORMED_VALUE = lambda sub: len(sub) == 3 and sub[0] in ("add", "append", "
     "headers", "querystring")
 SECRET_OPTIONS = {"ai-mcp-oauth2": lambda sub: sub == ("client_secret",), RTA: _TRANSFORMED_VALUE,
                   RT: _TRANSFORMED_VALUE}
+SECRET_OPTIONS.update(dict.fromkeys(("rate-limiting", "rate-limiting-advanced"), lambda sub: sub in (  # the Redis login
+    ("redis", "password"), ("redis", "username"), ("redis_password",), ("redis_username",))))
 
 
 def check_vault_references(tree: Any, problems: Problems, loc: Loc = (), plugin: tuple[str, int] | None = None) -> None:

@@ -1,0 +1,51 @@
+"""The LLM routes' child addon: their Prometheus counters, and one audit record per MCP tool
+call the provider made inside an LLM answer (the LLM call's own record comes from the audit log,
+with its `llm` field). Runs after the audit log on every flow."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mitmproxy import http
+
+from .. import audit, context, redaction
+from .metrics import LlmCollector
+
+if TYPE_CHECKING:
+    from ..auditlog import AuditLog
+    from ..metrics import Metrics
+
+log = logging.getLogger("mcpgw.ai")
+
+
+class LlmAddon:
+    def __init__(self, audit_log: "AuditLog", metrics: "Metrics") -> None:
+        self.audit_log = audit_log
+        metrics.registry.register(LlmCollector())
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._tool_calls(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._tool_calls(flow)
+
+    def _tool_calls(self, flow: http.HTTPFlow) -> None:
+        fctx = context.get(flow)
+        state = fctx.ai if fctx is not None else None
+        writer = self.audit_log.writer
+        if state is None or not state.mcp_calls or writer is None:
+            return
+        calls, state.mcp_calls = state.mcp_calls, []  # once, whichever hook comes
+        try:
+            base = {"time": audit._iso(flow.request.timestamp_start), "flow": flow.id, "route": fctx.route_name,
+                    "mode": fctx.mode, "consumer": audit.consumer_of(fctx)}
+            redact = redaction.for_snapshot(fctx.snapshot)
+            for call in calls:
+                record = {**base, "mcp_call": {k: audit._text(v) for k, v in call.items()},
+                          "primitive": "tool", "name": audit._text(call["name"]),
+                          "decision": "allow" if call["decision"] == "allow" else "deny",
+                          "rule": "ai.mcp.allowed_tools", "reason": None if call["decision"] == "allow" else call["decision"]}
+                writer.submit(audit.PendingRecord(record, redact=redact))
+        except Exception:  # after the answer: nothing is forwarded here
+            log.exception("could not audit the MCP tool calls of an LLM answer")

@@ -1,0 +1,138 @@
+"""Kong's rate-limiting and rate-limiting-advanced on a decK route or service -> the route's
+`rate_limits` (docs/limits.md); the plugin's `redis.*` -> `gateway.state.redis` (one Redis for
+the whole gateway: two plugins naming different servers are refused).
+
+rate-limiting:          second/minute/hour/day/month/year -> one fixed-window rule with those windows;
+                        limit_by -> identifier; policy local|redis -> strategy (cluster refused).
+rate-limiting-advanced: limit[]/window_size[]/window_type/identifier/namespace -> one rule;
+                        strategy local|redis; disable_penalty false (Kong's default: refused
+                        requests count too) -> count_refused.
+Both: fault_tolerant, hide_client_headers, error_code, error_message, header_name."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .deck_plugins import Plugin, RouteBuild, take_options
+
+if TYPE_CHECKING:
+    from .deck import Translator
+
+RL, RLA = "rate-limiting", "rate-limiting-advanced"
+WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "month": 2592000, "year": 31536000}
+IDENTIFIERS = ("consumer", "credential", "ip", "header", "path", "service")
+COMMON = ("fault_tolerant", "hide_client_headers", "error_code", "error_message", "header_name", "redis")
+RL_OPTIONS = (*WINDOWS, "limit_by", "policy", *COMMON, "sync_rate", "redis_host", "redis_port", "redis_password",
+              "redis_username", "redis_ssl", "redis_ssl_verify", "redis_timeout", "redis_database")
+RLA_OPTIONS = ("limit", "window_size", "window_type", "identifier", "namespace", "strategy", "sync_rate",
+               "disable_penalty", "dictionary_name", "lock_dictionary_name", "retry_after_jitter_max", *COMMON)
+REDIS_FIELDS = {"host": "host", "port": "port", "database": "database", "username": "username",
+                "password": "password", "ssl": "ssl", "ssl_verify": "ssl_verify", "timeout": "timeout"}
+_REDIS_ATTRIBUTE = "_deck_limits_redis"  # on the Translator: (plugin, settings) of the first plugin naming Redis
+
+
+def _redis(plugin: Plugin, options: dict[str, Any], t: "Translator") -> None:
+    found = dict(options.get("redis") or {})
+    for key in list(options):  # rate-limiting's older flat spelling, redis_host: ...
+        if key.startswith("redis_"):
+            found.setdefault(key[len("redis_"):], options[key])
+    native: dict[str, Any] = {}
+    for key, value in found.items():
+        if value is None:
+            continue
+        if key not in REDIS_FIELDS:
+            if key in ("sentinel_nodes", "cluster_nodes", "sentinel_master", "cluster_addresses", "sentinel_addresses"):
+                plugin.problem(t.problems, "Redis Sentinel and Cluster are not supported: name one server (a "
+                               "Sentinel-managed primary's address or a proxy; docs/scaling.md)", "config", "redis", key)
+            elif key not in ("keepalive_pool_size", "keepalive_backlog", "connect_timeout", "read_timeout",
+                             "send_timeout", "server_name"):
+                plugin.problem(t.problems, "option not supported by this gateway", "config", "redis", key)
+            continue
+        native[REDIS_FIELDS[key]] = t.secret(value) if key in ("username", "password") else value
+    if "timeout" in native:
+        native["timeout"] = native["timeout"] / 1000  # Kong: milliseconds
+    if not native:
+        plugin.problem(t.problems, "strategy redis needs redis.host", "config", "redis")
+        return
+    first = getattr(t, _REDIS_ATTRIBUTE, None)
+    if first is not None and first[1] != native:
+        plugin.problem(t.problems, f"names another Redis than {first[0].name} does: the gateway uses one Redis "
+                       "for all its shared state", "config", "redis")
+        return
+    setattr(t, _REDIS_ATTRIBUTE, (plugin, native))
+
+
+def _common(plugin: Plugin, options: dict[str, Any], strategy: str, t: "Translator") -> dict[str, Any]:
+    if strategy not in ("local", "redis"):
+        plugin.problem(t.problems, f"{strategy!r} is not supported: local or redis (cluster counts through Kong's "
+                       "database, which this gateway has none of)", "config")
+        strategy = "local"
+    limits: dict[str, Any] = {"strategy": strategy}
+    if strategy == "redis":
+        _redis(plugin, options, t)
+    for key in ("fault_tolerant", "hide_client_headers", "error_code", "error_message"):
+        if key in options:
+            limits[key] = options[key]
+    return limits
+
+
+def _identifier(plugin: Plugin, value: Any, options: dict[str, Any], t: "Translator", rule: dict[str, Any]) -> None:
+    if value not in IDENTIFIERS:
+        plugin.problem(t.problems, f"{value!r} is not supported (supported: {', '.join(IDENTIFIERS)}; consumer "
+                       "groups: use a native rule's consumer_groups)", "config")
+        return
+    rule["identifier"] = value
+    if value == "header":
+        rule["header_name"] = options.get("header_name")
+
+
+def rate_limiting(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
+    options = take_options(plugin, RL_OPTIONS, t.problems)
+    windows = [(options[name], size) for name, size in WINDOWS.items() if options.get(name) is not None]
+    if not windows:
+        plugin.problem(t.problems, "needs at least one of second, minute, hour, day, month, year", "config")
+        return
+    rule: dict[str, Any] = {"limit": [n for n, _ in windows], "window_size": [s for _, s in windows],
+                            "window_type": "fixed"}  # Kong's rate-limiting counts fixed windows
+    _identifier(plugin, options.get("limit_by", "consumer"), options, t, rule)
+    limits = _common(plugin, options, options.get("policy", "local"), t)
+    limits["rules"] = [rule]
+    _add(build, t, plugin, limits)
+
+
+def rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
+    options = take_options(plugin, RLA_OPTIONS, t.problems)
+    rule: dict[str, Any] = {"limit": options.get("limit"), "window_size": options.get("window_size"),
+                            "window_type": options.get("window_type", "sliding"),
+                            "count_refused": not options.get("disable_penalty", False)}
+    if options.get("namespace"):
+        rule["namespace"] = options["namespace"]
+    if options.get("retry_after_jitter_max") not in (None, 0):
+        plugin.problem(t.problems, "only 0 is supported (Retry-After is exact)", "config", "retry_after_jitter_max")
+    _identifier(plugin, options.get("identifier", "consumer"), options, t, rule)
+    limits = _common(plugin, options, options.get("strategy", "local"), t)
+    limits["rules"] = [rule]
+    _add(build, t, plugin, limits)
+
+
+def _add(build: RouteBuild, t: "Translator", plugin: Plugin, limits: dict[str, Any]) -> None:
+    found = build.native.get("rate_limits")
+    if found is None:
+        build.native["rate_limits"] = limits
+    elif {k: v for k, v in found.items() if k != "rules"} == {k: v for k, v in limits.items() if k != "rules"}:
+        found["rules"] += limits["rules"]  # both plugins on one route: both limits apply, as in Kong
+    else:
+        plugin.problem(t.problems, "differs from the other rate-limiting plugin of this route in strategy, "
+                       "fault_tolerant, hide_client_headers or error: the gateway applies one such setting per route")
+        return
+    build.origin(t, "rate_limits", plugin)
+
+
+def gateway_state(t: "Translator", gateway: dict[str, Any]) -> None:
+    """The Redis the plugins named, as the native gateway.state (called once the routes are built)."""
+    found = getattr(t, _REDIS_ATTRIBUTE, None)
+    if found is not None:
+        gateway["state"] = {"redis": found[1]}
+
+
+HANDLERS = {RL: rate_limiting, RLA: rate_limiting_advanced}

@@ -1,0 +1,132 @@
+"""Kong's rate-limiting and rate-limiting-advanced in decK files: Kong's doc cases 29 and 30
+load, translate to the native rate_limits, and refuse what they should; a translated limit
+answers through the real pipeline as the pages say."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mitmproxy import http
+from mitmproxy.test import tflow
+
+from mcpgw import pipeline
+from mcpgw.context import FlowContext
+from mcpgw.limits import backend
+from mcpgw.policy.deck import translate_deck
+from mcpgw.policy.loader import PolicyError
+from mcpgw.policy.models import Policy
+from mcpgw.policy.store import Snapshot
+from mcpgw.routing import RouteTable
+
+CASES = Path(__file__).resolve().parents[3] / "shared" / "kong-docs" / "cases"
+CASE_29 = CASES / "29-rate-limiting-local-on-mcp.yaml"
+CASE_30 = CASES / "30-rate-limiting-advanced-sliding-on-mcp.yaml"
+
+needs_cases = pytest.mark.skipif(not CASE_29.exists(), reason="Kong doc cases not on this machine")
+
+
+def translate(doc: dict) -> dict:
+    return translate_deck(copy.deepcopy(doc), "kong.yaml", env={})
+
+
+def case(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def with_plugin(doc: dict, plugin: dict) -> dict:
+    doc = copy.deepcopy(doc)
+    doc["plugins"] = [p for p in doc["plugins"] if not p["name"].startswith("rate-limiting")] + [plugin]
+    return doc
+
+
+@needs_cases
+def test_case_29_rate_limiting_local_is_fixed_windows_per_consumer():
+    native = translate(case(CASE_29))
+    assert native["routes"]["mcp-route"]["rate_limits"] == {
+        "strategy": "local",
+        "rules": [{"limit": [5, 1000], "window_size": [1, 3600], "window_type": "fixed", "identifier": "consumer"}]}
+    Policy.model_validate(native)
+
+
+@needs_cases
+def test_case_30_rate_limiting_advanced_sliding_with_namespace():
+    native = translate(case(CASE_30))
+    assert native["routes"]["mcp-route"]["rate_limits"] == {
+        "strategy": "local",
+        "rules": [{"limit": [100], "window_size": [3600], "window_type": "sliding", "count_refused": True,
+                   "namespace": "my-namespace", "identifier": "consumer"}]}
+
+
+@needs_cases
+def test_redis_settings_become_the_gateway_state_and_secrets_stay_references(monkeypatch):
+    monkeypatch.setenv("REDIS_PASSWORD", "pw")
+    plugin = {"name": "rate-limiting-advanced", "route": "mcp-route", "config": {
+        "limit": [10], "window_size": [60], "strategy": "redis", "sync_rate": 0, "disable_penalty": True,
+        "redis": {"host": "redis.internal", "port": 6380, "database": 2, "password": "{vault://env/REDIS_PASSWORD}",
+                  "timeout": 1500, "ssl": True}}}
+    native = translate_deck(with_plugin(case(CASE_30), plugin), "kong.yaml", env={}, secret_references=True)
+    assert native["gateway"]["state"]["redis"]["password"] == "{vault://env/REDIS_PASSWORD}"  # resolved at load only
+    assert native["gateway"]["state"]["redis"]["host"] == "redis.internal"
+    assert native["gateway"]["state"]["redis"]["timeout"] == 1.5
+    assert native["routes"]["mcp-route"]["rate_limits"]["strategy"] == "redis"
+    assert native["routes"]["mcp-route"]["rate_limits"]["rules"][0]["count_refused"] is False
+
+
+@needs_cases
+@pytest.mark.parametrize("config, expected", [
+    ({"limit": [1], "window_size": [60], "strategy": "cluster"}, "'cluster' is not supported"),
+    ({"limit": [1], "window_size": [60], "identifier": "consumer-group"}, "'consumer-group' is not supported"),
+    ({"limit": [1], "window_size": [60], "strategy": "redis", "redis": {"sentinel_nodes": [{"host": "s"}]}},
+     "Sentinel and Cluster are not supported"),
+    ({"limit": [1], "window_size": [60], "retry_after_jitter_max": 5}, "only 0 is supported"),
+    ({"limit": [1, 2], "window_size": [60]}, "same length"),
+])
+def test_refusals(config, expected):
+    doc = with_plugin(case(CASE_30), {"name": "rate-limiting-advanced", "route": "mcp-route", "config": config})
+    with pytest.raises(PolicyError) as refused:
+        translate(doc)
+    assert any(expected in p for p in refused.value.problems), refused.value.problems
+
+
+@needs_cases
+def test_two_plugins_naming_different_redis_servers_are_refused():
+    doc = case(CASE_29)
+    doc["services"].append({"name": "other", "url": "http://127.0.0.1:9", "routes": [{"name": "r2", "paths": ["/b"]}]})
+    doc["plugins"] = [p for p in doc["plugins"] if p["name"] != "rate-limiting"] + [
+        {"name": "rate-limiting", "route": "mcp-route", "config": {"minute": 1, "policy": "redis", "redis": {"host": "a"}}},
+        {"name": "rate-limiting", "route": "r2", "config": {"minute": 1, "policy": "redis", "redis": {"host": "b"}}}]
+    with pytest.raises(PolicyError) as refused:
+        translate(doc)
+    assert any("names another Redis" in p for p in refused.value.problems)
+
+
+async def run(policy: Policy, key: str) -> http.Response | None:
+    snap = Snapshot(policy, RouteTable(policy), "test", 1, "test", ())
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "t", "arguments": {}}})
+    fields = [(b"host", b"localhost:8000"), (b"content-type", b"application/json"),
+              (b"accept", b"application/json, text/event-stream"), (b"apikey", key.encode())]
+    flow = tflow.tflow(req=http.Request.make("POST", "http://localhost:8000/mcp", body.encode(), http.Headers(fields)))
+    ctx = FlowContext(snap, "gateway", snap.routes.match_gateway("/mcp"), frozenset({"localhost"}), "localhost:8000", "http")
+    answer = await pipeline.run(pipeline.HEADER_PHASES + pipeline.REQUEST_PHASES, ctx, flow)
+    assert answer is not None or ctx.upstream_set
+    return answer
+
+
+@needs_cases
+async def test_case_29_answers_the_sixth_request_in_a_second_with_kongs_429(monkeypatch):
+    from mcpgw.limits.counters import LocalCounters
+
+    monkeypatch.setattr(backend, "local", LocalCounters(clock=lambda: 1_080_000.5))  # one second, held still
+    policy = Policy.model_validate(translate(case(CASE_29)))
+    answers = [await run(policy, "dev-key") for _ in range(6)]
+    assert answers[:5] == [None] * 5  # forwarded
+    refused = answers[5]
+    assert refused.status_code == 429 and json.loads(refused.content) == {"message": "API rate limit exceeded"}
+    assert refused.headers["X-RateLimit-Limit-Second"] == "5" and refused.headers["X-RateLimit-Remaining-Second"] == "0"
+    assert refused.headers["X-RateLimit-Remaining-Hour"] == "995"
+    assert refused.headers["Retry-After"] == "1"
+    assert await run(policy, "admin-key") is None  # another consumer: its own counter
