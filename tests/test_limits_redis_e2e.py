@@ -36,7 +36,8 @@ def policy(up: DemoUpstream, redis: RedisServer) -> dict:
         "gateway": {"state": {"backend": "redis", "redis": {**redis.policy, "timeout": 0.5}}},
         "consumers": {"dev": {"keys": ["dev-key"]}, "dev2": {"keys": ["dev2-key"]}},
         "services": {"up": {"url": up.url}},
-        "routes": {"shared": route("/shared"),
+        "routes": {"root": {"service": "up", "paths": ["/"]},  # would match /healthz, were it routed
+                   "shared": route("/shared"),
                    "open": route("/open", rules=[per_request]),
                    "strict": route("/strict", rules=[per_request], fault_tolerant=False)},
     }
@@ -51,7 +52,7 @@ def env(tmp_path_factory):
     try:
         for name in ("a", "b"):
             started.append(Gateway(workdir, policy(up, redis), intercept=False, name=f"gw-{name}",
-                                   extra=["--set", "mcp_metrics=127.0.0.1:0"]))
+                                   extra=["--set", "mcp_metrics=127.0.0.1:0", "--set", "mcp_health=/healthz"]))
         yield started, up, redis
     finally:
         for gw in started:
@@ -129,6 +130,8 @@ async def test_redis_down_falls_back_or_refuses_and_shared_counting_resumes(env)
             assert metric(text, "mcp_gateway_rate_limit_redis_down") == 1
             r = await client.post(a.url("/strict"), json=initialize(), headers=headers)
             assert r.status_code == 500 and "rate limit store" in r.text  # fault_tolerant: false
+            health = await client.get(a.url("/healthz"))
+            assert health.status_code == 200 and health.json()["redis"] == "down"  # reported, not a reason for 503
             assert metric(metrics(a), "mcp_gateway_rate_limit_redis_refusals") >= 1
             a.process.wait_for("rate limits: Redis 127.0.0.1:%d unreachable" % redis.port, timeout=5)
         finally:
@@ -141,3 +144,16 @@ async def test_redis_down_falls_back_or_refuses_and_shared_counting_resumes(env)
         assert remaining == ["19", "18"]  # shared again (the restarted server began at zero)
         assert metric(metrics(a), "mcp_gateway_rate_limit_redis_down") == 0
         a.process.wait_for("reachable again: shared counting resumes", timeout=5)
+
+
+async def test_health_endpoint_is_answered_by_the_gateway(env):
+    (a, b), up, _ = env
+    up.reset()
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.get(a.url("/healthz"))
+        assert r.status_code == 200
+        assert r.json() == {"status": "ok", "policy_version": 1, "policy_digest": r.json()["policy_digest"],
+                            "state_backend": "redis", "redis": "ok", "rate_limit_fallback": False}
+        assert (await client.head(b.url("/healthz"))).status_code == 200
+        assert (await client.post(a.url("/healthz"))).status_code == 405
+    assert up.requests() == []  # never forwarded, though the route "/" covers the path

@@ -13,7 +13,7 @@ from pathlib import Path
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from . import canonical, context, destinations, guards, mitm_options, pipeline, redaction, request_stream
+from . import canonical, context, destinations, guards, health, mitm_options, pipeline, redaction, request_stream
 from .ai.addon import LlmAddon
 from .auditlog import AuditLog
 from .state.redis_sessions import SelectedSessionStore
@@ -77,6 +77,9 @@ class MCPGateway:
                           "Seconds between checks of the policy file (and the files it references) for changes.")
         loader.add_option("mcp_policy_settle", str, "0.5",
                           "Seconds a changed policy file must stay unchanged before it is loaded (0: at once).")
+        loader.add_option("mcp_health", str, "",
+                          "Path of the gateway's own health endpoint on its gateway listeners, e.g. /healthz (off when "
+                          "empty); answered before routing, never forwarded (docs/scaling.md).")
         loader.add_option("mcp_deck_deny", str, "jsonrpc",
                           "decK files: how a call ai-mcp-proxy denies is answered: jsonrpc (error -32602, Kong before "
                           "3.14) or http403 (HTTP 403, Kong 3.14+).", choices=list(DENY_RESPONSES))
@@ -202,6 +205,8 @@ class MCPGateway:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         # async: routing may resolve host names and identity may ask an IdP, before the body is read
         if flow.response or flow.error or not flow.live:
+            return
+        if await health.answer(flow, self.store, ctx.options.mcp_health):  # before routing: never forwarded
             return
         with self._fail_closed(flow, "route it"):
             snap = self.store.current
