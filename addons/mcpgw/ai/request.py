@@ -142,7 +142,7 @@ def prepare(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     if req.method != "POST":
         return ai_error(405, f"{req.method} is not accepted on this LLM route; it takes POST {settings.endpoint}")
     if ctx.mode == "intercept":
-        expected = (ctx.match.route.service.path or "/v1") + settings.endpoint
+        expected = ctx.match.route.service.path + settings.endpoint
         if req.path.split("?", 1)[0] != expected:
             return ai_error(404, f"This route serves {settings.route_type} at {expected} only", code="unknown_url")
     try:
@@ -223,5 +223,5 @@ def set_endpoint(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | Non
         return None
     req = flow.request
     _, sep, query = req.path.partition("?")
-    req.path = (ctx.match.route.service.path or "/v1") + settings.endpoint + sep + query
+    req.path = ctx.match.route.service.path + settings.endpoint + sep + query
     return None

@@ -35,14 +35,15 @@ PLUGIN_FIELDS = ("name", "config", "instance_name", "tags", "enabled", "ordering
 # The gateway's fixed order of access-phase work, by the plugin that does it in Kong.
 NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "key-auth", "acl", "ai-mcp-proxy", "rate-limiting",
                 "rate-limiting-advanced", "request-transformer-advanced",
-                "request-transformer")
+                "request-transformer", "ai-proxy", "ai-proxy-advanced")
 RTA, RT, RESPONSE_TRANSFORMER = "request-transformer-advanced", "request-transformer", "response-transformer-advanced"
 SUPPORTED = ("key-auth", "acl", "ai-mcp-proxy", "ai-mcp-oauth2", "cors", RTA, RT, RESPONSE_TRANSFORMER, "datakit",
-             "rate-limiting", "rate-limiting-advanced")
+             "rate-limiting", "rate-limiting-advanced", "ai-proxy", "ai-proxy-advanced")
 SUPPORTED_TEXT = ("key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, cors, "
                   "request-transformer and request-transformer-advanced (headers and query string), "
                   "response-transformer-advanced (PRM rewrite), datakit (PRM challenge), "
-                  "rate-limiting and rate-limiting-advanced (strategy local or redis)")
+                  "rate-limiting and rate-limiting-advanced (strategy local or redis), "
+                  "ai-proxy and ai-proxy-advanced (one target; docs/ai.md)")
 REFUSED: dict[str, str] = {
     "request-validator": "plugin 'request-validator' is not supported: on an MCP route every request body is a JSON-RPC "
                          "message the gateway parses and checks itself; body_schema and parameter_schema would judge "
@@ -306,7 +307,7 @@ class RouteBuild:
 def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
     from . import deck_transformers  # it builds on this module's plugins and routes
 
-    from . import deck_limits
+    from . import deck_ai, deck_limits
 
     for plugin in t.plugins:
         check_ordering(plugin, t.problems)
@@ -314,12 +315,12 @@ def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
         if RESPONSE_TRANSFORMER in build.plugins:
             _fold_prm_route(build, builds, t)
     handlers = {"cors": _cors, "datakit": _datakit, "ai-mcp-oauth2": _oauth, "key-auth": _key_auth,
-                "acl": _acl, "ai-mcp-proxy": _mcp_proxy, **deck_limits.HANDLERS}
+                "acl": _acl, "ai-mcp-proxy": _mcp_proxy, **deck_limits.HANDLERS, **deck_ai.HANDLERS}
     for build in builds.values():
         if build.folded:
             continue
         for plugin in build.personal:
-            if plugin.name != RTA:
+            if plugin.name != RTA and not (plugin.name in deck_ai.PERSONAL and deck_ai.HANDLERS.keys() & build.plugins):
                 plugin.problem(t.problems, "plugins scoped to a consumer or consumer group are supported for "
                                "request-transformer-advanced only (as credentials overrides)")
         for name in NATIVE_ORDER:
@@ -641,6 +642,9 @@ SECRET_OPTIONS = {"ai-mcp-oauth2": lambda sub: sub == ("client_secret",), RTA: _
                   RT: _TRANSFORMED_VALUE}
 SECRET_OPTIONS.update(dict.fromkeys(("rate-limiting", "rate-limiting-advanced"), lambda sub: sub in (  # the Redis login
     ("redis", "password"), ("redis", "username"), ("redis_password",), ("redis_username",))))
+SECRET_OPTIONS.update({"ai-proxy": lambda sub: sub in (("auth", "header_value"), ("auth", "param_value")),  # provider keys
+                       "ai-proxy-advanced": lambda sub: len(sub) == 4 and sub[0] == "targets" and sub[2:] in (
+                           ("auth", "header_value"), ("auth", "param_value"))})
 
 
 def check_vault_references(tree: Any, problems: Problems, loc: Loc = (), plugin: tuple[str, int] | None = None) -> None:

@@ -1,0 +1,152 @@
+"""Kong's ai-proxy and ai-proxy-advanced on a decK route, service or globally -> the route's
+native `ai:` settings (docs/ai.md), and consumer- or consumer-group-scoped ai-proxy instances ->
+its `ai.consumers` / `ai.consumer_groups` overrides (their model name and options: the route's
+provider key stays the one sent).
+
+As in Kong, the plugin decides where the request goes: the provider's base URL
+(https://api.openai.com/v1 for provider openai, or `model.options.upstream_url` less the route
+type's endpoint) becomes the route's service; the decK service's own URL is not used. Kong
+passes MCP tools inside Responses requests through untouched, so a translated route allows MCP
+servers that are none of the file's routes (`ai.mcp.allow_unknown_servers`); the native policy
+can govern them.
+
+ai-proxy-advanced: one target (several are refused: balancing is not implemented yet); its
+`balancer` options are accepted and have no effect with one target, `retries` included."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..ai.settings import ENDPOINTS
+from .deck_plugins import Plugin, RouteBuild, take_options
+
+if TYPE_CHECKING:
+    from .deck import Translator
+
+AI_PROXY, AI_PROXY_ADVANCED = "ai-proxy", "ai-proxy-advanced"
+PROVIDER_URLS = {"openai": "https://api.openai.com/v1"}
+TARGET_FIELDS = ("route_type", "auth", "model", "logging", "weight", "description")
+PROXY_FIELDS = ("route_type", "auth", "model", "logging", "model_name_header", "response_streaming",
+                "max_request_body_size", "llm_format")
+AUTH_FIELDS = ("header_name", "header_value", "param_name", "param_value", "param_location", "allow_override")
+OPTION_FIELDS = ("max_tokens", "temperature", "top_p", "input_cost", "output_cost", "upstream_url")
+BALANCER_FIELDS = ("algorithm", "tokens_count_strategy", "latency_strategy", "retries", "connect_timeout",
+                   "read_timeout", "write_timeout", "slots", "hash_on_header", "failover_criteria")
+
+
+def _pick(plugin: Plugin, value: Any, fields: tuple[str, ...], t: "Translator", *sub: str | int) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        plugin.problem(t.problems, "expected a mapping", "config", *sub)
+        return {}
+    out = {}
+    for key, v in value.items():
+        if v is None:
+            continue
+        if key not in fields:
+            plugin.problem(t.problems, f"option not supported by this gateway (supported: {', '.join(fields)})",
+                           "config", *sub, key)
+            continue
+        out[key] = v
+    return out
+
+
+def _settings(plugin: Plugin, cfg: dict[str, Any], t: "Translator", *sub: str | int) -> tuple[dict[str, Any], str | None]:
+    """A target (or ai-proxy's config) -> (native ai settings, provider base URL)."""
+    route_type = cfg.get("route_type")
+    if route_type not in ENDPOINTS:
+        plugin.problem(t.problems, f"route_type {route_type!r} is not supported (supported: {', '.join(ENDPOINTS)})",
+                       "config", *sub, "route_type")
+        return {}, None
+    native: dict[str, Any] = {"route_type": route_type, "mcp": {"allow_unknown_servers": True}}
+    auth = _pick(plugin, cfg.get("auth"), AUTH_FIELDS, t, *sub, "auth")
+    for key in ("header_value", "param_value"):
+        if key in auth:
+            auth[key] = t.secret(auth[key])
+    if auth.get("param_location", "query") != "query":
+        plugin.problem(t.problems, "only param_location query is supported", "config", *sub, "auth", "param_location")
+    if auth:
+        native["auth"] = auth
+    model = _pick(plugin, cfg.get("model"), ("provider", "name", "options"), t, *sub, "model")
+    provider = model.get("provider", "openai")
+    options = _pick(plugin, model.get("options"), OPTION_FIELDS, t, *sub, "model", "options")
+    upstream = options.pop("upstream_url", None)
+    if upstream is not None:
+        endpoint = ENDPOINTS[route_type]
+        if not isinstance(upstream, str) or not upstream.rstrip("/").endswith(endpoint):
+            plugin.problem(t.problems, f"upstream_url must end with {endpoint} (the {route_type} endpoint)",
+                           "config", *sub, "model", "options", "upstream_url")
+            return {}, None
+        base = upstream.rstrip("/")[: -len(endpoint)]
+    elif provider in PROVIDER_URLS:
+        base = PROVIDER_URLS[provider]
+    else:
+        plugin.problem(t.problems, f"provider {provider!r} needs model.options.upstream_url (an OpenAI-compatible "
+                       "endpoint); only openai has a known URL", "config", *sub, "model", "provider")
+        return {}, None
+    if provider != "openai" and upstream is None:
+        return {}, None
+    native["model"] = {"provider": "openai", **({"name": model["name"]} if model.get("name") else {}),
+                       **({"options": options} if options else {})}
+    logging = _pick(plugin, cfg.get("logging"), ("log_statistics", "log_payloads"), t, *sub, "logging")
+    if logging:
+        native["logging"] = logging
+    return native, base
+
+
+def _place(build: RouteBuild, t: "Translator", plugin: Plugin, native: dict[str, Any], base: str) -> None:
+    from .deck import Service
+
+    name = f"{build.name}-llm"
+    t.services[name] = Service(name, plugin.loc, base)
+    build.service = build.native["service"] = name
+    build.service_url = base
+    build.native["ai"] = native
+    build.origin(t, "ai", plugin)
+    _personal(build, t, native)
+
+
+def _personal(build: RouteBuild, t: "Translator", native: dict[str, Any]) -> None:
+    for plugin in build.personal:
+        if plugin.name != AI_PROXY:
+            continue
+        cfg = take_options(plugin, PROXY_FIELDS, t.problems)
+        theirs, _ = _settings(plugin, cfg, t)
+        if not theirs:
+            continue
+        if theirs["route_type"] != native["route_type"]:
+            plugin.problem(t.problems, f"route_type differs from the route's ({native['route_type']})", "config", "route_type")
+            continue
+        override = {k: v for k, v in theirs["model"].items() if k in ("name", "options")}
+        scope = plugin.scope
+        key, who = ("consumers", scope["consumer"]) if "consumer" in scope else ("consumer_groups", scope["consumer_group"])
+        native.setdefault(key, {})[who] = override
+
+
+def ai_proxy(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
+    cfg = take_options(plugin, PROXY_FIELDS, t.problems)
+    native, base = _settings(plugin, cfg, t)
+    if native and base:
+        _place(build, t, plugin, native, base)
+
+
+def ai_proxy_advanced(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
+    cfg = take_options(plugin, ("targets", "balancer", "vectordb", "embeddings", "model_name_header",
+                                "response_streaming", "max_request_body_size", "llm_format"), t.problems)
+    _pick(plugin, cfg.get("balancer"), BALANCER_FIELDS, t, "balancer")
+    targets = cfg.get("targets")
+    if not isinstance(targets, list) or not targets:
+        plugin.problem(t.problems, "needs targets", "config", "targets")
+        return
+    if len(targets) > 1:
+        plugin.problem(t.problems, "several targets are not supported yet (no balancing): give one", "config", "targets")
+        return
+    target = _pick(plugin, targets[0], TARGET_FIELDS, t, "targets", 0)
+    native, base = _settings(plugin, target, t, "targets", 0)
+    if native and base:
+        _place(build, t, plugin, native, base)
+
+
+HANDLERS = {AI_PROXY: ai_proxy, AI_PROXY_ADVANCED: ai_proxy_advanced}
+PERSONAL = (AI_PROXY,)  # plugins this module reads when scoped to a consumer or consumer group
