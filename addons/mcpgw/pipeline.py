@@ -19,6 +19,7 @@ from .context import FlowContext
 from .governance import access, enforce, filtering, no_tools, removed
 from .identity import keyauth, oauth, prm, upstream_headers
 from .limits import phase as limits
+from .limits import tokens as token_limits
 from .sessions import binding as sessions
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
@@ -99,6 +100,7 @@ AI_REQUEST_PHASES: tuple[Phase, ...] = (
     forwarding.check_body,
     access.check_route_access,
     ai_request.prepare,  # route type, model, options, include_usage
+    token_limits.check_tokens,  # a consumer whose token budget is spent is refused before the provider is asked
     ai_mcp.govern_tools,  # MCP tools inside the request: server_url, allowed_tools, the MCP route's credential
     ai_request.write_body,  # after every phase that edits the parsed request
     upstream_headers.add_identity_headers,
@@ -111,6 +113,7 @@ AI_REQUEST_PHASES: tuple[Phase, ...] = (
 
 AI_RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
     redaction.mask_sent_request,
+    limits.add_headers,  # X-AI-RateLimit-* of token limits
     redirects.rewrite_locations,
     guards.add_cors_to_response,
     ai_answers.prepare_answer,  # streams event by event, reading usage as it passes

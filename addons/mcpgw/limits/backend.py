@@ -52,7 +52,8 @@ class _Redis:
         self.settings = settings
         self.fault_tolerant = fault_tolerant
 
-    async def check(self, key: str, windows: tuple[Window, ...], cost: int, sliding: bool, penalty: bool) -> Outcome:
+    async def check(self, key: str, windows: tuple[Window, ...], cost: int, sliding: bool, penalty: bool,
+                    charge: bool = True) -> Outcome:
         global _down_until
         if time.monotonic() >= _down_until:
             try:
@@ -60,7 +61,7 @@ class _Redis:
                 counters = _counters.get(id(client))
                 if counters is None or counters.client is not client:
                     counters = _counters[id(client)] = RedisCounters(client, self.settings.key_prefix, time.time)
-                result = await counters.check(key, windows, cost, sliding, penalty)
+                result = await counters.check(key, windows, cost, sliding, penalty, charge)
             except Exception as e:  # any failure of the store: the route's fault tolerance decides
                 stats.redis_errors += 1
                 _down_until = time.monotonic() + RETRY_INTERVAL
@@ -78,12 +79,13 @@ class _Redis:
             stats.redis_refusals += 1
             raise Unavailable()
         stats.redis_fallbacks += 1
-        return _fallback.check(key, windows, cost, sliding, penalty)
+        return _fallback.check(key, windows, cost, sliding, penalty, charge)
 
 
 class _Local:
-    async def check(self, key: str, windows: tuple[Window, ...], cost: int, sliding: bool, penalty: bool) -> Outcome:
-        return local.check(key, windows, cost, sliding, penalty)
+    async def check(self, key: str, windows: tuple[Window, ...], cost: int, sliding: bool, penalty: bool,
+                    charge: bool = True) -> Outcome:
+        return local.check(key, windows, cost, sliding, penalty, charge)
 
 
 _down_until = 0.0

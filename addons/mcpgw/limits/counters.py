@@ -49,13 +49,14 @@ def usage(current: int, previous: int, now: float, size: int, sliding: bool) -> 
 
 
 def outcome(windows: Sequence[Window], counts: Sequence[tuple[int, int]], allowed: bool, cost: int, now: float,
-            sliding: bool) -> Outcome:
-    """The answer to a check from each window's (current, previous) counts before it."""
+            sliding: bool, charged: bool = True) -> Outcome:
+    """The answer to a check from each window's (current, previous) counts before it; `remaining`
+    is what is left after it, or, for a check that only asked (`charged=False`), before it."""
     states = []
     retry = 0
     for w, (current, previous) in zip(windows, counts):
         used = usage(current, previous, now, w.size, sliding)
-        remaining = max(0, math.floor(w.limit - (used + cost if allowed else used)))
+        remaining = max(0, math.floor(w.limit - (used + cost if allowed and charged else used)))
         reset = max(1, math.ceil(w.size - now % w.size))
         states.append(WindowState(w, remaining, reset))
         if not allowed and used + cost > w.limit:
@@ -99,17 +100,19 @@ class LocalCounters:
             slot[0], slot[1] = start, 0
         return slot
 
-    def check(self, key: str, windows: Sequence[Window], cost: int, sliding: bool, penalty: bool = False) -> Outcome:
+    def check(self, key: str, windows: Sequence[Window], cost: int, sliding: bool, penalty: bool = False,
+              charge: bool = True) -> Outcome:
+        """`charge=False` only asks (token limits, before the call); `penalty` charges even when refused."""
         now = self.clock()
         slots = [self._slot(key, w.size, now) for w in windows]
         counts = [(int(s[1]), int(s[2])) for s in slots]
         allowed = all(usage(c, p, now, w.size, sliding) + cost <= w.limit for (c, p), w in zip(counts, windows))
-        if allowed or penalty:
+        if charge and (allowed or penalty):
             for s in slots:
                 s[1] += cost
         if len(self._counts) > self.capacity:
             self._sweep(now)
-        return outcome(windows, counts, allowed, cost, now, sliding)
+        return outcome(windows, counts, allowed, cost, now, sliding, charge)
 
     def _sweep(self, now: float) -> None:
         stale = [k for k, s in self._counts.items() if s[0] + 2 * k[1] <= now]

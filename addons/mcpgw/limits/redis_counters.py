@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from .counters import Outcome, Window, outcome, usage
 
 # KEYS: per window, the current then the previous window's key.
-# ARGV: cost, sliding (0|1), penalty (0|1: charge a refused request too), then per window: limit, size, weight of the previous window.
+# ARGV: cost, sliding (0|1), mode (0: charge if allowed, 1: charge anyway, 2: only ask), then per window: limit, size, weight of the previous window.
 # Returns the counts read (current, previous per window) and 1 if charged.
 SCRIPT = """
 local cost = tonumber(ARGV[1])
@@ -33,7 +33,7 @@ for i = 1, n do
   local weight = tonumber(ARGV[3 * i + 3])
   if cur + prev * weight + cost > limit then allowed = 0 end
 end
-if allowed == 1 or ARGV[3] == '1' then
+if (allowed == 1 and ARGV[3] == '0') or ARGV[3] == '1' then
   for i = 1, n do
     redis.call('INCRBY', KEYS[2 * i - 1], cost)
     redis.call('EXPIRE', KEYS[2 * i - 1], 2 * tonumber(ARGV[3 * i + 2]))
@@ -60,12 +60,12 @@ class RedisCounters:
         return out
 
     async def check(self, key: str, windows: Sequence[Window], cost: int, sliding: bool,
-                    penalty: bool = False) -> Outcome:
+                    penalty: bool = False, charge: bool = True) -> Outcome:
         now = self.clock()
-        args: list[object] = [cost, 1 if sliding else 0, 1 if penalty else 0]
+        args: list[object] = [cost, 1 if sliding else 0, 2 if not charge else 1 if penalty else 0]
         for w in windows:
             # passed as text with enough digits: Lua reads it back exactly enough for a comparison
             args += [w.limit, w.size, repr(usage(0, 1, now, w.size, True))]
         found = await self._script(keys=self.keys(key, windows, now), args=args)
         counts = [(int(found[2 * i]), int(found[2 * i + 1])) for i in range(len(windows))]
-        return outcome(windows, counts, bool(int(found[-1])), cost, now, sliding)
+        return outcome(windows, counts, bool(int(found[-1])), cost, now, sliding, charge)

@@ -72,6 +72,27 @@ class LimitRule(StrictModel):
         return self
 
 
+class TokenRule(StrictModel):
+    """A token budget on an LLM route (Kong's ai-rate-limiting-advanced): charged with each call's
+    usage when its answer ends; a request arriving while a window is spent is refused."""
+
+    provider: str = Field("openai", description="Provider name, as the X-AI-RateLimit-*-<provider> headers say it")
+    limit: list[int] = Field(min_length=1, description="Tokens per window, paired with window_size")
+    window_size: list[int] = Field(min_length=1, description="Window lengths in seconds")
+    window_type: Literal["sliding", "fixed"] = "sliding"
+    tokens_count_strategy: Literal["total_tokens", "prompt_tokens", "completion_tokens"] = "total_tokens"
+    consumer_groups: dict[str, GroupLimits] = Field(default_factory=dict,
+                                                    description="Other windows for members of these groups")
+    only_groups: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "TokenRule":
+        _check_pairs(self.limit, self.window_size, "token limit")
+        if any(n < 0 for n in self.limit) or any(w <= 0 for w in self.window_size):
+            raise ValueError("token limit: limits must be >= 0 and window sizes > 0")
+        return self
+
+
 class RouteLimits(StrictModel):
     strategy: Literal["local", "redis"] = Field("local", description="local: this process's counters; redis: shared "
                                                                      "through gateway.state.redis")
@@ -79,7 +100,14 @@ class RouteLimits(StrictModel):
     hide_client_headers: bool = Field(False, description="Send no RateLimit-* / X-RateLimit-* headers")
     error_code: int = Field(429, ge=400, le=599, description="Status of a refusal")
     error_message: str = Field("API rate limit exceeded", description="message of a refusal's body")
-    rules: list[LimitRule] = Field(min_length=1)
+    rules: list[LimitRule] = Field(default_factory=list)
+    tokens: list[TokenRule] = Field(default_factory=list, description="Token budgets (LLM routes, docs/limits.md)")
+
+    @model_validator(mode="after")
+    def _something(self) -> "RouteLimits":
+        if not self.rules and not self.tokens:
+            raise ValueError("rate_limits needs rules or tokens")
+        return self
 
 
 def check_route(route_name: str, limits: RouteLimits | None, groups: dict, state) -> None:
@@ -88,7 +116,7 @@ def check_route(route_name: str, limits: RouteLimits | None, groups: dict, state
         return
     if limits.strategy == "redis" and state.redis is None:
         raise ValueError(f"route {route_name!r}: rate_limits strategy redis needs gateway.state.redis")
-    for rule in limits.rules:
+    for rule in [*limits.rules, *limits.tokens]:
         for g in list(rule.consumer_groups) + list(rule.only_groups or ()):
             if g not in groups:
                 raise ValueError(f"route {route_name!r}: rate limit names consumer group {g!r}, which is not declared")

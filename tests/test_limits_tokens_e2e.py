@@ -1,0 +1,86 @@
+"""Token limits on an LLM route end to end: the official `openai` SDK through a real mitmdump with
+the gateway, against the demo OpenAI-compatible provider. Usage is counted from the stream (the
+gateway asks for the usage chunk); the request after the one that crossed the budget is refused
+with Kong's 429 and X-AI-RateLimit-* headers, and never reaches the provider; another consumer
+and a group with a bigger budget are unaffected."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from scripts.demo_llm_provider import Provider
+from tests.support.gateway import Gateway
+from tests.support.threaded_server import ThreadedServer
+
+pytestmark = pytest.mark.e2e
+
+ALEX, BOB, DEV = "alex-key-1", "bob-key-2", "dev-key-3"
+PROMPT = [{"role": "user", "content": "one two three four five"}]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    provider = Provider()
+    server = ThreadedServer(provider.app)
+    server.start()
+    provider.base = server.base_url
+    policy = {
+        "consumer_groups": ["developer"],
+        "consumers": {"alex": {"keys": [ALEX]}, "bob": {"keys": [BOB]}, "dev": {"groups": ["developer"], "keys": [DEV]}},
+        "services": {"openai": {"url": f"{provider.base}/v1"}},
+        "routes": {"chat": {
+            "service": "openai", "paths": ["/chat"], "key_auth": {"key_names": ["apikey"], "hide_credentials": True},
+            "ai": {"route_type": "llm/v1/chat",
+                   "auth": {"header_name": "Authorization", "header_value": "Bearer sk-provider"}},
+            "rate_limits": {"tokens": [{"limit": [20, 1000], "window_size": [60, 3600], "window_type": "fixed",
+                                        "consumer_groups": {"developer": {"limit": [10000], "window_size": [60]}}}]},
+        }},
+    }
+    gw = Gateway(tmp_path_factory.mktemp("tokens"), policy, intercept=False)
+    try:
+        yield gw, provider
+    finally:
+        gw.stop()
+        server.stop()
+
+
+def client(gw: Gateway, key: str) -> openai.OpenAI:
+    return openai.OpenAI(api_key="sk-client", base_url=gw.url("/chat"), default_headers={"apikey": key}, max_retries=0)
+
+
+def stream_tokens(c: openai.OpenAI) -> tuple[str, object]:
+    raw = c.chat.completions.with_raw_response.create(model="gpt-4o", messages=PROMPT, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+    return text, raw.headers
+
+
+def test_the_request_after_the_one_that_crossed_the_budget_is_refused(env):
+    gw, provider = env
+    c = client(gw, ALEX)
+    remaining = []  # the 60-second window's budget as each call began
+    refused = None
+    for _ in range(21):
+        try:
+            text, headers = stream_tokens(c)
+        except openai.RateLimitError as e:
+            refused = e.response
+            break
+        assert text and headers["x-ai-ratelimit-limit-60-openai"] == "20"
+        remaining.append(int(headers["x-ai-ratelimit-remaining-60-openai"]))
+    assert refused is not None and len(remaining) >= 2, remaining
+    per_call = remaining[0] - remaining[1]  # tokens of one call, as the stream's usage chunk said
+    assert per_call > 0 and remaining == [20 - k * per_call for k in range(len(remaining))]
+    assert remaining[-1] - per_call <= 0  # the last allowed call crossed the budget ...
+    assert refused.status_code == 429  # ... and the next one is refused
+    assert refused.json() == {"message": "AI token rate limit exceeded for provider(s): openai"}
+    assert refused.headers["x-ai-ratelimit-remaining-60-openai"] == "0"
+    assert refused.headers["x-ai-ratelimit-remaining-3600-openai"] == str(1000 - len(remaining) * per_call)
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    asked = len(provider.requests)
+    with pytest.raises(openai.RateLimitError):
+        stream_tokens(c)
+    assert len(provider.requests) == asked  # refused calls never reach the provider
+    assert stream_tokens(client(gw, BOB))[0]  # another consumer: its own budget
+    for _ in range(len(remaining) + 1):  # a developer: the group's bigger budget
+        assert stream_tokens(client(gw, DEV))[0]
