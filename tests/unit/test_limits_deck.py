@@ -130,3 +130,49 @@ async def test_case_29_answers_the_sixth_request_in_a_second_with_kongs_429(monk
     assert refused.headers["X-RateLimit-Remaining-Hour"] == "995"
     assert refused.headers["Retry-After"] == "1"
     assert await run(policy, "admin-key") is None  # another consumer: its own counter
+
+
+SEED_002_LIMITS = """
+name: ai-rate-limiting-advanced
+service: mcp-service
+config:
+  strategy: local
+  window_type: fixed
+  llm_providers:
+    - name: openai
+      window_size:
+        - 60
+        - 3600
+      limit:
+        - 10000
+        - 1000000
+"""
+
+
+def test_seed_002_ai_rate_limiting_advanced_loads_as_written(monkeypatch):
+    from tests.test_ai_deck_e2e import SEED_002
+
+    monkeypatch.setenv("OPENAI_TOKEN", "Bearer sk-test")
+    doc = yaml.safe_load(SEED_002)
+    doc["plugins"].append(yaml.safe_load(SEED_002_LIMITS))  # the seed's entity, as its page writes it
+    native = translate(doc)
+    assert native["routes"]["llm-chat"]["rate_limits"] == {"strategy": "local", "rules": [], "tokens": [
+        {"provider": "openai", "limit": [10000, 1000000], "window_size": [60, 3600], "window_type": "fixed",
+         "tokens_count_strategy": "total_tokens"}]}
+    Policy.model_validate(native)
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"strategy": "local"}, "needs llm_providers"),
+    ({"llm_providers": [{"name": "openai", "window_size": [60], "limit": [1]}], "tokens_count_strategy": "cost"},
+     "'cost' is not supported"),
+])
+def test_ai_rate_limiting_refusals(monkeypatch, config, expected):
+    from tests.test_ai_deck_e2e import SEED_002
+
+    monkeypatch.setenv("OPENAI_TOKEN", "Bearer sk-test")
+    doc = yaml.safe_load(SEED_002)
+    doc["plugins"].append({"name": "ai-rate-limiting-advanced", "service": "mcp-service", "config": config})
+    with pytest.raises(PolicyError) as refused:
+        translate(doc)
+    assert any(expected in p for p in refused.value.problems), refused.value.problems

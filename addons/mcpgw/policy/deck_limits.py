@@ -4,6 +4,7 @@ the whole gateway: two plugins naming different servers are refused).
 
 rate-limiting:          second/minute/hour/day/month/year -> one fixed-window rule with those windows;
                         limit_by -> identifier; policy local|redis -> strategy (cluster refused).
+ai-rate-limiting-advanced: llm_providers[{name, window_size[], limit[]}] -> token rules (seed 002).
 rate-limiting-advanced: limit[]/window_size[]/window_type/identifier/namespace -> one rule;
                         strategy local|redis; disable_penalty false (Kong's default: refused
                         requests count too) -> count_refused.
@@ -18,7 +19,7 @@ from .deck_plugins import Plugin, RouteBuild, take_options
 if TYPE_CHECKING:
     from .deck import Translator
 
-RL, RLA = "rate-limiting", "rate-limiting-advanced"
+RL, RLA, AIRLA = "rate-limiting", "rate-limiting-advanced", "ai-rate-limiting-advanced"
 WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "month": 2592000, "year": 31536000}
 IDENTIFIERS = ("consumer", "credential", "ip", "header", "path", "service")
 COMMON = ("fault_tolerant", "hide_client_headers", "error_code", "error_message", "header_name", "redis")
@@ -26,6 +27,10 @@ RL_OPTIONS = (*WINDOWS, "limit_by", "policy", *COMMON, "sync_rate", "redis_host"
               "redis_username", "redis_ssl", "redis_ssl_verify", "redis_timeout", "redis_database")
 RLA_OPTIONS = ("limit", "window_size", "window_type", "identifier", "namespace", "strategy", "sync_rate",
                "disable_penalty", "dictionary_name", "lock_dictionary_name", "retry_after_jitter_max", *COMMON)
+AIRLA_OPTIONS = ("llm_providers", "window_type", "identifier", "tokens_count_strategy", "strategy", "sync_rate",
+                 "namespace", "dictionary_name", "disable_penalty", "retry_after_jitter_max", *COMMON)
+TOKEN_STRATEGIES = {"total_tokens": "total_tokens", "prompt_tokens": "prompt_tokens",
+                    "completion_tokens": "completion_tokens"}
 REDIS_FIELDS = {"host": "host", "port": "port", "database": "database", "username": "username",
                 "password": "password", "ssl": "ssl", "ssl_verify": "ssl_verify", "timeout": "timeout"}
 _REDIS_ATTRIBUTE = "_deck_limits_redis"  # on the Translator: (plugin, settings) of the first plugin naming Redis
@@ -115,12 +120,43 @@ def rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator") -
     _add(build, t, plugin, limits)
 
 
+def ai_rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
+    """Seed 002's form: llm_providers[{name, window_size[], limit[]}] -> one token rule each."""
+    options = take_options(plugin, AIRLA_OPTIONS, t.problems)
+    providers = options.get("llm_providers")
+    if not isinstance(providers, list) or not providers:
+        plugin.problem(t.problems, "needs llm_providers: [{name, window_size: [...], limit: [...]}]", "config")
+        return
+    if options.get("identifier", "consumer") != "consumer":
+        plugin.problem(t.problems, "only consumer is supported for token limits", "config", "identifier")
+    strategy = str(options.get("tokens_count_strategy", "total_tokens")).replace("-", "_")
+    if strategy not in TOKEN_STRATEGIES:
+        plugin.problem(t.problems, f"{strategy!r} is not supported (total_tokens, prompt_tokens, completion_tokens; "
+                       "cost is not yet)", "config", "tokens_count_strategy")
+        return
+    tokens = []
+    for i, entry in enumerate(providers):
+        if not isinstance(entry, dict) or set(entry) - {"name", "window_size", "limit"}:
+            plugin.problem(t.problems, "expected {name, window_size, limit}", "config", "llm_providers", i)
+            continue
+        tokens.append({"provider": entry.get("name", "openai"), "limit": entry.get("limit"),
+                       "window_size": entry.get("window_size"), "window_type": options.get("window_type", "sliding"),
+                       "tokens_count_strategy": TOKEN_STRATEGIES[strategy]})
+    limits = _common(plugin, options, options.get("strategy", "local"), t)
+    limits["rules"], limits["tokens"] = [], tokens
+    _add(build, t, plugin, limits)
+
+
 def _add(build: RouteBuild, t: "Translator", plugin: Plugin, limits: dict[str, Any]) -> None:
+    limits.setdefault("rules", [])
     found = build.native.get("rate_limits")
+    lists = ("rules", "tokens")
     if found is None:
         build.native["rate_limits"] = limits
-    elif {k: v for k, v in found.items() if k != "rules"} == {k: v for k, v in limits.items() if k != "rules"}:
-        found["rules"] += limits["rules"]  # both plugins on one route: both limits apply, as in Kong
+    elif {k: v for k, v in found.items() if k not in lists} == {k: v for k, v in limits.items() if k not in lists}:
+        for key in lists:  # several plugins on one route: all their limits apply, as in Kong
+            if limits.get(key):
+                found[key] = found.get(key, []) + limits[key]
     else:
         plugin.problem(t.problems, "differs from the other rate-limiting plugin of this route in strategy, "
                        "fault_tolerant, hide_client_headers or error: the gateway applies one such setting per route")
@@ -135,4 +171,4 @@ def gateway_state(t: "Translator", gateway: dict[str, Any]) -> None:
         gateway["state"] = {"redis": found[1]}
 
 
-HANDLERS = {RL: rate_limiting, RLA: rate_limiting_advanced}
+HANDLERS = {RL: rate_limiting, RLA: rate_limiting_advanced, AIRLA: ai_rate_limiting_advanced}

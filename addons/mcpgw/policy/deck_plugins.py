@@ -34,15 +34,15 @@ PLUGIN_FIELDS = ("name", "config", "instance_name", "tags", "enabled", "ordering
                  "service", "route", "consumer", "consumer_group")
 # The gateway's fixed order of access-phase work, by the plugin that does it in Kong.
 NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "key-auth", "acl", "ai-mcp-proxy", "rate-limiting",
-                "rate-limiting-advanced", "request-transformer-advanced",
+                "rate-limiting-advanced", "ai-rate-limiting-advanced", "request-transformer-advanced",
                 "request-transformer", "ai-proxy", "ai-proxy-advanced")
 RTA, RT, RESPONSE_TRANSFORMER = "request-transformer-advanced", "request-transformer", "response-transformer-advanced"
 SUPPORTED = ("key-auth", "acl", "ai-mcp-proxy", "ai-mcp-oauth2", "cors", RTA, RT, RESPONSE_TRANSFORMER, "datakit",
-             "rate-limiting", "rate-limiting-advanced", "ai-proxy", "ai-proxy-advanced")
+             "rate-limiting", "rate-limiting-advanced", "ai-proxy", "ai-proxy-advanced", "ai-rate-limiting-advanced")
 SUPPORTED_TEXT = ("key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, cors, "
                   "request-transformer and request-transformer-advanced (headers and query string), "
                   "response-transformer-advanced (PRM rewrite), datakit (PRM challenge), "
-                  "rate-limiting and rate-limiting-advanced (strategy local or redis), "
+                  "rate-limiting, rate-limiting-advanced and ai-rate-limiting-advanced (strategy local or redis), "
                   "ai-proxy and ai-proxy-advanced (one target; docs/ai.md)")
 REFUSED: dict[str, str] = {
     "request-validator": "plugin 'request-validator' is not supported: on an MCP route every request body is a JSON-RPC "
@@ -640,7 +640,7 @@ _TRANSFORMED_VALUE = lambda sub: len(sub) == 3 and sub[0] in ("add", "append", "
     "headers", "querystring")
 SECRET_OPTIONS = {"ai-mcp-oauth2": lambda sub: sub == ("client_secret",), RTA: _TRANSFORMED_VALUE,
                   RT: _TRANSFORMED_VALUE}
-SECRET_OPTIONS.update(dict.fromkeys(("rate-limiting", "rate-limiting-advanced"), lambda sub: sub in (  # the Redis login
+SECRET_OPTIONS.update(dict.fromkeys(("rate-limiting", "rate-limiting-advanced", "ai-rate-limiting-advanced"), lambda sub: sub in (  # Redis login
     ("redis", "password"), ("redis", "username"), ("redis_password",), ("redis_username",))))
 SECRET_OPTIONS.update({"ai-proxy": lambda sub: sub in (("auth", "header_value"), ("auth", "param_value")),  # provider keys
                        "ai-proxy-advanced": lambda sub: len(sub) == 4 and sub[0] == "targets" and sub[2:] in (
