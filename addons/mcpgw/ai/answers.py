@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,13 @@ MAX_JSON = 16 * 1024 * 1024  # a JSON answer read for its usage; larger ones pas
 
 def _ctype(resp: http.Response) -> str:
     return (header(resp.headers, "content-type", "") or "").split(";", 1)[0].strip().lower()
+
+
+_NULL_USAGE = re.compile(r'"usage"\s*:\s*null')
+_NULL_USAGE_LAST = ',"usage":null}'
+_CHOICES = re.compile(r'"choices"\s*:\s*\[\s*\{')  # a chunk with a choice: the first token's time
+_RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_RESPONSES_ITEMS = frozenset({"response.output_item.added", "response.output_item.done"})
 
 
 class LlmStream:
@@ -62,15 +70,35 @@ class LlmStream:
 
     def _event(self, ev: SSEEvent) -> bytes | None:
         state = self.state
-        if ev.data is None or ev.data == "[DONE]":
+        text = ev.data
+        if text is None or text == "[DONE]":
             return ev.raw
+        # Fast paths: most events carry nothing to count or change, and a JSON string can never hold
+        # an unescaped '"usage"', so a substring test tells which events need parsing.
+        if self.chat:
+            if state.first_token is None and _CHOICES.search(text):
+                state.first_token = time.monotonic()
+            if '"usage"' not in text:
+                return ev.raw
+            if text.count('"usage"') == 1 and _NULL_USAGE.search(text):
+                if not state.usage_injected:
+                    return ev.raw
+                if text.endswith(_NULL_USAGE_LAST):  # the top-level object's last member: cut it as text
+                    ev.data = text[:-len(_NULL_USAGE_LAST)] + "}"
+                    return ev.encode()
+        else:
+            kind = ev.event
+            if kind is not None:  # Responses events name themselves; unnamed ones are parsed
+                if state.first_token is None and kind == "response.output_text.delta":
+                    state.first_token = time.monotonic()
+                if kind not in _RESPONSES_FINAL and not (state.mcp_servers and kind in _RESPONSES_ITEMS):
+                    return ev.raw
         try:
             data = json.loads(ev.data)
         except ValueError:
             return ev.raw
         if not isinstance(data, dict):
             return ev.raw
-        state.events += 1
         if self.chat:
             return self._chat(ev, data)
         kind = data.get("type")
@@ -90,8 +118,6 @@ class LlmStream:
 
     def _chat(self, ev: SSEEvent, data: dict) -> bytes | None:
         state = self.state
-        if state.first_token is None and data.get("choices"):
-            state.first_token = time.monotonic()
         if isinstance(data.get("model"), str):
             state.answered_model = data["model"]
         found = usage_mod.parse(data.get("usage"))

@@ -47,7 +47,6 @@ class LlmState:
     ended: float | None = None
     usage: Usage | None = None
     answered_model: str | None = None
-    events: int = 0
     stream_error: str | None = None
     published: bool = False
     body: dict | None = None  # the parsed request, between prepare and write_body
