@@ -16,6 +16,7 @@ import pytest
 from mcp import types
 
 from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, jsonrpc, parse_mcp_body
+from tests.support.authserver import AuthServer
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.e2e
 DEV, DEV2 = {"apikey": "dev-key"}, {"apikey": "dev2-key"}
 
 
-def policy(up: DemoUpstream, redis: RedisServer) -> dict:
+def policy(up: DemoUpstream, redis: RedisServer, auth: AuthServer) -> dict:
     key_auth = {"key_names": ["apikey"], "hide_credentials": True}
     twenty = {"methods": ["tools/call"], "limit": [20], "window_size": [60]}
     per_request = {"limit": [20], "window_size": [60]}
@@ -39,7 +40,11 @@ def policy(up: DemoUpstream, redis: RedisServer) -> dict:
         "routes": {"root": {"service": "up", "paths": ["/"]},  # would match /healthz, were it routed
                    "shared": route("/shared"),
                    "open": route("/open", rules=[per_request]),
-                   "strict": route("/strict", rules=[per_request], fault_tolerant=False)},
+                   "strict": route("/strict", rules=[per_request], fault_tolerant=False),
+                   "introspected": {"service": "up", "paths": ["/introspected"], "oauth": {
+                       "authorization_servers": [auth.url], "introspection_endpoint": auth.introspection_url,
+                       "client_id": auth.introspection_client[0], "client_secret": auth.introspection_client[1],
+                       "consumer_claim": ["sub"], "consumer_optional": True}}},
     }
 
 
@@ -48,13 +53,16 @@ def env(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("limits-redis")
     redis = RedisServer().start()
     up = DemoUpstream(workdir, "--json-response", name="up")
+    auth = AuthServer(token_format="opaque")
+    auth.start()
     started = []
     try:
         for name in ("a", "b"):
-            started.append(Gateway(workdir, policy(up, redis), intercept=False, name=f"gw-{name}",
+            started.append(Gateway(workdir, policy(up, redis, auth), intercept=False, name=f"gw-{name}",
                                    extra=["--set", "mcp_metrics=127.0.0.1:0", "--set", "mcp_health=/healthz"]))
-        yield started, up, redis
+        yield started, up, redis, auth
     finally:
+        auth.stop()
         for gw in started:
             gw.stop()
         up.stop()
@@ -84,7 +92,7 @@ def get_me(i: int = 1) -> dict:
 
 
 async def test_one_budget_and_one_session_table_across_two_gateways(env):
-    (a, b), up, redis = env
+    (a, b), up, redis, _ = env
     async with httpx.AsyncClient(timeout=30) as client:
         headers = await open_session(client, a.url("/shared"), DEV)  # opened through A
         r = await client.post(b.url("/shared"), json=jsonrpc("notifications/initialized", id=None), headers=headers)
@@ -111,7 +119,7 @@ def initialize() -> dict:
 
 async def test_redis_down_falls_back_or_refuses_and_shared_counting_resumes(env):
     """Requests without a session id (initialize), so that only the limit check needs Redis."""
-    (a, b), up, redis = env
+    (a, b), up, redis, _ = env
     headers = {**MCP_HEADERS, **DEV2}
     async with httpx.AsyncClient(timeout=30) as client:
         remaining = []
@@ -147,7 +155,7 @@ async def test_redis_down_falls_back_or_refuses_and_shared_counting_resumes(env)
 
 
 async def test_health_endpoint_is_answered_by_the_gateway(env):
-    (a, b), up, _ = env
+    (a, b), up, _, _ = env
     up.reset()
     async with httpx.AsyncClient(timeout=30) as client:
         r = await client.get(a.url("/healthz"))
@@ -157,3 +165,26 @@ async def test_health_endpoint_is_answered_by_the_gateway(env):
         assert (await client.head(b.url("/healthz"))).status_code == 200
         assert (await client.post(a.url("/healthz"))).status_code == 405
     assert up.requests() == []  # never forwarded, though the route "/" covers the path
+
+
+async def test_a_token_introspected_through_one_gateway_is_not_introspected_again_by_the_other(env):
+    (a, b), _, _, auth = env
+    token = auth.mint_opaque("someone", aud=[a.url("/introspected"), b.url("/introspected")])
+    revoked = auth.mint_opaque("someone", active=False, aud=[a.url("/introspected"), b.url("/introspected")])
+    before = auth.introspection_calls
+    async with httpx.AsyncClient(timeout=30) as client:
+        for gw in (a, b, a, b):
+            r = await client.post(gw.url("/introspected"), json=initialize(),
+                                  headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+        assert auth.introspection_calls - before == 1
+        for gw in (a, b):  # an inactive answer is shared too, and still refuses
+            r = await client.post(gw.url("/introspected"), json=initialize(),
+                                  headers={**MCP_HEADERS, "Authorization": f"Bearer {revoked}"})
+            assert r.status_code == 401
+        assert auth.introspection_calls - before == 2
+    assert token not in redis_keys(env[2]) and b"someone" not in env[2].command("KEYS", "*")
+
+
+def redis_keys(redis: RedisServer) -> str:
+    return redis.command("KEYS", "*").decode(errors="replace")

@@ -16,6 +16,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from . import canonical, context, destinations, guards, health, mitm_options, pipeline, redaction, request_stream
 from .ai.addon import LlmAddon
 from .auditlog import AuditLog
+from .state import introspection_cache
 from .state.redis_sessions import SelectedSessionStore
 from .context import FlowContext
 from .destinations import Destinations, Unresolvable
@@ -69,6 +70,7 @@ class MCPGateway:
         self._uninstall_request_stream = request_stream.install()  # before the first connection
         memory = session_binding.handover(ctx.master)  # kept on the master: bindings outlive a script reload
         session_binding.use(SelectedSessionStore(memory, self._active_policy))  # gateway.state.backend: memory or redis
+        introspection_cache.use_policy(self._active_policy)  # introspection answers shared the same way
         loader.add_option("mcp_policy", str, "",
                           f"MCP gateway policy file (native YAML or a Kong decK file). Default: {DEFAULT_POLICY} if it exists.")
         loader.add_option("mcp_public_hosts", str, "",

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from ..policy.secrets import Secret
+from ..state import introspection_cache as shared
 from .tokens import AuthServerUnavailable, TokenRejected, fetch_json
 
 log = logging.getLogger("mcpgw.oauth")
@@ -67,6 +68,9 @@ class Introspector:
             del self._pending[digest]
 
     async def _introspect(self, token: str, digest: bytes) -> dict | None:
+        if self.cache_enabled and (found := await shared.get(digest)) is not None:  # another gateway asked already
+            self._cache[digest] = found
+            return found[1]
         form = {"token": token, "token_type_hint": "access_token"}
         headers = {}
         if self.client_auth == "client_secret_basic":
@@ -100,6 +104,7 @@ class Introspector:
                 expires_at = min(expires_at, exp)
         if expires_at <= now:
             return
+        shared.put(digest, expires_at, claims)  # for the other gateways (gateway.state.backend: redis)
         self._cache[digest] = (expires_at, claims)
         self._cache.move_to_end(digest)
         while len(self._cache) > MAX_CACHED_TOKENS:
