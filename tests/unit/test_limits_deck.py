@@ -176,3 +176,20 @@ def test_ai_rate_limiting_refusals(monkeypatch, config, expected):
     with pytest.raises(PolicyError) as refused:
         translate(doc)
     assert any(expected in p for p in refused.value.problems), refused.value.problems
+
+
+CASE_18 = CASES / "18-series-mcp-traffic-govern.yaml"
+
+
+@needs_cases
+def test_case_18_global_ai_rate_limiting_applies_to_the_llm_route(monkeypatch):
+    """Case 18's ai-rate-limiting-advanced (global, 1 token per 10 s) as written; the case's
+    ai-prompt-guard and second balancer target are other concerns, taken out here."""
+    monkeypatch.setenv("DECK_OPENAI_API_KEY", "sk-test")
+    doc = case(CASE_18)
+    doc["plugins"] = [p for p in doc["plugins"] if p["name"] != "ai-prompt-guard"]
+    doc["plugins"][0]["config"]["targets"] = doc["plugins"][0]["config"]["targets"][:1]
+    native = translate_deck(doc, "kong.yaml", env={"DECK_OPENAI_API_KEY": "sk-test"})
+    assert native["routes"]["example-route"]["rate_limits"] == {"strategy": "local", "rules": [], "tokens": [
+        {"provider": "openai", "limit": [1], "window_size": [10], "window_type": "sliding",
+         "tokens_count_strategy": "total_tokens"}]}
