@@ -193,3 +193,33 @@ def test_case_18_global_ai_rate_limiting_applies_to_the_llm_route(monkeypatch):
     assert native["routes"]["example-route"]["rate_limits"] == {"strategy": "local", "rules": [], "tokens": [
         {"provider": "openai", "limit": [1], "window_size": [10], "window_type": "sliding",
          "tokens_count_strategy": "total_tokens"}]}
+
+
+@needs_cases
+def test_consumer_group_scoped_instances_become_group_overrides():
+    doc = case(CASE_30)
+    doc["plugins"].append({"name": "rate-limiting-advanced", "route": "mcp-route", "consumer_group": "admin",
+                           "config": {"limit": [1000], "window_size": [3600], "window_type": "sliding",
+                                      "namespace": "my-namespace"}})
+    rule = translate(doc)["routes"]["mcp-route"]["rate_limits"]["rules"][0]
+    assert rule["consumer_groups"] == {"admin": {"limit": [1000], "window_size": [3600]}}
+    doc["plugins"][-1]["config"]["window_type"] = "fixed"
+    with pytest.raises(PolicyError) as refused:
+        translate(doc)
+    assert any("may change limit and window_size only" in p for p in refused.value.problems)
+    doc["plugins"][-1] = {**doc["plugins"][-1], "consumer_group": None, "consumer": "dev"}
+    del doc["plugins"][-1]["consumer_group"]
+    with pytest.raises(PolicyError) as refused:
+        translate(doc)
+    assert any("consumer-scoped instance is not supported" in p for p in refused.value.problems)
+
+
+@needs_cases
+def test_a_group_scoped_instance_without_a_route_level_one_is_refused():
+    doc = case(CASE_30)
+    doc["plugins"] = [p for p in doc["plugins"] if p["name"] != "rate-limiting-advanced"] + [
+        {"name": "rate-limiting-advanced", "route": "mcp-route", "consumer_group": "admin",
+         "config": {"limit": [1000], "window_size": [3600]}}]
+    with pytest.raises(PolicyError) as refused:
+        translate(doc)
+    assert any("scoped to a consumer or consumer group are supported for" in p for p in refused.value.problems)

@@ -115,9 +115,32 @@ def rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator") -
     if options.get("retry_after_jitter_max") not in (None, 0):
         plugin.problem(t.problems, "only 0 is supported (Retry-After is exact)", "config", "retry_after_jitter_max")
     _identifier(plugin, options.get("identifier", "consumer"), options, t, rule)
+    overrides = _group_overrides(build, t, options)
+    if overrides:
+        rule["consumer_groups"] = overrides
     limits = _common(plugin, options, options.get("strategy", "local"), t)
     limits["rules"] = [rule]
     _add(build, t, plugin, limits)
+
+
+def _group_overrides(build: RouteBuild, t: "Translator", route_options: dict[str, Any]) -> dict[str, Any]:
+    """Consumer-group scoped rate-limiting-advanced instances (Kong's consumer-group overrides):
+    their windows for the group's members; anything else they set must match the route's."""
+    overrides: dict[str, Any] = {}
+    for personal in build.personal:
+        if personal.name != RLA:
+            continue
+        if "consumer" in personal.scope:
+            personal.problem(t.problems, "a consumer-scoped instance is not supported: scope it to a consumer group")
+            continue
+        options = take_options(personal, RLA_OPTIONS, t.problems)
+        for key, value in options.items():
+            if key not in ("limit", "window_size") and route_options.get(key) != value:
+                personal.problem(t.problems, "a consumer-group instance may change limit and window_size only (the "
+                                 "route's instance decides the rest)", "config", key)
+        overrides[personal.scope["consumer_group"]] = {"limit": options.get("limit"),
+                                                       "window_size": options.get("window_size")}
+    return overrides
 
 
 def ai_rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
@@ -171,4 +194,5 @@ def gateway_state(t: "Translator", gateway: dict[str, Any]) -> None:
         gateway["state"] = {"redis": found[1]}
 
 
+PERSONAL = frozenset({RLA})  # accepted consumer-group scoped, beside a route-level instance
 HANDLERS = {RL: rate_limiting, RLA: rate_limiting_advanced, AIRLA: ai_rate_limiting_advanced}

@@ -320,7 +320,8 @@ def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
         if build.folded:
             continue
         for plugin in build.personal:
-            if plugin.name != RTA and not (plugin.name in deck_ai.PERSONAL and deck_ai.HANDLERS.keys() & build.plugins):
+            if plugin.name != RTA and not (plugin.name in deck_ai.PERSONAL and deck_ai.HANDLERS.keys() & build.plugins) \
+                    and not (plugin.name in deck_limits.PERSONAL and plugin.name in build.plugins):
                 plugin.problem(t.problems, "plugins scoped to a consumer or consumer group are supported for "
                                "request-transformer-advanced only (as credentials overrides)")
         for name in NATIVE_ORDER:
