@@ -148,6 +148,23 @@ async def test_local_counters_stay_bounded():
     assert len(c) <= 101
 
 
+async def test_a_flood_of_new_keys_sweeps_rarely():
+    clock = Clock()
+    c = LocalCounters(clock, capacity=1000)
+    sweeps = 0
+    original = c._sweep
+
+    def counting(now):
+        nonlocal sweeps
+        sweeps += 1
+        original(now)
+
+    c._sweep = counting
+    for i in range(5000):  # all live: same window
+        c.check(f"k{i}", (Window(1, 3600),), 1, False)
+    assert len(c) <= 1000 and sweeps <= 50  # one per 100 new keys, not one per key
+
+
 async def test_redis_keys_carry_one_hash_tag_and_expire(server):
     clock = Clock()
     client = aioredis.Redis(host=server.host, port=server.port)

@@ -115,9 +115,12 @@ class LocalCounters:
         return outcome(windows, counts, allowed, cost, now, sliding, charge)
 
     def _sweep(self, now: float) -> None:
+        """Down to 90% of capacity, so that a flood of new keys (callers named by a header, say)
+        costs one sweep per 10% of capacity, not one per request."""
         stale = [k for k, s in self._counts.items() if s[0] + 2 * k[1] <= now]
         for k in stale:
             del self._counts[k]
-        if len(self._counts) > self.capacity:  # all live: drop the oldest windows first
-            for k in sorted(self._counts, key=lambda k: self._counts[k][0])[: len(self._counts) - self.capacity]:
+        target = self.capacity * 9 // 10
+        if len(self._counts) > target:  # live windows: the oldest go first (their callers regain room early)
+            for k in sorted(self._counts, key=lambda k: self._counts[k][0])[: len(self._counts) - target]:
                 del self._counts[k]
