@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 from mitmproxy import http
 
 from . import credentials, forwarding, guards, inbound, redaction, redirects, streaming, transform
-from .ai import answers as ai_answers, mcp_tools as ai_mcp, request as ai_request
+from .ai import answers as ai_answers, balancer as ai_balancer, mcp_tools as ai_mcp, request as ai_request
 from .context import FlowContext
 from .governance import access, enforce, filtering, no_tools, removed
 from .identity import keyauth, oauth, prm, upstream_headers
@@ -99,6 +99,7 @@ RESPONSE_PHASES: tuple[Phase, ...] = (
 AI_REQUEST_PHASES: tuple[Phase, ...] = (
     forwarding.check_body,
     access.check_route_access,
+    ai_balancer.choose_target,  # balanced routes: a reachable target, before its model and key apply
     ai_request.prepare,  # route type, model, options, include_usage
     token_limits.check_tokens,  # a consumer whose token budget is spent is refused before the provider is asked
     ai_mcp.govern_tools,  # MCP tools inside the request: server_url, allowed_tools, the MCP route's credential
@@ -108,6 +109,7 @@ AI_REQUEST_PHASES: tuple[Phase, ...] = (
     transform.transform_request,
     forwarding.forward,
     ai_request.set_endpoint,  # after forward: the route type's endpoint under the provider base URL
+    ai_balancer.apply_target,  # or, on a balanced route, under the chosen target's
     forwarding.not_routed,
 )
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from .. import audit, context, redaction
+from . import balancer
 from .metrics import LlmCollector
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ class LlmAddon:
         self._tool_calls(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        fctx = context.get(flow)
+        if fctx is not None and fctx.ai is not None:
+            balancer.answered(fctx.ai, None)  # no answer from the target: it counts as failed
         self._tool_calls(flow)
 
     def _tool_calls(self, flow: http.HTTPFlow) -> None:

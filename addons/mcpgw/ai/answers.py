@@ -20,7 +20,7 @@ from mitmproxy import http
 from .. import audit
 from ..headers import header
 from ..protocol.sse import SSEError, SSEEvent, SSEParser
-from . import mcp_tools, usage as usage_mod
+from . import balancer, mcp_tools, usage as usage_mod
 from .request import LlmState, ai_error
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ def prepare_answer(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | N
     resp = flow.response
     if state is None or resp is None:
         return None
+    balancer.answered(state, resp.status_code)
     ctype = _ctype(resp)
     if ctype == "text/event-stream":
         encoding = (header(resp.headers, "content-encoding", "") or "identity").lower()
@@ -162,6 +163,7 @@ def finish(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     resp = flow.response
     if state is None or resp is None or state.published:
         return None
+    balancer.answered(state, resp.status_code, reached=False)  # (no-op once the target's answer was seen)
     if not resp.stream and _ctype(resp) == "application/json":
         try:
             body = json.loads(resp.get_content(strict=False) or b"")
@@ -198,6 +200,8 @@ def publish(ctx: "FlowContext", flow: http.HTTPFlow, state: LlmState) -> None:
             "total_tokens": u.total_tokens if u else None, "cost": call.cost,
             "latency_ms": call.latency_ms, "time_to_first_token_ms": call.ttft_ms,
             "error": state.stream_error}
+        if state.target is not None:
+            ctx.audit_fields["llm"].update(target=state.target.target.url, attempts=state.attempts)
         if state.mcp_servers:
             ctx.audit_fields["llm"]["mcp_servers"] = {label: route for label, (route, _) in state.mcp_servers.items()}
     usage_mod.publish(call)

@@ -55,6 +55,9 @@ class LlmState:
     # may call there, or None when the route does not restrict them)
     mcp_servers: dict[str, tuple[str | None, frozenset[str] | None]] = field(default_factory=dict)
     mcp_calls: list[dict] = field(default_factory=list)  # mcp_call items of the answer, for audit
+    target: Any = None  # balanced routes: the chosen balancer.TargetState
+    attempts: int = 0  # targets tried (connection checks included)
+    target_done: bool = False
 
 
 def ai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> http.Response:
@@ -82,7 +85,7 @@ class _Compiled:
     """A route's overrides, resolved once per policy version."""
 
     by_consumer: dict[str, tuple[str | None, ModelOptions]]
-    by_group: dict[str, tuple[str | None, ModelOptions]]
+    raw_groups: dict[str, tuple[str | None, ModelOptions]]  # in the order the route declares them
 
 
 def _compile(policy: "Policy") -> dict[str, _Compiled]:
@@ -91,7 +94,7 @@ def _compile(policy: "Policy") -> dict[str, _Compiled]:
         s = getattr(route, "ai", None)
         if s is None:
             continue
-        groups = {g: (o.name or s.model.name, _merge(s.model.options, o.options)) for g, o in s.consumer_groups.items()}
+        groups = {g: (o.name, o.options) for g, o in s.consumer_groups.items()}
         consumers = {c: (o.name, o.options) for c, o in s.consumers.items()}
         out[name] = _Compiled(consumers, groups)
     return out
@@ -100,17 +103,20 @@ def _compile(policy: "Policy") -> dict[str, _Compiled]:
 _compiled = PerPolicy(_compile)
 
 
-def effective_model(ctx: "FlowContext", settings: AiSettings) -> tuple[str | None, ModelOptions]:
-    """The route's model and options, then the caller's group's (first declared group that has
-    one), then the caller's own, each replacing only what it sets."""
+def effective_model(ctx: "FlowContext", settings: AiSettings, target: Any = None) -> tuple[str | None, ModelOptions]:
+    """The route's model and options, then the target's, then the caller's group's (first
+    declared group that has one), then the caller's own, each replacing only what it sets."""
     name, options = settings.model.name, settings.model.options
+    if target is not None and target.target.model is not None:
+        name, options = target.target.model.name or name, _merge(options, target.target.model.options)
     compiled = _compiled(ctx.snapshot.policy).get(ctx.match.name)
     ident: Identity | None = ctx.identity
     if compiled is None or ident is None or ident.method == "anonymous":
         return name, options
-    for group in ident.groups:
-        if group in compiled.by_group:
-            name, options = compiled.by_group[group]
+    for group, override in compiled.raw_groups.items():
+        if group in ident.groups:
+            over_name, over = override
+            name, options = over_name or name, _merge(options, over)
             break
     for subject in ident.subjects():
         if subject in compiled.by_consumer:
@@ -150,7 +156,8 @@ def prepare(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
         body = None
     if not isinstance(body, dict):
         return ai_error(400, "The request body must be a JSON object")
-    name, options = effective_model(ctx, settings)
+    earlier: LlmState | None = ctx.ai  # balancer.choose_target's, with the target
+    name, options = effective_model(ctx, settings, earlier.target if earlier is not None else None)
     changed = False
     asked = body.get("model")
     if name is not None:
@@ -162,7 +169,8 @@ def prepare(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     elif not isinstance(asked, str) or not asked:
         return ai_error(400, "The request must name a model: this route sets none")
     changed |= _apply_options(body, options, settings.route_type)
-    state = LlmState(settings, body.get("model"), options, stream=body.get("stream") is True)
+    state = earlier or LlmState(settings, None, options)
+    state.model, state.options, state.stream = body.get("model"), options, body.get("stream") is True
     if state.stream and settings.route_type == "llm/v1/chat":
         stream_options = body.get("stream_options")
         if not isinstance(stream_options, dict) or stream_options.get("include_usage") is not True:
@@ -199,7 +207,9 @@ def provider_credential(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Respons
     for name in names:
         remove_key(req, name)
     headers.remove(req.headers, "proxy-authorization")
-    auth = settings.auth
+    state: LlmState | None = ctx.ai
+    target = state.target.target if state is not None and state.target is not None else None
+    auth = target.auth if target is not None and target.auth is not None else settings.auth
     if auth is None:
         return None  # no stored key: the client's own provider key goes through
     if auth.header_name is not None:
@@ -218,8 +228,8 @@ def set_endpoint(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | Non
     """Gateway mode, after forwarding.forward: every request of the route goes to the route
     type's endpoint (Kong: the route type decides the upstream path, whatever the client's path)."""
     settings = settings_of(ctx)
-    if settings is None or ctx.mode != "gateway" or not ctx.upstream_set:
-        return None
+    if settings is None or ctx.mode != "gateway" or not ctx.upstream_set or settings.targets:
+        return None  # (a balanced route: balancer.apply_target)
     req = flow.request
     _, sep, query = req.path.partition("?")
     req.path = ctx.match.route.service.path + settings.endpoint + sep + query

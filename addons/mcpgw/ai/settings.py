@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -82,6 +83,36 @@ class AiMcpSettings(StrictModel):
         default_factory=dict, description="Tool name -> approval forced whatever the client asked")
 
 
+class AiTarget(StrictModel):
+    """One provider of a balanced route (Kong's ai-proxy-advanced `targets[]`)."""
+
+    url: str = Field(description="The provider's base URL, e.g. https://api.openai.com/v1 (the endpoint is appended)")
+    auth: AiAuth | None = Field(None, description="This target's key (default: the route's)")
+    model: AiModel | None = Field(None, description="This target's model name and options, over the route's")
+    weight: int = Field(100, ge=1, le=65535, description="Share of requests under round-robin")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("a target URL carries no query, fragment or credentials (use auth:)")
+        return v.rstrip("/")
+
+
+class AiBalancer(StrictModel):
+    """How a request picks its target, and what happens when one fails (ai/balancer.py)."""
+
+    algorithm: Literal["round-robin", "least-connections"] = Field("round-robin", description="round-robin honours weights")
+    retries: int = Field(5, ge=0, le=32, description="Other targets tried when one cannot be connected to (Kong's default 5)")
+    connect_timeout: float = Field(5.0, gt=0, le=60, description="Seconds a target's connection check may take")
+    failure_cooldown: float = Field(30.0, gt=0, le=3600, description="Seconds a failed target is skipped (passive health)")
+    probe_after: float = Field(10.0, ge=0, le=3600, description="A target not seen healthy for this long is checked "
+                                                                "(a TCP connection) before a request is sent to it")
+
+
 class AiSettings(StrictModel):
     """An LLM route: the route's service is the provider's base URL, e.g. https://api.openai.com/v1."""
 
@@ -93,6 +124,9 @@ class AiSettings(StrictModel):
     logging: AiLogging = Field(default_factory=AiLogging)
     mcp: AiMcpSettings = Field(default_factory=AiMcpSettings)
     max_response_event: int = Field(1024 * 1024, gt=0, description="Largest single SSE event read from the provider")
+    targets: list[AiTarget] = Field(default_factory=list, description="Balance over these providers instead of the "
+                                                                      "service (gateway mode; docs/ai.md)")
+    balancer: AiBalancer = Field(default_factory=AiBalancer)
 
     @field_validator("consumers", "consumer_groups")
     @classmethod

@@ -1,0 +1,160 @@
+"""Targets of a balanced LLM route (`ai.targets`, gateway mode): which provider a request goes to.
+
+Round-robin is nginx's smooth weighted round-robin (weights honoured, no bursts to one target);
+least-connections picks the target with the fewest requests in flight (ties: the first). Health
+is passive: a target that could not be connected to, timed out, or answered 5xx or 429 is
+skipped for `failure_cooldown` seconds. Before a request goes to a target that has not answered
+well within `probe_after` seconds, the gateway opens a TCP connection to it (at most
+`connect_timeout`): a target that is down is skipped for the next one, up to `retries` others,
+before anything is sent, so the client never sees that failure. Once a request is sent, a 5xx or
+429 answer reaches the client as it is (retrying it would mean holding the answer back) and only
+marks the target. State is per process and per policy version."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from mitmproxy import http
+
+from .. import headers
+from ..policy.derived import PerPolicy
+from .request import LlmState, ai_error, settings_of
+from .settings import AiSettings, AiTarget
+
+if TYPE_CHECKING:
+    from ..context import FlowContext
+    from ..policy.models import Policy
+
+log = logging.getLogger("mcpgw.ai")
+
+
+@dataclass(slots=True, eq=False)
+class TargetState:
+    index: int
+    target: AiTarget
+    scheme: str
+    host: str
+    port: int
+    path: str
+    current: int = 0  # smooth weighted round-robin
+    in_flight: int = 0
+    last_ok: float = 0.0
+    down_until: float = 0.0
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == (443 if self.scheme == "https" else 80) else f"{host}:{self.port}"
+
+    def failed(self, settings: AiSettings, why: str) -> None:
+        self.down_until = time.monotonic() + settings.balancer.failure_cooldown
+        log.warning("LLM target %s failed (%s): skipped for %.0fs", self.target.url, why, settings.balancer.failure_cooldown)
+
+    def ok(self) -> None:
+        self.last_ok = time.monotonic()
+        self.down_until = 0.0
+
+
+@dataclass(slots=True)
+class RoutePool:
+    settings: AiSettings
+    targets: list[TargetState] = field(default_factory=list)
+
+    def order(self) -> list[TargetState]:
+        """Every target, the one the algorithm picks first, then the others in their turn."""
+        if self.settings.balancer.algorithm == "least-connections":
+            return sorted(self.targets, key=lambda t: t.in_flight)
+        total = sum(t.target.weight for t in self.targets)
+        for t in self.targets:
+            t.current += t.target.weight
+        best = max(self.targets, key=lambda t: t.current)
+        best.current -= total
+        i = self.targets.index(best)
+        return self.targets[i:] + self.targets[:i]
+
+
+def _pools(policy: "Policy") -> dict[str, RoutePool]:
+    pools = {}
+    for name, route in policy.routes.items():
+        s = getattr(route, "ai", None)
+        if s is None or not s.targets:
+            continue
+        states = []
+        for i, t in enumerate(s.targets):
+            parts = urlsplit(t.url)
+            states.append(TargetState(i, t, parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
+                                      parts.path.rstrip("/")))
+        pools[name] = RoutePool(s, states)
+    return pools
+
+
+_pools_of = PerPolicy(_pools)
+
+
+async def _reachable(t: TargetState, timeout: float) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(t.host, t.port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def choose_target(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    """Request phase, before ai.request.prepare (which applies the target's model and key)."""
+    settings = settings_of(ctx)
+    if settings is None or not settings.targets or ctx.mode != "gateway":
+        return None
+    pool = _pools_of(ctx.snapshot.policy)[ctx.match.name]
+    balancer = settings.balancer
+    now = time.monotonic()
+    order = [t for t in pool.order() if t.down_until <= now] or []
+    attempts = 0
+    for t in order[: balancer.retries + 1]:
+        attempts += 1
+        if now - t.last_ok > balancer.probe_after and not await _reachable(t, balancer.connect_timeout):
+            t.failed(settings, "connection refused or timed out")
+            continue
+        t.in_flight += 1
+        ctx.ai = LlmState(settings, None, settings.model.options, target=t, attempts=attempts)
+        return None
+    return ai_error(503, "No provider of this route is available; try again later", kind="server_error",
+                    code="no_provider_available")
+
+
+def apply_target(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
+    """After forwarding.forward (set_endpoint's work for a balanced route): the target's origin."""
+    state: LlmState | None = ctx.ai
+    t: TargetState | None = state.target if state is not None else None
+    if t is None or not ctx.upstream_set:
+        return None
+    req = flow.request
+    _, sep, query = req.path.partition("?")
+    req.scheme = t.scheme
+    req.data.host, req.data.port = t.host, t.port
+    req.path = t.path + state.settings.endpoint + sep + query
+    if req.is_http2 or req.is_http3:
+        req.authority = t.authority
+    headers.put(req.headers, "Host", t.authority)
+    return None
+
+
+def answered(state: LlmState, status: int | None, *, reached: bool = True) -> None:
+    """The target's answer (None: no answer at all) updates its health, once per request;
+    reached=False: the gateway answered itself, the target was not asked."""
+    t: TargetState | None = state.target
+    if t is None or state.target_done:
+        return
+    state.target_done = True
+    t.in_flight = max(0, t.in_flight - 1)
+    if not reached:
+        return
+    if status is None or status >= 500 or status == 429:
+        t.failed(state.settings, f"HTTP {status}" if status else "no answer")
+    else:
+        t.ok()
