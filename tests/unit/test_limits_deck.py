@@ -223,3 +223,24 @@ def test_a_group_scoped_instance_without_a_route_level_one_is_refused():
     with pytest.raises(PolicyError) as refused:
         translate(doc)
     assert any("scoped to a consumer or consumer group are supported for" in p for p in refused.value.problems)
+
+
+def test_kong_314_policies_form(monkeypatch):
+    """The policies[] form (Kong's "rate limiting with multiple conditions" example)."""
+    from tests.test_ai_deck_e2e import SEED_002
+
+    monkeypatch.setenv("OPENAI_TOKEN", "Bearer sk-test")
+    doc = yaml.safe_load(SEED_002)
+    doc["plugins"].append({"name": "ai-rate-limiting-advanced", "service": "mcp-service", "config": {"policies": [
+        {"match": [{"type": "provider", "partition_by": True, "values": ["openai"]},
+                   {"type": "consumer", "key": "username", "values": ["chat-client"]}],
+         "limits": [{"limit": 100, "window_size": 60}, {"limit": 1000, "window_size": 3600}]}]}})
+    native = translate(doc)
+    assert native["routes"]["llm-chat"]["rate_limits"]["tokens"] == [
+        {"provider": "openai", "limit": [100, 1000], "window_size": [60, 3600], "window_type": "sliding",
+         "tokens_count_strategy": "total_tokens", "only_consumers": ["chat-client"]}]
+    Policy.model_validate(native)
+    doc["plugins"][-1]["config"]["policies"][0]["match"].append({"type": "path", "values": ["/v1/chat"]})
+    with pytest.raises(PolicyError) as refused:
+        translate(doc)
+    assert any("match type 'path' is not supported" in p for p in refused.value.problems)

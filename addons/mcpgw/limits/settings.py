@@ -83,7 +83,8 @@ class TokenRule(StrictModel):
     tokens_count_strategy: Literal["total_tokens", "prompt_tokens", "completion_tokens"] = "total_tokens"
     consumer_groups: dict[str, GroupLimits] = Field(default_factory=dict,
                                                     description="Other windows for members of these groups")
-    only_groups: list[str] | None = None
+    only_groups: list[str] | None = Field(None, description="Apply only to members of these consumer groups")
+    only_consumers: list[str] | None = Field(None, description="Apply only to these consumers (username, id or custom_id)")
 
     @model_validator(mode="after")
     def _check(self) -> "TokenRule":

@@ -43,8 +43,13 @@ class CompiledTokens:
                 return windows
         return self.windows
 
-    def applies(self, groups: tuple[str, ...]) -> bool:
-        return self.rule.only_groups is None or bool(set(self.rule.only_groups).intersection(groups))
+    def applies(self, groups: tuple[str, ...], subjects: tuple[str, ...] | None) -> bool:
+        """`subjects`: the caller's username, id and custom_id; None when only the name is known
+        (charging: the rule was chosen by the same test when the call began)."""
+        if self.rule.only_groups is not None and not set(self.rule.only_groups).intersection(groups):
+            return False
+        only = self.rule.only_consumers
+        return only is None or subjects is None or bool(set(only).intersection(subjects))
 
 
 def _windows(limit: list[int], sizes: list[int]) -> tuple[Window, ...]:
@@ -97,8 +102,9 @@ async def check_tokens(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response |
     consumer = (identity.username or identity.id) if identity is not None else None
     counters = backend.for_route(limits, policy)
     shown, spent = [], []
+    subjects = identity.subjects() if identity is not None else ()
     for rule in rules:
-        if not rule.applies(groups):
+        if not rule.applies(groups, subjects):
             continue
         try:
             result = await counters.check(_key(route, rule, consumer), rule.windows_for(groups), 1,
@@ -132,7 +138,7 @@ def _charge(call: usage.LlmCall) -> None:
     policy, (limits, rules) = seen
     counters = backend.for_route(limits, policy)
     for rule in rules:
-        if not rule.applies(call.groups):
+        if not rule.applies(call.groups, None if call.consumer else ()):
             continue
         amount = _amount(rule.rule, call.usage)
         if amount <= 0:

@@ -4,7 +4,8 @@ the whole gateway: two plugins naming different servers are refused).
 
 rate-limiting:          second/minute/hour/day/month/year -> one fixed-window rule with those windows;
                         limit_by -> identifier; policy local|redis -> strategy (cluster refused).
-ai-rate-limiting-advanced: llm_providers[{name, window_size[], limit[]}] -> token rules (seed 002).
+ai-rate-limiting-advanced: llm_providers[{name, window_size[], limit[]}] (seed 002) and Kong 3.14's
+                        policies[{match, limits}] -> token rules.
 rate-limiting-advanced: limit[]/window_size[]/window_type/identifier/namespace -> one rule;
                         strategy local|redis; disable_penalty false (Kong's default: refused
                         requests count too) -> count_refused.
@@ -27,7 +28,7 @@ RL_OPTIONS = (*WINDOWS, "limit_by", "policy", *COMMON, "sync_rate", "redis_host"
               "redis_username", "redis_ssl", "redis_ssl_verify", "redis_timeout", "redis_database")
 RLA_OPTIONS = ("limit", "window_size", "window_type", "identifier", "namespace", "strategy", "sync_rate",
                "disable_penalty", "dictionary_name", "lock_dictionary_name", "retry_after_jitter_max", *COMMON)
-AIRLA_OPTIONS = ("llm_providers", "window_type", "identifier", "tokens_count_strategy", "strategy", "sync_rate",
+AIRLA_OPTIONS = ("llm_providers", "policies", "window_type", "identifier", "tokens_count_strategy", "strategy", "sync_rate",
                  "namespace", "dictionary_name", "disable_penalty", "retry_after_jitter_max", *COMMON)
 TOKEN_STRATEGIES = {"total_tokens": "total_tokens", "prompt_tokens": "prompt_tokens",
                     "completion_tokens": "completion_tokens"}
@@ -147,8 +148,8 @@ def ai_rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator"
     """Seed 002's form: llm_providers[{name, window_size[], limit[]}] -> one token rule each."""
     options = take_options(plugin, AIRLA_OPTIONS, t.problems)
     providers = options.get("llm_providers")
-    if not isinstance(providers, list) or not providers:
-        plugin.problem(t.problems, "needs llm_providers: [{name, window_size: [...], limit: [...]}]", "config")
+    if options.get("policies") is None and (not isinstance(providers, list) or not providers):
+        plugin.problem(t.problems, "needs llm_providers: [{name, window_size: [...], limit: [...]}] or policies", "config")
         return
     if options.get("identifier", "consumer") != "consumer":
         plugin.problem(t.problems, "only consumer is supported for token limits", "config", "identifier")
@@ -157,8 +158,8 @@ def ai_rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator"
         plugin.problem(t.problems, f"{strategy!r} is not supported (total_tokens, prompt_tokens, completion_tokens; "
                        "cost is not yet)", "config", "tokens_count_strategy")
         return
-    tokens = []
-    for i, entry in enumerate(providers):
+    tokens = _policies(plugin, options.get("policies") or [], options, TOKEN_STRATEGIES[strategy], t)
+    for i, entry in enumerate(providers or []):
         if not isinstance(entry, dict) or set(entry) - {"name", "window_size", "limit"}:
             plugin.problem(t.problems, "expected {name, window_size, limit}", "config", "llm_providers", i)
             continue
@@ -168,6 +169,41 @@ def ai_rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator"
     limits = _common(plugin, options, options.get("strategy", "local"), t)
     limits["rules"], limits["tokens"] = [], tokens
     _add(build, t, plugin, limits)
+
+
+def _policies(plugin: Plugin, policies: Any, options: dict[str, Any], strategy: str, t: "Translator") -> list[dict]:
+    """Kong 3.14's policies[{match: [...], limits: [{limit, window_size}]}]: match on provider,
+    consumer (key username, id or custom_id) and consumer_group; other match types are refused."""
+    tokens = []
+    if not isinstance(policies, list):
+        plugin.problem(t.problems, "expected a list", "config", "policies")
+        return tokens
+    for i, policy in enumerate(policies):
+        where = ("config", "policies", i)
+        limits = policy.get("limits") if isinstance(policy, dict) else None
+        if not isinstance(limits, list) or not limits or not all(isinstance(x, dict) for x in limits):
+            plugin.problem(t.problems, "needs limits: [{limit, window_size}]", *where)
+            continue
+        rule: dict[str, Any] = {"provider": "openai", "limit": [x.get("limit") for x in limits],
+                                "window_size": [x.get("window_size") for x in limits],
+                                "window_type": options.get("window_type", "sliding"), "tokens_count_strategy": strategy}
+        for j, match in enumerate(policy.get("match") or []):
+            kind, values = (match.get("type"), match.get("values")) if isinstance(match, dict) else (None, None)
+            if not isinstance(values, list) or not values:
+                plugin.problem(t.problems, "a match needs values", *where, "match", j)
+            elif kind == "provider":
+                if len(values) != 1:
+                    plugin.problem(t.problems, "one provider per policy (a route has one)", *where, "match", j)
+                rule["provider"] = values[0]
+            elif kind == "consumer" and match.get("key", "id") in ("username", "id", "custom_id"):
+                rule["only_consumers"] = [str(v) for v in values]
+            elif kind == "consumer_group":
+                rule["only_groups"] = [str(v) for v in values]
+            else:
+                plugin.problem(t.problems, f"match type {kind!r} is not supported (provider, consumer, consumer_group)",
+                               *where, "match", j)
+        tokens.append(rule)
+    return tokens
 
 
 def _add(build: RouteBuild, t: "Translator", plugin: Plugin, limits: dict[str, Any]) -> None:
