@@ -56,7 +56,12 @@ def test_upstream_url_and_consumer_scoped_overrides():
 
 
 @pytest.mark.parametrize(("plugin", "expected"), [
-    ({"name": "ai-proxy-advanced", "config": {"targets": [target(), target()]}}, "several targets are not supported"),
+    ({"name": "ai-proxy-advanced", "config": {"targets": [target(), target()], "balancer": {"algorithm": "semantic"}}},
+     "algorithm 'semantic' is not supported"),
+    ({"name": "ai-proxy-advanced", "config": {"targets": [target()], "balancer": {"failover_criteria": ["http_429"]}}},
+     "only error and timeout"),
+    ({"name": "ai-proxy-advanced", "config": {"targets": [target(), target(route_type="llm/v1/responses")]}},
+     "every target needs the same route_type"),
     ({"name": "ai-proxy", "config": target(route_type="llm/v1/embeddings")}, "route_type 'llm/v1/embeddings' is not supported"),
     ({"name": "ai-proxy", "config": target(model={"provider": "openai", "options": {"upstream_url": "http://x/v1/other"}})},
      "upstream_url must end with /chat/completions"),
@@ -73,3 +78,17 @@ def test_refused_with_a_reason(plugin, expected):
 def test_a_consumer_scoped_ai_proxy_alone_is_refused():
     personal = {"name": "ai-proxy", "consumer": "chat-client", "config": target()}
     assert any("scoped to a consumer" in p for p in problems(deck(personal)))
+
+
+def test_several_targets_become_a_balanced_route():
+    second = target(auth={"header_name": "api-key", "header_value": "azure-key"},
+                    model={"provider": "openai", "name": "gpt-4o-mini",
+                           "options": {"upstream_url": "https://azure.example.com/openai/v1/chat/completions"}},
+                    weight=300)
+    policy = translate(deck({"name": "ai-proxy-advanced", "config": {
+        "targets": [target(weight=100), second], "balancer": {"algorithm": "round-robin", "retries": 3, "connect_timeout": 2000}}}))
+    ai = policy.routes["r"].ai
+    assert [(x.url, x.weight, x.model.name) for x in ai.targets] == [
+        ("https://api.openai.com/v1", 100, "gpt-4o"), ("https://azure.example.com/openai/v1", 300, "gpt-4o-mini")]
+    assert ai.targets[1].auth.header_name == "api-key" and ai.auth is None
+    assert (ai.balancer.algorithm, ai.balancer.retries, ai.balancer.connect_timeout) == ("round-robin", 3, 2.0)

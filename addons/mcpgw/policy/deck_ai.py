@@ -10,8 +10,12 @@ passes MCP tools inside Responses requests through untouched, so a translated ro
 servers that are none of the file's routes (`ai.mcp.allow_unknown_servers`); the native policy
 can govern them.
 
-ai-proxy-advanced: one target (several are refused: balancing is not implemented yet); its
-`balancer` options are accepted and have no effect with one target, `retries` included."""
+ai-proxy-advanced: one target becomes the route's settings; several become `ai.targets` (each
+its URL, auth, model and weight) under `ai.balancer`: algorithm round-robin or
+least-connections, `retries`, `connect_timeout` (ms -> s), `failover_criteria` error and
+timeout only (the gateway fails over before sending, never after an answer). Other algorithms
+and criteria are refused; token and latency strategies, slots and the other timeouts change
+nothing here."""
 
 from __future__ import annotations
 
@@ -139,13 +143,44 @@ def ai_proxy_advanced(plugin: Plugin, build: RouteBuild, t: "Translator") -> Non
     if not isinstance(targets, list) or not targets:
         plugin.problem(t.problems, "needs targets", "config", "targets")
         return
-    if len(targets) > 1:
-        plugin.problem(t.problems, "several targets are not supported yet (no balancing): give one", "config", "targets")
-        return
-    target = _pick(plugin, targets[0], TARGET_FIELDS, t, "targets", 0)
-    native, base = _settings(plugin, target, t, "targets", 0)
-    if native and base:
-        _place(build, t, plugin, native, base)
+    balancer = _balancer(plugin, cfg.get("balancer"), t)
+    found = []
+    for i, entry in enumerate(targets):
+        target = _pick(plugin, entry, TARGET_FIELDS, t, "targets", i)
+        native, base = _settings(plugin, target, t, "targets", i)
+        if not (native and base):
+            return
+        found.append((target, native, base))
+    native, base = found[0][1], found[0][2]
+    if len(found) > 1:
+        for i, (_, other, _) in enumerate(found):
+            if other["route_type"] != native["route_type"]:
+                plugin.problem(t.problems, "every target needs the same route_type", "config", "targets", i, "route_type")
+                return
+        native = {k: v for k, v in native.items() if k not in ("auth", "model")}
+        native["targets"] = [{"url": b, **({"auth": n["auth"]} if "auth" in n else {}), "model": n["model"],
+                              **({"weight": tg["weight"]} if "weight" in tg else {})} for tg, n, b in found]
+        native["balancer"] = balancer
+    _place(build, t, plugin, native, base)
+
+
+def _balancer(plugin: Plugin, value: Any, t: "Translator") -> dict[str, Any]:
+    options = _pick(plugin, value, BALANCER_FIELDS, t, "balancer")
+    native: dict[str, Any] = {}
+    algorithm = options.get("algorithm", "round-robin")
+    if algorithm not in ("round-robin", "least-connections"):
+        plugin.problem(t.problems, f"algorithm {algorithm!r} is not supported (round-robin, least-connections)",
+                       "config", "balancer", "algorithm")
+    native["algorithm"] = algorithm
+    if "retries" in options:
+        native["retries"] = options["retries"]
+    if "connect_timeout" in options:
+        native["connect_timeout"] = min(60.0, options["connect_timeout"] / 1000)  # Kong: milliseconds
+    criteria = options.get("failover_criteria", ["error", "timeout"])
+    if not isinstance(criteria, list) or not set(criteria) <= {"error", "timeout"}:
+        plugin.problem(t.problems, "only error and timeout are supported: the gateway fails over before a request "
+                       "is sent, never after the target answered", "config", "balancer", "failover_criteria")
+    return native
 
 
 HANDLERS = {AI_PROXY: ai_proxy, AI_PROXY_ADVANCED: ai_proxy_advanced}

@@ -43,7 +43,7 @@ SUPPORTED_TEXT = ("key-auth, acl (with include_consumer_groups), ai-mcp-proxy, a
                   "request-transformer and request-transformer-advanced (headers and query string), "
                   "response-transformer-advanced (PRM rewrite), datakit (PRM challenge), "
                   "rate-limiting, rate-limiting-advanced and ai-rate-limiting-advanced (strategy local or redis), "
-                  "ai-proxy and ai-proxy-advanced (one target; docs/ai.md)")
+                  "ai-proxy and ai-proxy-advanced (round-robin or least-connections; docs/ai.md)")
 REFUSED: dict[str, str] = {
     "request-validator": "plugin 'request-validator' is not supported: on an MCP route every request body is a JSON-RPC "
                          "message the gateway parses and checks itself; body_schema and parameter_schema would judge "
