@@ -14,6 +14,9 @@ stream) and four ways to reach them:
             (key-auth and a tool ACL when this tree supports them).
   baseline  with --baseline REV: the gateway as it was at git revision REV, with the same policy,
             so that a change's cost is measured against the gateway without it in the same run.
+  traced    with --telemetry: this tree's gateway exporting every span (sampling 1.0) and the MCP
+            duration metrics over OTLP/HTTP to a sink that accepts and discards them
+            (scripts/bench_otlp_sink.py); traced/gateway is what tracing costs.
 
 Every client speaks raw Streamable HTTP with httpx over keep-alive connections: it opens an MCP
 session (initialize, notifications/initialized, then Mcp-Session-Id on every request) and, after
@@ -75,6 +78,7 @@ from tests.support.procs import (  # noqa: E402
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 GATEWAY_ENTRY = ROOT / "addons" / "mcp_gateway.py"
 BUFFERED_ADDON = Path(__file__).resolve().parent / "bench_buffered_addon.py"
+OTLP_SINK = Path(__file__).resolve().parent / "bench_otlp_sink.py"
 HOST = "127.0.0.1"  # everything listens and is reached here, nowhere else
 
 PROTOCOL_VERSION = "2025-11-25"
@@ -109,6 +113,7 @@ class Config:
     warmup: int  # tools/call per session before measuring
     filter_repeat: int  # timing repetitions of the tools/list filtering benchmark (0: skip it)
     baseline: str | None = None  # a git revision whose gateway runs beside this tree's ("baseline")
+    telemetry: bool = False  # also run this tree's gateway exporting OTLP ("traced")
 
     def describe(self) -> str:
         return (f"{self.rounds} round(s); per target and round: {self.requests} sequential calls per latency series, "
@@ -137,6 +142,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
                         help="also run the gateway of git revision REV (a commit, tag or HEAD~N) with the same "
                              "policy, as target 'baseline', and report gateway/baseline: what a change costs, "
                              "measured in the same interleaved run")
+    parser.add_argument("--telemetry", action="store_true",
+                        help="also run this tree's gateway with OpenTelemetry export on (sampling 1.0, to a local "
+                             "sink) as target 'traced', and report traced/gateway")
     parser.add_argument("--no-filter", action="store_true",
                         help="skip the tools/list filtering benchmark (scripts/bench_filter.py)")
     args = parser.parse_args(argv)
@@ -153,6 +161,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         rounds=rounds, requests=requests, first_event_requests=max(5, requests // 2), concurrency=args.concurrency,
         throughput_requests=throughput, warmup=max(5, min(50, requests // 4)),
         filter_repeat=0 if args.no_filter else (10 if args.quick else 30), baseline=args.baseline,
+        telemetry=args.telemetry,
     )
 
 
@@ -443,15 +452,17 @@ def baseline_entry(workdir: Path, revision: str) -> Path:
     return entry
 
 
-def start_gateway(workdir: Path, name: str, entry: Path, policy_path: Path) -> tuple[int, ManagedProcess]:
+def start_gateway(workdir: Path, name: str, entry: Path, policy_path: Path,
+                  *options: str) -> tuple[int, ManagedProcess]:
     port = free_port()
     return port, start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={workdir / (name + '-conf')}",
-                                "-s", str(entry), "--set", f"mcp_policy={policy_path}",
+                                "-s", str(entry), "--set", f"mcp_policy={policy_path}", *options,
                                 "--mode", f"reverse:http://{HOST}:9@{HOST}:{port}"])
 
 
 @contextlib.contextmanager
-def started_targets(workdir: Path, baseline: str | None = None) -> Iterator[tuple[list[Target], str]]:
+def started_targets(workdir: Path, baseline: str | None = None,
+                    telemetry: bool = False) -> Iterator[tuple[list[Target], str]]:
     """The demo upstreams and the targets (three, or four with a baseline gateway), all running;
     every process stops on the way out."""
     processes: list[ManagedProcess] = []
@@ -477,6 +488,14 @@ def started_targets(workdir: Path, baseline: str | None = None) -> Iterator[tupl
             baseline_port, baseline_gateway = start_gateway(workdir, "baseline", baseline_entry(workdir, baseline),
                                                             policy_path)
             processes.append(baseline_gateway)
+        if telemetry:
+            sink_port = free_port()
+            processes.append(start_process([sys.executable, str(OTLP_SINK), str(sink_port)],
+                                           ready="otlp sink listening"))
+            traced_port, traced = start_gateway(workdir, "traced", GATEWAY_ENTRY, policy_path,
+                                                "--set", f"mcp_otlp=http://{HOST}:{sink_port}",
+                                                "--set", "mcp_otlp_sampling=1")
+            processes.append(traced)
 
         for kind, (_, process) in upstreams.items():
             try:
@@ -492,6 +511,9 @@ def started_targets(workdir: Path, baseline: str | None = None) -> Iterator[tupl
         if baseline is not None:
             targets.append(Target("baseline", {kind: f"http://{HOST}:{baseline_port}/github-{kind}"
                                                for kind in upstreams}, baseline_gateway))
+        if telemetry:
+            targets.append(Target("traced", {kind: f"http://{HOST}:{traced_port}/github-{kind}"
+                                             for kind in upstreams}, traced))
         deadline = time.monotonic() + START_TIMEOUT
         for target in targets:
             wait_until_serving(target, deadline)
@@ -664,7 +686,8 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
     print()
     print(f"{'ratios (median of per-round ratios)':{LABEL}}{'gateway/mitmdump':>18}{'mitmdump/direct':>18}"
           f"{'buffered/mitmdump':>19}{'gateway/buffered':>18}"
-          + (f"{'gateway/baseline':>18}" if "baseline" in names else "") + "   target for gateway/mitmdump")
+          + (f"{'gateway/baseline':>18}" if "baseline" in names else "")
+          + (f"{'traced/gateway':>16}" if "traced" in names else "") + "   target for gateway/mitmdump")
     for key, label, _ in METRICS:
         gateway = bench.ratio(key, "gateway", "mitmdump")
         bare = bench.ratio(key, "mitmdump", "direct")
@@ -672,6 +695,7 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
         own = bench.ratio(key, "gateway", "buffered")
         target = verdict(gateway, *TARGETS[key]) if key in TARGETS else "(none)"
         change = f"{bench.ratio(key, 'gateway', 'baseline'):17.3f}x" if "baseline" in names else ""
+        change += f"{bench.ratio(key, 'traced', 'gateway'):15.3f}x" if "traced" in names else ""
         print(f"{'ratio ' + label:{LABEL}}{gateway:17.3f}x{bare:17.3f}x{buffering:18.3f}x{own:17.3f}x{change}   {target}")
     print()
     print("buffered/mitmdump is what holding each request until its body is complete costs by itself: mitmproxy")
@@ -737,7 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress(f"benchmark: {config.describe()}")
     try:
         with tempfile.TemporaryDirectory(prefix="mcpgw-bench-") as tmp, \
-                started_targets(Path(tmp), config.baseline) as (targets, features), \
+                started_targets(Path(tmp), config.baseline, config.telemetry) as (targets, features), \
                 asyncio.Runner() as runner, contextlib.ExitStack() as stack:
             progress(f"started: demo upstreams, mitmdump and the gateway ({features} policy) "
                      f"in {time.monotonic() - started:.1f}s")

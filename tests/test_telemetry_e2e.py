@@ -327,3 +327,24 @@ def test_bad_endpoint_refuses_to_start(tmp_path):
         assert "mcp_otlp" in gw.log()
     finally:
         upstream.stop()
+
+
+def test_route_opentelemetry_from_the_policy(tmp_path, receiver):
+    """routes.<name>.telemetry.opentelemetry (what a decK opentelemetry plugin becomes), no mcp_otlp."""
+    upstream = DemoUpstream(tmp_path)
+    native = policy(upstream)
+    native["routes"]["github-mcp"]["telemetry"] = {"opentelemetry": {"endpoint": receiver.url,
+                                                                     "service_name": "from-policy"}}
+    gw = Gateway(tmp_path, native, intercept=False, env=FAST_EXPORT)
+    tid = trace_id()
+    try:
+        with httpx.Client(timeout=30) as client:
+            headers = open_session(client, gw.url("/github-mcp"))
+            client.post(gw.url("/github-mcp"), headers={**headers, "traceparent": traceparent(tid)}, json=call(ALLOWED))
+        receiver.wait_spans(lambda s: s["trace_id"] == tid, count=2)
+        assert any(r.get("service.name") == "from-policy" for r in receiver.resources)
+        sent = [r for r in upstream.requests() if r.get("tool") == ALLOWED][-1]
+        assert tid in sent["headers"]["traceparent"]
+    finally:
+        gw.stop()
+        upstream.stop()

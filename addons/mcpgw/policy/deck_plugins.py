@@ -316,6 +316,7 @@ def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
             _fold_prm_route(build, builds, t)
     handlers = {"cors": _cors, "datakit": _datakit, "ai-mcp-oauth2": _oauth, "key-auth": _key_auth,
                 "acl": _acl, "ai-mcp-proxy": _mcp_proxy, **deck_limits.HANDLERS, **deck_ai.HANDLERS}
+    handlers.update(LOGGING_HANDLERS)  # Kong's logging plugins (deck_logging.py)
     for build in builds.values():
         if build.folded:
             continue
@@ -671,3 +672,11 @@ def check_vault_references(tree: Any, problems: Problems, loc: Loc = (), plugin:
                 return
         problems.add(loc, "a Kong vault reference is resolved only in consumer keys, ai-mcp-oauth2 client_secret "
                      "and request-transformer(-advanced) values; here it would be used as literal text")
+
+
+# Kong's logging plugins (deck_logging.py): they only report traffic, so they come after every other.
+from .deck_logging import HANDLERS as LOGGING_HANDLERS, SUPPORTED_TEXT as _LOGGING_TEXT  # noqa: E402 (it imports this module)
+
+NATIVE_ORDER += tuple(LOGGING_HANDLERS)
+SUPPORTED += tuple(LOGGING_HANDLERS)
+SUPPORTED_TEXT += ", " + _LOGGING_TEXT

@@ -11,6 +11,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..ai.settings import AiSettings, check_route as check_ai
 from ..audit import AuditSettings
+from ..telemetry.settings import RouteTelemetry
 from ..credentials import CredentialsConfig, check_route as check_credentials
 from ..governance.access import RouteAccess, check_groups as check_access_groups
 from ..governance.acl import AclSettings
@@ -85,6 +86,7 @@ class Route(StrictModel):
     prm: PrmConfig | None = Field(None, description="OAuth discovery: PRM challenge, rewrite or serve (docs/identity.md)")
     upstream_identity_headers: IdentityHeaderSetting = Field(
         False, description="Send the caller's identity upstream as X-Consumer-* headers: true for all, or the names to send")
+    telemetry: RouteTelemetry | None = Field(None, description="Where this route's traffic is also reported: Kong-shaped file and HTTP logs, OTLP (docs/telemetry.md)")
     oauth: OAuthConfig | None = Field(None, description="OAuth 2 resource server: require a valid bearer token (docs/identity.md)")
     access: RouteAccess | None = Field(None, description="Which consumer groups may use the route at all (Kong's acl plugin; docs/governance.md)")
     acl: AclSettings | None = Field(None, description="Tool governance: per-consumer ACLs on tools, prompts and resources (docs/governance.md)")

@@ -31,6 +31,8 @@ from .. import context
 from ..audit import match_decisions
 from ..headers import header
 from . import conventions as conv, propagation
+from .kong_log import kong_record
+from .routes import RouteSinks
 from .settings import TelemetrySettings
 
 if TYPE_CHECKING:
@@ -55,7 +57,9 @@ class Telemetry:
     def __init__(self, store: PolicyStore, audit_log: AuditLog):
         self.store = store
         self.audit_log = audit_log
-        self.pipeline: Pipeline | None = None
+        self.pipeline: Pipeline | None = None  # mcp_otlp: every route
+        self.routes = RouteSinks()  # the policy's routes.<name>.telemetry
+        store.listeners.append(self._policy_loaded)
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, _Spans] = weakref.WeakKeyDictionary()
         self._tools: set[str] = set()
         self._startup_error: str | None = None
@@ -85,7 +89,7 @@ class Telemetry:
             from .export import Pipeline  # the SDK and exporters load only when telemetry is on
 
             self.pipeline = Pipeline(settings)
-            self.audit_log.observers.append(self.observe)  # only while exporting: no cost when off
+            self._observe_while_needed()
             log.info("OpenTelemetry: exporting MCP spans and metrics to %s (sampling %s, %s)",
                      settings.signal_url("traces"), settings.sampling, conv.SEMCONV)
 
@@ -108,14 +112,31 @@ class Telemetry:
 
     def done(self) -> None:
         self._stop()
+        self.routes.close()
 
     def _stop(self) -> None:
         if self.pipeline is None:
             return
-        if self.observe in self.audit_log.observers:
-            self.audit_log.observers.remove(self.observe)
         pipeline, self.pipeline = self.pipeline, None
+        self._observe_while_needed()
         pipeline.shutdown()
+
+    def _policy_loaded(self, snap, err) -> None:
+        if snap is None:
+            return
+        self.routes.update(snap.policy)
+        self._observe_while_needed()
+        if self.routes.prometheus and not ctx.options.mcp_metrics:
+            log.warning("routes %s enable prometheus: serve the metrics with --set mcp_metrics=HOST:PORT",
+                        ", ".join(sorted(self.routes.prometheus)))
+
+    def _observe_while_needed(self) -> None:
+        """The audit log builds records only for observers: be one only while something is exported."""
+        needed = self.pipeline is not None or self.routes.active
+        if needed and self.observe not in self.audit_log.observers:
+            self.audit_log.observers.append(self.observe)
+        elif not needed and self.observe in self.audit_log.observers:
+            self.audit_log.observers.remove(self.observe)
 
     @property
     def counts(self):
@@ -123,10 +144,13 @@ class Telemetry:
 
     # -- spans ---------------------------------------------------------------------------------
 
+    def _pipeline(self, route: str | None) -> Pipeline | None:
+        return self.pipeline or self.routes.pipelines.get(route)
+
     def request(self, flow: http.HTTPFlow) -> None:
-        pipeline = self.pipeline
         fctx = context.get(flow)
-        if pipeline is None or fctx is None:
+        pipeline = self._pipeline(fctx.route_name) if fctx is not None else None
+        if pipeline is None:
             return
         try:
             self._start(pipeline, fctx, flow)
@@ -161,7 +185,13 @@ class Telemetry:
             propagation.inject_body(req, carriers)
 
     def observe(self, flow: http.HTTPFlow, records: list[dict[str, Any]]) -> None:
-        pipeline = self.pipeline
+        route = records[0].get("route")
+        sinks = self.routes.sinks.get(route)
+        if sinks:
+            record = kong_record(context.get(flow), flow, records)
+            for sink in sinks:
+                sink.submit(record)
+        pipeline = self._pipeline(route)
         if pipeline is None:
             return
         spans = self._flows.pop(flow, None)

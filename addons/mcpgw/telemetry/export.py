@@ -86,6 +86,10 @@ class Pipeline:
     """One configured export: a tracer, the two MCP duration histograms, and their shutdown."""
 
     def __init__(self, settings: TelemetrySettings):
+        # The SDK logs every retry and every span a full queue refuses; the counts (and this
+        # module's own warnings, at the 1st, 10th, 100th... failure) say it without flooding the log.
+        for name in ("opentelemetry.sdk", "opentelemetry.exporter"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         self.settings = settings
         self.counts = Counts()
         resource = Resource.create({"service.name": settings.service_name, **settings.resource_attributes})

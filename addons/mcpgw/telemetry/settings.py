@@ -5,6 +5,7 @@ depending on the telemetry package (and the OpenTelemetry SDK) itself."""
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -39,3 +40,41 @@ class TelemetrySettings(StrictModel):
                 base = base[: -len(known)]
                 break
         return f"{base}/v1/{signal}"
+
+
+class FileLog(StrictModel):
+    """Kong's file-log: one JSON object per request, appended to a file."""
+
+    path: str = Field(..., min_length=1, description="File to append Kong-shaped log records to ('-': standard output)")
+
+
+class HttpLog(StrictModel):
+    """Kong's http-log: Kong-shaped log records POSTed to an HTTP endpoint, in batches."""
+
+    endpoint: str = Field(..., description="http(s) URL the records are sent to")
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    content_type: Literal["application/json", "application/json; charset=utf-8"] = "application/json"
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with each batch (secret references allowed)")
+    timeout: float = Field(10.0, gt=0, le=300, description="Seconds for one send")
+    max_batch_size: int = Field(1, ge=1, le=1000, description="Records per request (one: a JSON object; more: an array)")
+    max_coalescing_delay: float = Field(1.0, ge=0, le=3600, description="Seconds a partial batch waits for more records")
+    max_entries: int = Field(10000, ge=1, le=1_000_000, description="Records queued before new ones are dropped (counted)")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value
+
+
+class RouteTelemetry(StrictModel):
+    """What a route's traffic is reported to, beside the audit log (Kong's logging plugins)."""
+
+    file_log: FileLog | None = None
+    http_log: HttpLog | None = None
+    prometheus: bool = Field(False, description="Kong's prometheus plugin: counted in the native metrics "
+                                                "(served with --set mcp_metrics)")
+    opentelemetry: TelemetrySettings | None = Field(None, description="Spans and metrics of this route over OTLP, "
+                                                                      "unless --set mcp_otlp exports all routes")
