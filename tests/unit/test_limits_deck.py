@@ -244,3 +244,17 @@ def test_kong_314_policies_form(monkeypatch):
     with pytest.raises(PolicyError) as refused:
         translate(doc)
     assert any("match type 'path' is not supported" in p for p in refused.value.problems)
+
+
+@needs_cases
+async def test_case_30_allows_100_an_hour_per_consumer_then_429(monkeypatch):
+    from mcpgw.limits.counters import LocalCounters
+
+    monkeypatch.setattr(backend, "local", LocalCounters(clock=lambda: 1_080_000.0 + 1800))
+    policy = Policy.model_validate(translate(case(CASE_30)))
+    answers = [await run(policy, "dev-key") for _ in range(101)]
+    assert answers[:100] == [None] * 100
+    refused = answers[100]
+    assert refused.status_code == 429 and json.loads(refused.content) == {"message": "API rate limit exceeded"}
+    assert refused.headers["X-RateLimit-Limit-Hour"] == "100" and refused.headers["RateLimit-Remaining"] == "0"
+    assert await run(policy, "other-key") is None  # the namespace is shared, the counter is per consumer
