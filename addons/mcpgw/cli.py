@@ -3,6 +3,7 @@
     mcp-gateway check POLICY                      validate a policy (native or decK) and summarize it
     mcp-gateway explain POLICY CONSUMER TOOL      would CONSUMER be allowed to call TOOL, and by which rule
     mcp-gateway verify AUDIT_FILE...              check an audit log's hash chain
+    mcp-gateway pin POLICY ROUTE [--update]       approve a route's tools: write them to the lock file
 
 Exit status: 0 = valid / allowed / intact; 1 = invalid / denied / broken; 2 = the question could
 not be answered (bad arguments, unreadable file, unknown consumer or route, invalid policy for
@@ -31,7 +32,8 @@ examples:
   mcp-gateway check kong-recipe.yaml --quiet          # a decK file, in CI
   mcp-gateway explain policies/demo.yaml dev-user push_files --route github-mcp
   mcp-gateway explain policies/demo.yaml group:developer search_code
-  mcp-gateway verify /var/log/mcp-gateway/audit.jsonl.1 /var/log/mcp-gateway/audit.jsonl"""
+  mcp-gateway verify /var/log/mcp-gateway/audit.jsonl.1 /var/log/mcp-gateway/audit.jsonl
+  mcp-gateway pin policies/demo.yaml github-mcp --update  # shows what changed, then approves it"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("files", type=Path, nargs="+", metavar="AUDIT_FILE")
     verify.add_argument("--continued", action="store_true",
                         help="the first file continues a chain whose beginning was rotated away")
+    from .integrity.cli import add_commands  # its own module: tool integrity's commands
+
+    add_commands(sub)
     return parser
 
 
@@ -134,6 +139,8 @@ def verify(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if hasattr(args, "run"):  # commands registered by their own module
+        return args.run(args)
     return {"check": check, "explain": explain, "verify": verify}[args.command](args)
 
 

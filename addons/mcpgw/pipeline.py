@@ -20,6 +20,7 @@ from .governance import access, enforce, filtering, no_tools, removed
 from .identity import keyauth, oauth, prm, upstream_headers
 from .limits import phase as limits
 from .limits import tokens as token_limits
+from .integrity import phases as integrity
 from .sessions import binding as sessions
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
@@ -54,6 +55,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     limits.check_limits,  # after the ACL: a denied call costs nothing, and each message's tool is decided
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase
+    integrity.check_tools,  # after the ACL: judges only calls governance let through, lists after its filter
     credentials.mediate,  # after the identity headers, which its operations may change (as in Kong)
     transform.transform_request,  # after the credential, as Kong runs request-transformer after -advanced
     forwarding.forward,

@@ -21,6 +21,7 @@ from ..identity.keyauth import KeyAuthConfig, check_anonymous
 from ..identity.oauth import OAuthConfig
 from ..identity.prm import PrmConfig, check_discovery
 from ..identity.upstream_headers import IdentityHeaderSetting
+from ..integrity.settings import IntegritySettings
 from ..limits.settings import RouteLimits, check_route as check_limits
 from ..transform import RequestTransform
 from ..sessions.settings import SessionSettings
@@ -95,6 +96,7 @@ class Route(StrictModel):
     request_transform: RequestTransform | None = Field(None, description="Header and query string operations on every request (Kong's request-transformer; docs/policy.md)")
     ai: AiSettings | None = Field(None, description="An LLM route: the service is an OpenAI-compatible provider (Kong's ai-proxy; docs/ai.md)")
     rate_limits: RouteLimits | None = Field(None, description="Request rate limits per consumer, group, method and tool (Kong's rate-limiting-advanced; docs/limits.md)")
+    integrity: IntegritySettings | None = Field(None, description="Tool integrity: pin tool definitions against rug pulls (docs/integrity.md)")
 
     @field_validator("paths")
     @classmethod

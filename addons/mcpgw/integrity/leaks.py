@@ -1,0 +1,187 @@
+"""Secret scanning of tool traffic: credentials in what clients send (tools/call arguments) and
+in what servers send back (results, `content`, `structuredContent`, errors, notifications).
+
+Detectors are compiled regular expressions for well-known credential formats, each with the
+literal prefixes it must contain, so a string without any of them costs a few substring tests
+(C speed) instead of a regex pass: the common case of a large result with no credential stays
+cheap. SSE streams are scanned event by event by the message layer, which reassembles an event
+split across chunks, so a token split between two network reads is still one string here.
+
+Why not a detector library: detect-secrets (Yelp, last release 2024-05) is the well-kept one on
+the package index; it scans files line by line under process-global settings, reports lines
+and values rather than spans to replace, and adds entropy plugins whose false positives would
+garble results. Its formats for the credentials named here are the ones below (with GitHub's,
+AWS's and Slack's documented prefixes); a redaction needs the spans, and the hot path one
+substring prefilter, so the patterns are kept here, as data, with user rules beside them.
+
+The gateway's own secrets (the policy's: injected credentials, keys it resolves) are replaced
+wherever an upstream echoes them back, whatever the action and in shadow mode too."""
+
+from __future__ import annotations
+
+import re
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from .. import context, redaction
+from ..governance import annotate
+from ..policy.derived import PerPolicy
+from . import record
+from .settings import DETECTORS, SecretSettings
+
+MASK = "[redacted]"
+MAX_PATHS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    name: str
+    pattern: re.Pattern[str]
+    literals: tuple[str, ...]  # one must occur for the pattern to match; () = always run
+
+
+BUILTIN: dict[str, Detector] = {d.name: d for d in (
+    # GitHub: ghp_ (classic PAT), gho_ (OAuth), ghu_ (user-to-server), ghs_ (server-to-server), ghr_ (refresh)
+    Detector("github_token", re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,255})"),
+             ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
+    Detector("aws_access_key", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?![A-Z0-9])"),
+             ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "APKA")),
+    Detector("slack_token", re.compile(r"(?<![A-Za-z0-9])xox[abposre]-[A-Za-z0-9-]{10,250}"), ("xox",)),
+    Detector("slack_webhook", re.compile(r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/+-]{20,}"),
+             ("hooks.slack.com",)),
+    Detector("openai_key", re.compile(r"(?<![A-Za-z0-9_-])sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,250}"),
+             ("sk-",)),
+    Detector("private_key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END (?:[A-Z0-9]+ )*"
+                                       r"PRIVATE KEY(?: BLOCK)?-----|.*)", re.S),  # without its END line: to the end
+             ("PRIVATE KEY",)),
+    Detector("jwt", re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), ("eyJ",)),
+    Detector("google_api_key", re.compile(r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}"), ("AIza",)),
+    Detector("stripe_key", re.compile(r"(?<![A-Za-z0-9])(?:sk|rk)_live_[0-9A-Za-z]{20,247}"), ("_live_",)),
+)}
+assert tuple(BUILTIN) == DETECTORS
+
+
+@dataclass(slots=True)
+class Hits:
+    detectors: set[str]
+    paths: list[str]
+
+    def add(self, detector: str, path: str) -> None:
+        self.detectors.add(detector)
+        if len(self.paths) < MAX_PATHS and path not in self.paths:
+            self.paths.append(path)
+
+
+class LeakScanner:
+    def __init__(self, settings: SecretSettings, known: tuple[str, ...]):
+        chosen = settings.detectors if settings.detectors is not None else DETECTORS
+        self.detectors = tuple(BUILTIN[n] for n in chosen) + tuple(
+            Detector(r.name, re.compile(r.regex), ()) for r in settings.rules)
+        literals = sorted({lit for d in self.detectors for lit in d.literals})
+        # one C-speed pass per string: does it hold any detector's prefix at all?
+        self.prefilter = re.compile("|".join(map(re.escape, literals))) if literals else None
+        self.always = tuple(d for d in self.detectors if not d.literals)
+        self.known = tuple(sorted(known, key=len, reverse=True))  # the gateway's own secrets, longest first
+
+    def scan(self, value: Any, redact: bool, path: str = "") -> tuple[Any, Hits, bool]:
+        """(value with matches replaced if `redact` (the gateway's secrets always), hits, whether
+        anything was replaced). Copy on write: unchanged parts are the same objects."""
+        hits = Hits(set(), [])
+        new = self._walk(value, redact, path, hits, 0)
+        return new, hits, new is not value
+
+    def _walk(self, value: Any, redact: bool, path: str, hits: Hits, depth: int) -> Any:
+        if isinstance(value, str):
+            return self._string(value, redact, path, hits)
+        if depth > 64:
+            return value
+        if isinstance(value, dict):
+            out = None
+            for k, v in value.items():
+                nv = self._walk(v, redact, f"{path}.{k}" if path else str(k), hits, depth + 1)
+                if nv is not v and out is None:
+                    out = dict(value)
+                if out is not None:
+                    out[k] = nv
+            return value if out is None else out
+        if isinstance(value, list):
+            items = [self._walk(v, redact, f"{path}[{i}]", hits, depth + 1) for i, v in enumerate(value)]
+            return value if all(a is b for a, b in zip(items, value)) else items
+        return value
+
+    def _string(self, text: str, redact: bool, path: str, hits: Hits) -> str:
+        if len(text) < 8:  # no credential is that short
+            return text
+        out = text
+        for secret in self.known:
+            if secret in out:
+                out = out.replace(secret, MASK)
+                hits.add("gateway_secret", path)
+        candidates = [d for d in self.detectors if d.literals and any(lit in out for lit in d.literals)] \
+            if self.prefilter is not None and self.prefilter.search(out) else []
+        for d in (*candidates, *self.always):
+            if redact:
+                out, n = d.pattern.subn(f"[redacted:{d.name}]", out)
+                if n:
+                    hits.add(d.name, path)
+            elif d.pattern.search(out):
+                hits.add(d.name, path)
+        return out if out != text else text
+
+
+# -- per policy: one scanner per route, knowing that policy's secrets ---------------------------
+
+def _scanners(policy) -> dict[str, LeakScanner]:
+    known = tuple(redaction.policy_secrets(policy))  # the policy's secret values, as log redaction knows them
+    return {name: LeakScanner(r.integrity.secrets, known) for name, r in policy.routes.items()
+            if r.integrity is not None and r.integrity.secrets is not None and r.integrity.secrets.mode != "off"}
+
+
+scanners = PerPolicy(_scanners)
+
+
+def finding(direction: str, hits: Hits, action: str) -> dict[str, Any]:
+    """The audit finding: detector names and where (JSON paths), never the values."""
+    return {"check": "integrity.secrets", "direction": direction, "detectors": sorted(hits.detectors),
+            "where": list(hits.paths), "action": action}
+
+
+class LeakTransform:
+    """Server -> client: every message scanned; matches redacted, the answer refused (block), or
+    only recorded (audit, shadow), as the route says. The gateway's own secrets always go."""
+
+    def __init__(self, flow, settings: SecretSettings, scanner: LeakScanner):
+        self._flow = weakref.ref(flow)
+        self.scanner = scanner
+        self.action = settings.results if settings.mode == "enforce" else "audit"
+        self.audited = "audited" if settings.mode == "enforce" or settings.results == "audit" else f"would_{settings.results}"
+
+    def __call__(self, message: dict[str, Any]) -> dict[str, Any]:
+        new, hits, changed = self.scanner.scan(message, redact=self.action != "audit")
+        if not hits.detectors:
+            return message
+        is_answer = "method" not in message and ("result" in message or "error" in message)
+        own = hits.detectors - {"gateway_secret"}
+        if self.action == "block" and is_answer and own:
+            action = "blocked"
+            new = {"jsonrpc": "2.0", "id": message.get("id"),
+                   "error": {"code": -32603, "message": "The gateway withheld this answer: it carried a credential "
+                                                        f"({', '.join(sorted(own))})"}}
+        elif self.action == "audit":
+            action = self.audited
+        else:
+            action = "redacted"
+        self._note(hits, action)
+        return new if changed or action == "blocked" else message
+
+    def _note(self, hits: Hits, action: str) -> None:
+        flow = self._flow()
+        if flow is None:
+            return
+        ctx = context.get(flow)
+        if ctx is not None:
+            record(ctx, finding("result", hits, action))
+        annotate.note(flow, f"integrity secrets in the answer: {', '.join(sorted(hits.detectors))} "
+                            f"at {', '.join(hits.paths)}: {action.upper()}")
+        annotate.mark(flow, denied=action == "blocked", would_deny=action != "blocked")

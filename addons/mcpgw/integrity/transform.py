@@ -1,0 +1,114 @@
+"""Server -> client: hold every list answer's tools to what was approved, on every stream of the
+route (POST answers in JSON or SSE, the GET stream of the legacy transport), whatever request
+the answer claims to answer, like the ACL's filtering (governance/filtering.py).
+
+- pinning: a tool whose definition differs from its pin (or has none, in lock mode) is withheld;
+- scanning: a tool with a finding whose severity's action is `block` is withheld, `flag` only
+  records it.
+
+Installed after the ACL governor, so it judges only what the caller may see: trust on first use
+never pins a tool on the word of a list the caller could not see anyway. Notifications
+(`notifications/tools/list_changed`) pass; the next list is judged. Shadow modes keep every
+tool and record what would have been withheld."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from mitmproxy import http
+
+from .. import context
+from ..governance import annotate, ledger
+from ..state.pins import PinStore
+from . import record
+from .digest import tool_digest
+from .pinning import judge
+from .scanning import Scanner, blocked
+from .settings import IntegritySettings
+
+
+class ToolTransform:
+    def __init__(self, flow: http.HTTPFlow, route: str, settings: IntegritySettings, store: PinStore | None,
+                 scanner: Scanner | None, caller: str):
+        self._flow = weakref.ref(flow)  # the flow owns this transform
+        self.route = route
+        self.settings = settings
+        self.store = store  # None: pinning off
+        self.scanner = scanner  # None: scanning off
+        self.caller = caller
+        self.pin_shadow = settings.pin == "shadow"
+
+    def __call__(self, message: dict[str, Any]) -> dict[str, Any]:
+        if "method" in message:
+            return message
+        stand_in = ledger.take_stand_in(self.route, self.caller, message.get("id"))
+        if stand_in is not None:  # a call refused here, on the legacy transport (phases.py)
+            return stand_in.error
+        result = message.get("result")
+        if type(result) is not dict or "tools" not in result:
+            return message
+        tools = result["tools"]
+        if type(tools) is not list:
+            return {**message, "result": {**result, "tools": []}}  # not a list a client could read as one
+        # one canonical encoding per tool and list, shared by the pin and the scan cache
+        digests = {id(t): tool_digest(t) for t in tools if type(t) is dict and type(t.get("name")) is str}
+        findings = self.scanner.scan_list(tools, digests) if self.scanner is not None else {}
+        kept: list[Any] = []
+        records: list[dict[str, Any]] = []
+        notes: list[str] = []
+        hidden = 0
+        for tool in tools:
+            if type(tool) is not dict or type(tool.get("name")) is not str:
+                continue  # nothing to judge it by: not shown
+            withhold = False
+            if self.store is not None:
+                j = judge(self.store, self.route, tool, self.settings, digests[id(tool)])
+                if j.withheld:
+                    records.append(j.record("would_withhold" if self.pin_shadow else "withheld"))
+                    notes.append(f"{annotate.printable(j.name)} {j.status}" + (f" ({', '.join(j.fields)})" if j.fields else ""))
+                    withhold |= not self.pin_shadow
+            if self.scanner is not None:
+                withhold |= self._scanned(tool, digests[id(tool)], findings.get(tool["name"], ()), records, notes)
+            if withhold:
+                hidden += 1
+            else:
+                kept.append(tool)
+        if records:
+            self._note(records, notes, hidden, len(tools))
+        if len(kept) == len(tools):
+            return message
+        new_result = {k: (kept if k == "tools" else v) for k, v in result.items()}  # key order kept
+        return {k: (new_result if k == "result" else v) for k, v in message.items()}
+
+    def _scanned(self, tool: dict, digest: str, found: tuple, records: list, notes: list) -> bool:
+        """Record a tool's scan findings; whether they withhold it."""
+        name = tool["name"]
+        scan = self.settings.scan
+        assert scan is not None
+        blocking = tuple(f.rule for f in found if scan.action(f.severity) == "block")
+        if blocking:
+            blocked.put((self.route, name), (digest, blocking))
+        elif blocked.get((self.route, name)) is not None:
+            blocked.pop((self.route, name))  # listed again without a blocking finding: callable again
+        if not found:
+            return False
+        shadow = scan.mode == "shadow"
+        would = any(scan.actions.get(f.severity) == "block" for f in found) and shadow
+        action = "withheld" if blocking else ("would_withhold" if would else "flagged")
+        records.append({"check": "integrity.scan", "tool": name, "action": action,
+                        "findings": [f.record() for f in found]})
+        notes.append(f"{annotate.printable(name)} {action.upper()} ({', '.join(f'{f.rule}:{f.severity}' for f in found)})")
+        return bool(blocking)
+
+    def _note(self, records: list, notes: list, hidden: int, total: int) -> None:
+        flow = self._flow()
+        if flow is None:
+            return
+        ctx = context.get(flow)
+        if ctx is not None:
+            record(ctx, *records)
+        shown = "; ".join(notes[:10]) + (f"; and {len(notes) - 10} more" if len(notes) > 10 else "")
+        annotate.note(flow, f"integrity tools/list: {hidden} of {total} WITHHELD: {shown}")
+        annotate.mark(flow, denied=hidden > 0, would_deny=hidden == 0)
+
