@@ -16,6 +16,7 @@ prompt tokens are the words of every input message, completion tokens the words 
 Request headers steer it for tests (they are not part of OpenAI's API):
 
     x-demo-words: N      answer with N words instead of the echo
+    x-demo-word-size: N  each of those words N characters long (large streams for tests)
     x-demo-delay: S      seconds to wait before each streamed event
     x-demo-status: 500   answer with that HTTP status and an OpenAI error body
     x-demo-ignore-allowed-tools: 1   list every tool of an MCP server, whatever allowed_tools says
@@ -77,7 +78,9 @@ def _responses_prompt(body: dict) -> tuple[list[str], list[str]]:
 def _answer(request: Request, last: list[str]) -> list[str]:
     n = request.headers.get("x-demo-words")
     if n is not None and n.isdigit():
-        return [f"w{i}" for i in range(int(n))]
+        size = request.headers.get("x-demo-word-size")
+        pad = "x" * (int(size) - 1) if size and size.isdigit() and int(size) > 1 else ""
+        return [f"w{pad}" if pad else f"w{i}" for i in range(int(n))]
     return ["echo:", *last]
 
 

@@ -57,7 +57,8 @@ def env(tmp_path_factory):
             "openai": {"service": "openai", "paths": ["/openai"], "key_auth": key_auth,
                        "ai": {"route_type": "llm/v1/responses", "model": {"name": "gpt-4o"},
                               "auth": {"header_name": "Authorization", "header_value": "Bearer {env://OPENAI_KEY}"},
-                              "mcp": {"require_approval": {"get_file_contents": "always"}}}},
+                              "mcp": {"require_approval": {"get_file_contents": "always"}},
+                              "logging": {"log_payloads": True}}},
         },
     }
     audit = workdir / "audit.jsonl"
@@ -176,5 +177,11 @@ def test_each_mcp_call_is_one_audit_record(env):
         assert r["mcp_call"]["route"] == "github-mcp" and r["mcp_call"]["status"] == "completed"
     llm = [r for r in records if "llm" in r]
     assert llm and llm[-1]["llm"]["mcp_servers"] == {"github": "github-mcp"}
+    # log_payloads: the request as sent (the stored credential masked) and the JSON answer; a stream's answer is not held
+    payload = llm[-1]["llm"]["payload"]
+    assert payload["request"]["tools"][0]["allowed_tools"] == SIX
+    assert payload["request"]["tools"][0]["headers"]["Authorization"] != f"Bearer {STORED_PAT}"
+    assert any(i["type"] == "mcp_call" for i in payload["response"]["output"])
+    assert [r for r in llm if r["llm"]["stream"]][-1]["llm"]["payload"]["response"] == {"omitted": "a stream (never held)"}
     text = env["audit"].read_text() + env["gw"].log()
     assert STORED_PAT not in text and CLIENT_PAT not in text and PROVIDER_KEY not in text

@@ -174,6 +174,8 @@ def finish(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
             state.answered_model = body.get("model") if isinstance(body.get("model"), str) else None
             if mcp_tools.filter_output(state, body):
                 resp.content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            if state.payload is not None:
+                state.payload["response"] = body
     publish(ctx, flow, state)
     return None
 
@@ -202,6 +204,11 @@ def publish(ctx: "FlowContext", flow: http.HTTPFlow, state: LlmState) -> None:
             "error": state.stream_error}
         if state.target is not None:
             ctx.audit_fields["llm"].update(target=state.target.target.url, attempts=state.attempts)
+        if state.payload is not None:  # bounded here, redacted string by string by the audit writer
+            ctx.audit_fields["llm"]["payload"] = {k: audit._bounded(v, None) for k, v in state.payload.items()}
+            if state.stream:
+                ctx.audit_fields["llm"]["payload"]["response"] = {"omitted": "a stream (never held)"}
+            state.payload = None
         if state.mcp_servers:
             ctx.audit_fields["llm"]["mcp_servers"] = {label: route for label, (route, _) in state.mcp_servers.items()}
     usage_mod.publish(call)

@@ -58,6 +58,7 @@ class LlmState:
     target: Any = None  # balanced routes: the chosen balancer.TargetState
     attempts: int = 0  # targets tried (connection checks included)
     target_done: bool = False
+    payload: dict | None = None  # logging.log_payloads: the request as sent, then the JSON answer
 
 
 def ai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> http.Response:
@@ -190,6 +191,8 @@ def write_body(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
         return None
     if state.dirty:
         flow.request.content = json.dumps(state.body, separators=(",", ":"), ensure_ascii=False).encode()
+    if state.settings.logging.log_payloads:
+        state.payload = {"request": state.body}  # as sent; the audit writer redacts the policy's secrets
     state.body = None  # not kept for the rest of the flow
     return None
 
