@@ -155,3 +155,16 @@ def test_endpoint_down_requests_unaffected(tmp_path):
     finally:
         gw.stop()
         upstream.stop()
+
+
+def test_file_log_follows_a_rotation(running):
+    gw, _, log_file = running
+    wait(lambda: log_file.exists())
+    rotated = log_file.with_suffix(".1")
+    log_file.rename(rotated)
+    time.sleep(1.2)  # the writer looks at the path at most once a second
+    with httpx.Client(timeout=30) as client:
+        session(client, gw.url("/mcp"), "bob-key")
+        time.sleep(1.2)
+        session(client, gw.url("/mcp"), "alice-key")
+    wait(lambda: log_file.exists() and "alice" in log_file.read_text())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -113,6 +114,7 @@ class FileSink(_Sink):
 
     def _run(self) -> None:
         f = sys.stdout if self.path == "-" else None
+        checked = 0.0
         while True:
             item = self.queue.get()
             if item is _STOP:
@@ -120,6 +122,11 @@ class FileSink(_Sink):
                     f.close()
                 return
             try:
+                if f is not None and f is not sys.stdout and time.monotonic() - checked > 1.0:
+                    checked = time.monotonic()
+                    if not _same_file(self.path, f):  # moved or removed by logrotate: a new file at the path
+                        f.close()
+                        f = None
                 if f is None:
                     f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open by the thread
                 f.write(json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n")
@@ -129,6 +136,14 @@ class FileSink(_Sink):
                 self.dropped += 1
                 log.error("file-log %s: a record could not be written (%s)", self.path, e)
                 f = None
+
+
+def _same_file(path: str, f) -> bool:
+    try:
+        a, b = os.stat(path), os.fstat(f.fileno())
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 class HttpSink(_Sink):
