@@ -16,7 +16,7 @@ import time
 import openai
 import pytest
 
-from scripts.demo_github_tools import READ_TOOLS, WRITE_TOOLS
+from scripts.demo_github_tools import READ_TOOLS, TOOL_NAMES, WRITE_TOOLS
 from scripts.demo_llm_provider import Provider
 from tests.support.gateway import DemoUpstream, Gateway
 from tests.support.threaded_server import ThreadedServer
@@ -129,10 +129,29 @@ def test_unknown_server_and_connectors_are_refused(env):
     assert provider.requests == []
 
 
+def test_default_allowed_tools_come_from_the_routes_catalog(env):
+    # admin: the eleven tools the ACL names, and every other tool of the server, which the ACL's
+    # default allows to admin: the gateway fetched the catalog with the route's stored credential
+    provider, upstream = env["provider"], env["upstream"]
+    provider.requests.clear()
+    upstream.reset()
+    oai(env, ADMIN_KEY).responses.create(model="gpt-4o", input="hi", tools=[github_tool(upstream.url)])
+    sent = provider.requests[-1]["body"]["tools"][0]["allowed_tools"]
+    assert sent == sorted(TOOL_NAMES) and len(sent) > 11
+    lists = [r for r in upstream.requests() if r.get("rpc_method") == "tools/list"]
+    assert lists and {r["headers"].get("authorization") for r in lists} <= {f"Bearer {STORED_PAT}"}
+
+
 def test_a_caller_with_no_tool_is_refused_and_an_ungoverned_route_passes(env):
-    # guests: no explicit allow, and without a catalog the gateway does not guess the defaults
+    # guests: the ACL names no tool for them, and its default denies them nothing, so the
+    # catalog's tools are theirs; with a deny-by-default list they would get none
+    oai(env, GUEST_KEY).responses.create(model="gpt-4o", input="hi", tools=[github_tool(env["upstream"].url)])
+    sent = env["provider"].requests[-1]["body"]["tools"][0]["allowed_tools"]
+    assert set(sent) == set(TOOL_NAMES) - set(READ_TOOLS) - set(WRITE_TOOLS)
+    # a developer asking only for tools it may not call: nothing left, refused
     with pytest.raises(openai.PermissionDeniedError):
-        oai(env, GUEST_KEY).responses.create(model="gpt-4o", input="hi", tools=[github_tool(env["upstream"].url)])
+        oai(env).responses.create(model="gpt-4o", input="hi", tools=[github_tool(env["upstream"].url,
+                                                                                allowed_tools=["push_files"])])
     provider = env["provider"]
     provider.requests.clear()
     open_tool = {"type": "mcp", "server_label": "open", "server_url": env["upstream"].base + "/open",

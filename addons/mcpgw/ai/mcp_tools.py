@@ -7,8 +7,9 @@ governs them in the request that names them, for the caller C of the LLM route.
 - `allowed_tools` becomes the tools C may call on that route, from the same decision function
   as `tools/list` filtering and `tools/call` enforcement (governance/engine.py), intersected with
   what the client asked. When the route's ACL allows tools by default, only the names the ACL
-  lists are known to the gateway: those it allows are sent (fail closed: no catalog yet).
-  C may call none: 403.
+  lists are known from the ACL, the others from the route's catalog, which the gateway fetches
+  with the route's stored credential (catalog.py); without one, only the ACL's names (fail
+  closed). C may call none: 403.
 - A route that injects a stored credential (credentials: inject) has it put into the tool's
   `headers` in place of the client's (the client's `authorization` goes too): agents never hold
   the MCP server's credential. A passthrough route keeps the client's.
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 
 from .. import credentials
+from . import catalog
 from ..governance.acl import route_acl
 from ..governance.engine import view
 from ..policy.derived import PerPolicy
@@ -87,13 +89,19 @@ def find_route(ctx: "FlowContext", url: Any) -> str | None:
     return None
 
 
-def allowed_tools(ctx: "FlowContext", route_name: str) -> frozenset[str] | None:
-    """What the caller may call on the route: None when the route restricts nothing."""
+async def allowed_tools(ctx: "FlowContext", route_name: str) -> frozenset[str] | None:
+    """What the caller may call on the route: None when the route restricts nothing. Names the
+    ACL lists, and when its default allows, the route's catalog's (catalog.py; without one the
+    listed names only: fail closed)."""
     acl = route_acl(ctx.snapshot.policy, route_name)
     if acl is None or acl.shadow:
         return None  # ungoverned, or shadow mode (which forwards what it would deny)
     v = view(acl, ctx.identity)
-    return frozenset(name for name in acl.tools if v.tool(name).allowed)
+    names = {name for name in acl.tools if v.tool(name).allowed}
+    if v.default_tool.allowed:
+        found = await catalog.tool_names(ctx, route_name)
+        names.update(name for name in found or () if v.tool(name).allowed)
+    return frozenset(names)
 
 
 def _asked(value: Any) -> tuple[frozenset[str] | None, dict | None]:
@@ -149,7 +157,7 @@ def _inject(ctx: "FlowContext", route_name: str, tool: dict) -> http.Response | 
     return None
 
 
-def govern_tools(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+async def govern_tools(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     state: LlmState | None = ctx.ai
     if state is None or state.body is None or not isinstance(state.body.get("tools"), list):
         return None
@@ -174,7 +182,7 @@ def govern_tools(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | Non
                 continue
             return ai_error(400, f"MCP server {str(url)[:200]!r} (server_label {label!r}) is not one of this "
                                  "gateway's MCP routes", code="mcp_server_not_allowed")
-        allowed = allowed_tools(ctx, route_name)
+        allowed = await allowed_tools(ctx, route_name)
         if allowed is not None:
             asked, form = _asked(tool.get("allowed_tools"))
             names = sorted(allowed if asked is None else allowed & asked)
