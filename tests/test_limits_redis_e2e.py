@@ -128,9 +128,14 @@ async def test_redis_down_falls_back_or_refuses_and_shared_counting_resumes(env)
             assert r.status_code == 200, r.text
             remaining.append(r.headers["x-ratelimit-remaining-minute"])
         assert remaining == ["19", "18"]
+        session = await open_session(client, a.url("/shared"), DEV2)
         before = metric(metrics(a), "mcp_gateway_rate_limit_redis_fallbacks")
+        up.reset()
         redis.stop()
         try:
+            r = await client.post(b.url("/shared"), json=get_me(), headers=session)
+            assert r.status_code == 500  # the session cannot be checked: refused, never forwarded unchecked
+            assert up.tool_calls() == []
             r = await client.post(a.url("/open"), json=initialize(), headers=headers)
             assert r.status_code == 200 and r.headers["x-ratelimit-remaining-minute"] == "19"  # counted locally
             text = metrics(a)
