@@ -64,3 +64,18 @@ async def test_an_unreachable_redis_raises_so_the_gateway_fails_closed(server):
                           aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5))
     with pytest.raises(Exception):
         await s.owner("r", "sess")
+
+
+async def test_a_binding_written_a_moment_later_is_still_found(store):
+    """Another instance writes the binding while its answer travels: a lookup that arrives first
+    looks again shortly before calling the session unknown."""
+    s, _ = store
+
+    async def bind_soon():
+        await asyncio.sleep(0.01)
+        await s.bind("r", "fresh", "alice", 60)
+
+    task = asyncio.create_task(bind_soon())
+    assert await s.owner("r", "fresh") == "alice"
+    await task
+    assert await s.owner("r", "never-issued") is None

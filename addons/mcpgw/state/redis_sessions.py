@@ -12,11 +12,14 @@ policy reload switches backends without restarting."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any, Callable
 
 from . import redis_client
 from .sessions import SessionStore
+
+BIND_GRACE = 0.05  # seconds an unknown session is looked up again after
 
 # KEYS[1]: the binding; ARGV: owner, ttl in ms. Returns the owner bound now.
 _BIND = """
@@ -51,7 +54,15 @@ class RedisSessionStore:
 
     async def owner(self, route: str, session: str) -> str | None:
         client, _ = self._redis()
-        found = await client.get(self.key(route, session))
+        key = self.key(route, session)
+        found = await client.get(key)
+        if found is None:
+            # The instance that saw the session issued writes its binding while the answer goes out
+            # (the response hooks do not wait for it); a client fast enough to reach another
+            # instance first would be refused. Ask once more after a moment: only unknown sessions
+            # (expired ones, guesses) pay the wait.
+            await asyncio.sleep(BIND_GRACE)
+            found = await client.get(key)
         return found.decode() if isinstance(found, bytes) else found
 
     async def touch(self, route: str, session: str, ttl: float) -> None:
