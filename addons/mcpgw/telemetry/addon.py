@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -111,15 +112,18 @@ class Telemetry:
             raise SystemExit(1)  # telemetry was asked for with a wrong setting: a configuration error
 
     def done(self) -> None:
-        self._stop()
+        self._stop(wait=True)
         self.routes.close()
 
-    def _stop(self) -> None:
+    def _stop(self, wait: bool = False) -> None:
         if self.pipeline is None:
             return
         pipeline, self.pipeline = self.pipeline, None
         self._observe_while_needed()
-        pipeline.shutdown()
+        if wait:
+            pipeline.shutdown()
+        else:  # an option change at run time: flushing to a slow collector must not hold the event loop
+            threading.Thread(target=pipeline.shutdown, name="mcpgw-otlp-shutdown", daemon=True).start()
 
     def _policy_loaded(self, snap, err) -> None:
         if snap is None:

@@ -5,6 +5,7 @@ the same (an unchanged file-log keeps its file and queue)."""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .kong_log import FileSink, HttpSink
@@ -52,8 +53,8 @@ class RouteSinks:
                     keep[key] = Pipeline(t.opentelemetry)
                 pipelines[name] = keep.setdefault(key, self._by_settings.get(key))
         for key, old in self._by_settings.items():
-            if key not in keep:
-                self._close(old)
+            if key not in keep:  # in a thread: a policy reload must not wait for a slow endpoint's flush
+                threading.Thread(target=self._close, args=(old,), name="mcpgw-sink-close", daemon=True).start()
         self._by_settings, self.sinks, self.pipelines = keep, sinks, pipelines
 
     def close(self) -> None:
