@@ -141,7 +141,7 @@ class Scanner:
         self.cross = next((r for r in rules if r.kind == "cross_tool"), None)
         self.lookalike = next((r for r in rules if r.kind == "lookalike"), None)
         self._cache: BoundedMap[str, tuple[Finding, ...]] = BoundedMap(50_000)
-        self._words: BoundedMap[str, tuple[tuple[str, frozenset[str]], ...]] = BoundedMap(50_000)
+        self._words: BoundedMap[str, tuple[frozenset[str], tuple[tuple[str, frozenset[str]], ...]]] = BoundedMap(50_000)
 
     def scan_tool(self, tool: dict[str, Any], digest: str | None = None) -> tuple[Finding, ...]:
         """Findings about one definition on its own, cached by its pin digest (digest.py: the
@@ -203,19 +203,20 @@ class Scanner:
                 if twins:
                     yield Finding(r.id, r.severity, "name", f"{name} looks like {twins[0]}")
         if self.cross is not None and distinctive:
-            for where, words in self.words(tool, digest):
-                hit = next((w for w in words if w in distinctive and w != name), None)
-                if hit is not None:
-                    yield Finding(self.cross.id, self.cross.severity, where, f"names the tool {hit}")
-                    break
+            every, per_text = self.words(tool, digest)
+            named = (every & distinctive) - {name}  # one C-level set intersection per tool
+            if named:
+                where, words = next((w, ws) for w, ws in per_text if ws & named)
+                yield Finding(self.cross.id, self.cross.severity, where, f"names the tool {sorted(words & named)[0]}")
 
-    def words(self, tool: dict[str, Any], digest: str) -> tuple[tuple[str, frozenset[str]], ...]:
-        """The words of each text but the name (cached by definition, like the findings)."""
-        key = digest
-        found = self._words.get(key)
+    def words(self, tool: dict[str, Any], digest: str) -> tuple[frozenset[str], tuple[tuple[str, frozenset[str]], ...]]:
+        """All the words of the texts but the name, and each text's (cached by definition, like
+        the findings)."""
+        found = self._words.get(digest)
         if found is None:
-            found = tuple((where, frozenset(_WORD.findall(text))) for where, text in texts(tool) if where != "name")
-            self._words.put(key, found)
+            per_text = tuple((where, frozenset(_WORD.findall(text))) for where, text in texts(tool) if where != "name")
+            found = (frozenset().union(*(ws for _, ws in per_text)), per_text)
+            self._words.put(digest, found)
         return found
 
 

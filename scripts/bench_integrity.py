@@ -1,0 +1,166 @@
+"""Benchmark: what tool integrity (docs/integrity.md) costs, as ratios against the same gateway
+without it, on a 1,000-tool `tools/list` answer and on a 1 MB `tools/call` result.
+
+End to end (the figures that count): one real mitmdump with the gateway and two routes to one
+upstream, identical but for `integrity:` (pin: enforce with trust on first use, scan with the
+default rules, secrets with the default actions). The upstream (in this process, uvicorn on a
+thread) answers tools/list with 1,000 tools and tools/call with 1 MB of text, as JSON or as SSE.
+Requests to the two routes are interleaved; the report gives the median latency of each and
+their ratio (targets: 1.5x on the list, 1.2x on the result).
+
+In process (where the time goes): the message layer alone on the same bodies, without and with
+the integrity transforms, warm (pins and scan results cached, as after the first list).
+
+    .venv/bin/python scripts/bench_integrity.py [--rounds 30] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+for _path in (ROOT, ROOT / "addons", ROOT / "scripts"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from demo_github_tools import TOOLS  # noqa: E402
+from mitmproxy.test import tflow  # noqa: E402
+
+from mcpgw import context, inbound  # noqa: E402
+from mcpgw.context import FlowContext  # noqa: E402
+from mcpgw.integrity.phases import check_tools  # noqa: E402
+from mcpgw.policy.models import Policy  # noqa: E402
+from mcpgw.policy.store import Snapshot  # noqa: E402
+from mcpgw.protocol.messages import SSEStream, message_event_transform, transform_json_body  # noqa: E402
+from mcpgw.routing import RouteTable  # noqa: E402
+from tests.support.gateway import Gateway  # noqa: E402
+from tests.support.threaded_server import ThreadedServer  # noqa: E402
+
+INTEGRITY = {"pin": "enforce", "pins": "tofu", "scan": {}, "secrets": {}}
+TARGETS = {"list": 1.5, "result": 1.2}
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def catalog(n: int = 1000) -> list[dict]:
+    base = [t.to_mcp_tool().model_dump(mode="json", exclude_none=True) for t in TOOLS]
+    return [{**base[i % len(base)], "name": f"{base[i % len(base)]['name']}_{i}"} for i in range(n)]
+
+
+def big_text(size: int = 1 << 20) -> str:
+    # prose with the odd near miss ("task-", "eyJ"-free), as a large file or log would be
+    line = "2026-12-01 12:00:00 INFO task-42 finished: wrote 1200 rows to the reports table in 3.2 s\n"
+    return (line * (size // len(line) + 1))[:size]
+
+
+def bodies() -> dict[str, bytes]:
+    return {"list": json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": catalog()}}).encode(),
+            "result": json.dumps({"jsonrpc": "2.0", "id": 2, "result": {
+                "content": [{"type": "text", "text": big_text()}]}}).encode()}
+
+
+class Upstream:
+    """A stateless MCP-shaped upstream: JSON or SSE (`?sse`) answers from canned bodies."""
+
+    def __init__(self, canned: dict[str, bytes]):
+        self.canned = canned
+
+    async def __call__(self, scope, receive, send):
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        rpc = json.loads(body)
+        answer = self.canned["list" if rpc.get("method") == "tools/list" else "result"]
+        answer = answer.replace(b'"id":', b'"id":' + json.dumps(rpc.get("id")).encode() + b', "_":', 1)
+        sse = b"sse" in scope.get("query_string", b"")
+        payload = b"event: message\ndata: " + answer + b"\n\n" if sse else answer
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream" if sse else b"application/json"),
+            *([] if sse else [(b"content-length", str(len(payload)).encode())])]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def end_to_end(rounds: int) -> dict[str, float]:
+    canned = bodies()
+    server = ThreadedServer(Upstream(canned))
+    server.start()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-integrity-"))
+    policy = {"services": {"up": {"url": server.base_url + "/mcp"}},
+              "routes": {"without": {"service": "up", "paths": ["/without"]},
+                         "with": {"service": "up", "paths": ["/with"], "integrity": INTEGRITY}}}
+    gw = Gateway(workdir, policy, intercept=False)
+    ratios = {}
+    try:
+        with httpx.Client(timeout=60) as client:
+            cases = {"list (JSON)": ("tools/list", ""), "result (JSON)": ("tools/call", ""),
+                     "result (SSE)": ("tools/call", "?sse")}
+            for label, (method, query) in cases.items():
+                params = {"name": "get_me_0", "arguments": {}} if method == "tools/call" else {}
+                times: dict[str, list[float]] = {"without": [], "with": []}
+                for i in range(rounds + 3):
+                    for route in (("without", "with") if i % 2 else ("with", "without")):
+                        msg = {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+                        start = time.perf_counter()
+                        resp = client.post(gw.url(f"/{route}{query}"), json=msg, headers=HEADERS)
+                        elapsed = time.perf_counter() - start
+                        assert resp.status_code == 200 and len(resp.content) > 100_000, (route, resp.status_code)
+                        if i >= 3:  # warm-up: the first list pins and scans
+                            times[route].append(elapsed)
+                a, b = statistics.median(times["without"]), statistics.median(times["with"])
+                kind = "list" if method == "tools/list" else "result"
+                ratios[label] = b / a
+                print(f"e2e {label:14} without {a * 1000:7.2f} ms  with {b * 1000:7.2f} ms  "
+                      f"ratio {b / a:.2f} (target <= {TARGETS[kind]})")
+    finally:
+        gw.stop()
+        server.stop()
+    return ratios
+
+
+def in_process(repeat: int) -> None:
+    canned = bodies()
+    route = {"service": "gh", "paths": ["/gh"], "integrity": INTEGRITY}
+    policy = Policy.model_validate({"services": {"gh": {"url": "http://127.0.0.1:1/mcp"}}, "routes": {"gh": route}})
+    snap = Snapshot(policy, RouteTable(policy), "bench", 1, str(Path(tempfile.mkdtemp()) / "policy.yaml"), ())
+    flow = tflow.tflow()
+    flow.request.method, flow.request.path = "POST", "/gh"
+    flow.request.headers.clear()
+    flow.request.headers.update(HEADERS)
+    flow.request.content = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+    ctx = context.attach(flow, FlowContext(snap, "gateway", snap.routes.match_gateway("/gh")))
+    inbound.parse_client_messages(ctx, flow)
+    check_tools(ctx, flow)
+    transforms = ctx.server_transforms
+    for label, body in canned.items():
+        transform_json_body(body, transforms)  # warm: pinned and scanned once
+        base = min(timeit.repeat(lambda: json.loads(body), number=1, repeat=repeat))
+        full = min(timeit.repeat(lambda: transform_json_body(body, transforms), number=1, repeat=repeat))
+        event = b"event: message\ndata: " + body + b"\n\n"
+        sse = min(timeit.repeat(lambda: SSEStream([message_event_transform(transforms)])(event), number=1, repeat=repeat))
+        print(f"in-process {label:6} json.loads {base * 1000:6.2f} ms; message layer with integrity: JSON "
+              f"{full * 1000:6.2f} ms, SSE {sse * 1000:6.2f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="10 rounds")
+    args = parser.parse_args()
+    in_process(5 if args.quick else 20)
+    end_to_end(10 if args.quick else args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
