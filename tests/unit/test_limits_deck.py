@@ -207,11 +207,36 @@ def test_consumer_group_scoped_instances_become_group_overrides():
     with pytest.raises(PolicyError) as refused:
         translate(doc)
     assert any("may change limit and window_size only" in p for p in refused.value.problems)
-    doc["plugins"][-1] = {**doc["plugins"][-1], "consumer_group": None, "consumer": "dev"}
-    del doc["plugins"][-1]["consumer_group"]
-    with pytest.raises(PolicyError) as refused:
-        translate(doc)
-    assert any("consumer-scoped instance is not supported" in p for p in refused.value.problems)
+    doc["plugins"][-1]["config"]["window_type"] = "sliding"
+    doc["plugins"].append({"name": "rate-limiting-advanced", "route": "mcp-route", "consumer": "dev",
+                           "config": {"limit": [5], "window_size": [3600]}})
+    rule = translate(doc)["routes"]["mcp-route"]["rate_limits"]["rules"][0]
+    assert rule["consumers"] == {"dev": {"limit": [5], "window_size": [3600]}}
+
+
+@needs_cases
+async def test_consumer_override_comes_before_the_group_override(monkeypatch):
+    from mcpgw.limits.counters import LocalCounters
+
+    monkeypatch.setattr(backend, "local", LocalCounters(clock=lambda: 1_080_000.0))
+    doc = case(CASE_30)
+    doc["plugins"] += [
+        {"name": "rate-limiting-advanced", "route": "mcp-route", "consumer_group": "dev",
+         "config": {"limit": [1000], "window_size": [3600]}},
+        {"name": "rate-limiting-advanced", "route": "mcp-route", "consumer": "dev",
+         "config": {"limit": [2], "window_size": [3600]}}]
+    policy = Policy.model_validate(translate(doc))
+    answers = [await run(policy, "dev-key") for _ in range(3)]
+    assert answers[:2] == [None, None] and answers[2].status_code == 429
+    assert answers[2].headers["X-RateLimit-Limit-Hour"] == "2"
+
+
+def test_an_override_for_an_undeclared_consumer_is_refused():
+    policy = {"services": {"s": {"url": "http://127.0.0.1:9"}}, "routes": {"r": {
+        "service": "s", "paths": ["/r"], "rate_limits": {"rules": [
+            {"limit": [1], "window_size": [60], "consumers": {"nobody": {"limit": [2], "window_size": [60]}}}]}}}}
+    with pytest.raises(ValueError, match="names consumer 'nobody'"):
+        Policy.model_validate(policy)
 
 
 @needs_cases

@@ -16,6 +16,7 @@ class CompiledRule:
     index: int
     windows: tuple[Window, ...]
     groups: tuple[tuple[str, tuple[Window, ...]], ...]  # consumer-group overrides, in policy order
+    consumers: dict[str, tuple[Window, ...]]  # consumer overrides, by username
     only_groups: frozenset[str] | None
     methods: frozenset[str] | None  # None: counts HTTP requests
     tools: frozenset[str] | None
@@ -25,7 +26,9 @@ class CompiledRule:
     def per_message(self) -> bool:
         return self.methods is not None or self.tools is not None
 
-    def windows_for(self, groups: tuple[str, ...]) -> tuple[Window, ...]:
+    def windows_for(self, groups: tuple[str, ...], username: str | None = None) -> tuple[Window, ...]:
+        if username is not None and (own := self.consumers.get(username)) is not None:
+            return own
         for name, windows in self.groups:
             if name in groups:
                 return windows
@@ -72,6 +75,7 @@ def _compile(policy) -> dict[str, CompiledLimits]:
             rules.append(CompiledRule(
                 rule, i, _windows(rule.limit, rule.window_size),
                 tuple((g, _windows(o.limit, o.window_size)) for g, o in rule.consumer_groups.items()),
+                {c: _windows(o.limit, o.window_size) for c, o in rule.consumers.items()},
                 frozenset(rule.only_groups) if rule.only_groups is not None else None,
                 methods, tools,
                 f"ns:{rule.namespace}" if rule.namespace else f"r:{name}:{i}"))

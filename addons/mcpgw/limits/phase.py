@@ -61,6 +61,7 @@ async def check_limits(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response |
     if limits is None:
         return None
     groups = ctx.identity.groups if ctx.identity is not None else ()
+    username = ctx.identity.username if ctx.identity is not None else None
     counters = backend.for_route(limits.settings, ctx.snapshot.policy)
     shown: list[tuple[CompiledRule, Outcome]] = []
     refused: list[tuple[CompiledRule, Outcome]] = []
@@ -71,7 +72,7 @@ async def check_limits(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response |
         if cost == 0:
             continue
         try:
-            result = await counters.check(_key(rule, ctx, flow), rule.windows_for(groups), cost,
+            result = await counters.check(_key(rule, ctx, flow), rule.windows_for(groups, username), cost,
                                           rule.rule.window_type == "sliding", rule.rule.count_refused)
         except backend.Unavailable:
             return gateway_failure(flow.request, "reach the rate limit store")

@@ -52,6 +52,9 @@ class LimitRule(StrictModel):
     consumer_groups: dict[str, GroupLimits] = Field(default_factory=dict,
                                                     description="Other windows for members of these groups; the first "
                                                                 "group listed that the caller is in applies")
+    consumers: dict[str, GroupLimits] = Field(default_factory=dict,
+                                              description="Other windows for these consumers (by username); before "
+                                                          "consumer_groups, as Kong's consumer-scoped instances")
     only_groups: list[str] | None = Field(None, description="Apply this rule only to members of these consumer groups")
     namespace: str | None = Field(None, description="Counter namespace; rules sharing one share counters")
     error: Literal["http", "jsonrpc"] = Field("http", description="http: Kong's 429; jsonrpc: a JSON-RPC error per "
@@ -111,7 +114,7 @@ class RouteLimits(StrictModel):
         return self
 
 
-def check_route(route_name: str, limits: RouteLimits | None, groups: dict, state) -> None:
+def check_route(route_name: str, limits: RouteLimits | None, groups: dict, state, consumers: dict | None = None) -> None:
     """Load-time checks that need the whole policy (called by the Policy model)."""
     if limits is None:
         return
@@ -121,3 +124,7 @@ def check_route(route_name: str, limits: RouteLimits | None, groups: dict, state
         for g in list(rule.consumer_groups) + list(rule.only_groups or ()):
             if g not in groups:
                 raise ValueError(f"route {route_name!r}: rate limit names consumer group {g!r}, which is not declared")
+    for rule in limits.rules:
+        for c in rule.consumers:
+            if consumers is not None and c not in consumers:
+                raise ValueError(f"route {route_name!r}: rate limit names consumer {c!r}, which is not declared")

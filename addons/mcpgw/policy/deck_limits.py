@@ -116,31 +116,29 @@ def rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator") -
     if options.get("retry_after_jitter_max") not in (None, 0):
         plugin.problem(t.problems, "only 0 is supported (Retry-After is exact)", "config", "retry_after_jitter_max")
     _identifier(plugin, options.get("identifier", "consumer"), options, t, rule)
-    overrides = _group_overrides(build, t, options)
-    if overrides:
-        rule["consumer_groups"] = overrides
+    rule.update(_group_overrides(build, t, options))
     limits = _common(plugin, options, options.get("strategy", "local"), t)
     limits["rules"] = [rule]
     _add(build, t, plugin, limits)
 
 
 def _group_overrides(build: RouteBuild, t: "Translator", route_options: dict[str, Any]) -> dict[str, Any]:
-    """Consumer-group scoped rate-limiting-advanced instances (Kong's consumer-group overrides):
-    their windows for the group's members; anything else they set must match the route's."""
+    """Consumer-group and consumer scoped rate-limiting-advanced instances (Kong's overrides):
+    their windows for the group's members or the consumer; anything else must match the route's."""
     overrides: dict[str, Any] = {}
     for personal in build.personal:
         if personal.name != RLA:
-            continue
-        if "consumer" in personal.scope:
-            personal.problem(t.problems, "a consumer-scoped instance is not supported: scope it to a consumer group")
             continue
         options = take_options(personal, RLA_OPTIONS, t.problems)
         for key, value in options.items():
             if key not in ("limit", "window_size") and route_options.get(key) != value:
                 personal.problem(t.problems, "a consumer-group instance may change limit and window_size only (the "
                                  "route's instance decides the rest)", "config", key)
-        overrides[personal.scope["consumer_group"]] = {"limit": options.get("limit"),
-                                                       "window_size": options.get("window_size")}
+        windows = {"limit": options.get("limit"), "window_size": options.get("window_size")}
+        if "consumer" in personal.scope:  # Kong: a consumer's own instance comes before its groups'
+            overrides.setdefault("consumers", {})[personal.scope["consumer"]] = windows
+        else:
+            overrides.setdefault("consumer_groups", {})[personal.scope["consumer_group"]] = windows
     return overrides
 
 

@@ -185,7 +185,7 @@ class Policy(StrictModel):
             check_access_groups(name, route.access, self.consumer_groups)
             check_credentials(name, route, self.consumer_groups)
             check_ai(name, route.ai, self.consumer_groups)
-            check_limits(name, route.rate_limits, self.consumer_groups, self.gateway.state)
+            check_limits(name, route.rate_limits, self.consumer_groups, self.gateway.state, self.consumers)
             for p in route.paths:
                 if p in seen:
                     raise ValueError(f"path {p!r} is claimed by both route {seen[p]!r} and route {name!r}")
