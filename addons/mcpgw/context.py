@@ -50,6 +50,10 @@ class FlowContext:
     started: float = field(default_factory=time.time)
     # identity: set by the identity phases; None = anonymous caller on a route without auth
     identity: "Identity | None" = None
+    # OAuth routes: the validated bearer token and its claims (token exchange, claim headers);
+    # never saved with the flow (see above), never sent upstream unless passthrough_credentials
+    access_token: str | None = None
+    token_claims: dict | None = None
     # credentials the gateway consumed (("header", "apikey"), ("query", "apikey"), ("header", "authorization")):
     # credential mediation removes these before the upstream when it swaps in a stored credential
     consumed_credentials: list[tuple[str, str]] = field(default_factory=list)

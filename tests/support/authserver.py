@@ -42,6 +42,9 @@ from tests.support.oauth_protocol import (
 )
 from tests.support.threaded_server import ThreadedServer
 
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # RFC 8693
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+EXCHANGEABLE_TYPES = (ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt")
 DEFAULT_USERS: dict[str, dict] = {
     "dev-user": {"groups": ["developer"]},
     "admin-user": {"groups": ["admin"]},
@@ -70,6 +73,11 @@ class AuthServer:
         self.access_token_lifetime = access_token_lifetime
         self.introspection_calls = 0
         self.jwks_calls = 0
+        self.exchange_calls = 0
+        self.exchange_requests: list[dict[str, str]] = []  # the form of each exchange, secrets removed
+        self.exchanged_tokens: list[str] = []
+        self.exchange_lifetime = access_token_lifetime
+        self.refuse_exchange_for: set[str] = set()  # subjects whose tokens are never exchanged
         self._key = SigningKey.generate(signing_alg)
         self._clients: dict[str, Client] = {}
         self._codes: dict[str, Grant] = {}
@@ -78,7 +86,8 @@ class AuthServer:
         self._opaque_tokens: dict[str, dict] = {}  # token -> claims
         self._revoked: set[str] = set()
         introspector = self.register_client(
-            auth_method="client_secret_basic", grant_types=["client_credentials"], client_id="gateway-introspector"
+            auth_method="client_secret_basic", grant_types=["client_credentials", TOKEN_EXCHANGE],
+            client_id="gateway-introspector",
         )
         self.introspection_client: tuple[str, str] = (introspector.client_id, introspector.client_secret or "")
         self._http = ThreadedServer(self._build_app())
@@ -335,6 +344,8 @@ class AuthServer:
             params = await form_params(request)
             client = authenticate_client(self._clients, request, params)
             grant_type = params.get("grant_type")
+            if grant_type == TOKEN_EXCHANGE and grant_type in client.grant_types:
+                return self._exchange(client, params)
             if grant_type not in GRANT_TYPES:
                 raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
             if grant_type not in client.grant_types:
@@ -354,6 +365,40 @@ class AuthServer:
             return self._token_response(grant, refresh=False)
         except OAuthError as error:
             return error.response()
+
+    def _exchange(self, client: Client, params: dict[str, str]) -> JSONResponse:
+        """RFC 8693: a token for `resource` or `audience` with the subject token's `sub`, and an
+        `act` claim naming the actor token's subject when there is one."""
+        self.exchange_calls += 1
+        self.exchange_requests.append({k: v for k, v in params.items() if k not in ("client_secret",)})
+        if client.client_secret is None:
+            raise OAuthError("unauthorized_client", "token exchange needs a confidential client")
+        if params.get("subject_token_type") not in EXCHANGEABLE_TYPES or not params.get("subject_token"):
+            raise OAuthError("invalid_request", "subject_token and an access token subject_token_type are required")
+        if params.get("requested_token_type", ACCESS_TOKEN_TYPE) not in EXCHANGEABLE_TYPES:
+            raise OAuthError("invalid_request", "only access tokens are issued")
+        subject = self._active_claims(params["subject_token"])
+        if subject is None:
+            raise OAuthError("invalid_grant", "the subject token is not active")
+        if subject["sub"] in self.refuse_exchange_for:
+            raise OAuthError("invalid_grant", "exchange is not allowed for this subject")
+        resource = params.get("resource")
+        if resource is not None and not is_absolute_uri(resource):
+            raise OAuthError("invalid_target", "resource must be an absolute URI")
+        extra: dict[str, Any] = {"client_id": client.client_id}
+        if "actor_token" in params:
+            actor = self._active_claims(params["actor_token"])
+            if actor is None or params.get("actor_token_type") not in EXCHANGEABLE_TYPES:
+                raise OAuthError("invalid_grant", "the actor token is not active")
+            extra["act"] = {"sub": actor["sub"]}
+        groups = subject.get("groups")
+        token = self.mint(subject["sub"], aud=resource or params.get("audience") or client.client_id,
+                          scope=params.get("scope") or subject.get("scope", "openid"), exp_in=self.exchange_lifetime,
+                          groups=groups if isinstance(groups, list) else None, extra=extra)
+        self.exchanged_tokens.append(token)
+        body = {"access_token": token, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer",
+                "expires_in": self.exchange_lifetime}
+        return JSONResponse(body, headers=NO_STORE)
 
     def _redeem_code(self, client: Client, params: dict[str, str]) -> tuple[Grant, str]:
         code = params.get("code", "")

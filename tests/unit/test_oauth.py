@@ -420,9 +420,12 @@ async def test_optional_groups_claim(auth):
 
 
 @pytest.mark.parametrize("oauth, message", [
-    ({"authorization_servers": ["https://as"]}, "exactly one of jwks_endpoint"),
+    ({"authorization_servers": ["https://as"], "discover_introspection": True}, "needs client_id"),
+    ({"authorization_servers": ["https://as"], "jwks_endpoint": "https://as/jwks", "discover_introspection": True},
+     "neither jwks_endpoint nor introspection_endpoint"),
+    ({"authorization_servers": ["https://as"], "client_id": "c"}, "only with introspection"),
     ({"authorization_servers": ["https://as"], "jwks_endpoint": "https://as/jwks",
-      "introspection_endpoint": "https://as/i", "client_id": "c", "client_secret": "s"}, "exactly one of"),
+      "introspection_endpoint": "https://as/i", "client_id": "c", "client_secret": "s"}, "not both"),
     ({"authorization_servers": ["https://as"], "introspection_endpoint": "https://as/i"}, "needs client_id"),
     ({"authorization_servers": ["https://as"], "jwks_endpoint": "https://as/jwks", "client_id": "c"}, "only with introspection"),
     ({"authorization_servers": ["https://as"], "jwks_endpoint": "https://as/jwks", "algorithms": ["HS256"]}, "HS256 is refused"),

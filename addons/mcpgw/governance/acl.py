@@ -86,6 +86,12 @@ class AclSettings(StrictModel):
     consumer_identifier: Literal["username", "consumer_id", "custom_id"] = Field(
         "username", description="Which consumer field the subjects in ACL lists name")
     include_consumer_groups: bool = Field(False, description="Let consumer group names match subjects (Kong's default: false)")
+    acl_attribute_type: Literal["consumer", "oauth_access_token"] = Field(
+        "consumer", description="consumer: subjects are the consumer (and groups); oauth_access_token: the values of "
+                                "access_token_claim_field in the route's validated OAuth token, no consumer needed")
+    access_token_claim_field: str | None = Field(
+        None, description="With oauth_access_token: the claim whose value (a string or a list of strings) names the "
+                          "subjects, as Kong writes it: .user.email, or a top-level name")
     deny_response: Literal["jsonrpc", "http403"] = Field(
         "jsonrpc", description="jsonrpc: JSON-RPC error -32602 (HTTP 200); http403: HTTP 403 with WWW-Authenticate insufficient_scope")
     shadow: bool = Field(False, description="Evaluate and record, but forward denied calls and unfiltered lists")
@@ -99,6 +105,19 @@ class AclSettings(StrictModel):
     @classmethod
     def _id_alias(cls, v: object) -> object:
         return "consumer_id" if v == "id" else v
+
+    @field_validator("access_token_claim_field")
+    @classmethod
+    def _claim_path(cls, v: str | None) -> str | None:
+        if v is not None and not all(v.removeprefix(".").split(".")):
+            raise ValueError(f"access_token_claim_field {v!r} is not a claim path (e.g. .user.email or groups)")
+        return v
+
+    @model_validator(mode="after")
+    def _claim_field_with_type(self) -> "AclSettings":
+        if (self.acl_attribute_type == "oauth_access_token") != (self.access_token_claim_field is not None):
+            raise ValueError("acl_attribute_type: oauth_access_token goes with access_token_claim_field (and only with it)")
+        return self
 
     @model_validator(mode="after")
     def _no_duplicates(self) -> "AclSettings":

@@ -167,7 +167,7 @@ def enforce_acl(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     if acl is None:
         return None  # ungoverned route
     req = flow.request
-    subject_view = view(acl, ctx.identity)
+    subject_view = view(acl, ctx.identity, ctx.token_claims)
     caller = annotate.caller_label(ctx.identity)
     owner = caller_key(ctx, req)
     if req.method != "POST":

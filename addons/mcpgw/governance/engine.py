@@ -7,12 +7,14 @@ Evaluation of one allow/deny pair, as Kong's ai-mcp-proxy documents it:
   3. otherwise (only `deny`, caller not on it; or no lists) -> allowed
 The pair evaluated is the primitive's own `acl` if it has one, else the `default_acl` of its scope.
 The caller's subjects are its consumer_identifier value and, with include_consumer_groups, its
-consumer group names."""
+consumer group names; with acl_attribute_type oauth_access_token, the values of a claim of the
+route's validated OAuth token instead (no consumer needed)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .acl import CompiledAcl, CompiledLists, Primitive, route_acl
 
@@ -39,9 +41,32 @@ def evaluate(lists: CompiledLists, subjects: frozenset[str]) -> Verdict:
     return Verdict(True, lists.where + (".deny" if lists.deny is not None else ""))
 
 
-def subjects_of(identity: "Identity | None", acl: CompiledAcl) -> frozenset[str]:
+@functools.lru_cache(maxsize=256)  # a few fields per policy
+def _claim_path(field: str) -> tuple[str, ...]:
+    return tuple(field.removeprefix(".").split("."))
+
+
+def claim_subjects(claims: dict | None, field: str) -> frozenset[str]:
+    """The subjects a token claim names: a string, or the strings of a list; nothing else."""
+    value: Any = claims
+    for part in _claim_path(field):
+        if not isinstance(value, dict):
+            return frozenset()
+        value = value.get(part)
+    if isinstance(value, str):
+        return frozenset((value,)) if value else frozenset()
+    if isinstance(value, list):
+        return frozenset(v for v in value if isinstance(v, str) and v)
+    return frozenset()
+
+
+def subjects_of(identity: "Identity | None", acl: CompiledAcl, claims: dict | None = None) -> frozenset[str]:
     """What an ACL list entry can name for this caller. An anonymous caller has no subjects: it
-    passes only ACLs without an allow list."""
+    passes only ACLs without an allow list. `claims`: the validated token's, for an ACL on a
+    claim; without them (no OAuth on the route, a caller that did not pass them) there are none."""
+    if acl.settings.acl_attribute_type == "oauth_access_token":
+        assert acl.settings.access_token_claim_field is not None
+        return claim_subjects(claims, acl.settings.access_token_claim_field)
     if identity is None:
         return frozenset()
     field = acl.settings.consumer_identifier
@@ -99,8 +124,8 @@ class SubjectView:
         raise ValueError(f"unknown primitive {primitive!r}")
 
 
-def view(acl: CompiledAcl, identity: "Identity | None") -> SubjectView:
-    subjects = subjects_of(identity, acl)
+def view(acl: CompiledAcl, identity: "Identity | None", claims: dict | None = None) -> SubjectView:
+    subjects = subjects_of(identity, acl, claims)
     found = acl.views.get(subjects)
     if found is None:
         if len(acl.views) >= _MAX_VIEWS:
@@ -109,7 +134,8 @@ def view(acl: CompiledAcl, identity: "Identity | None") -> SubjectView:
     return found
 
 
-def explain(policy: "Policy", route_name: str, identity: "Identity | None", primitive: Primitive, name: str) -> "Decision":
+def explain(policy: "Policy", route_name: str, identity: "Identity | None", primitive: Primitive, name: str,
+            claims: dict | None = None) -> "Decision":
     """What the gateway decides when `identity` uses primitive `name` on `route_name` under
     `policy`: the same decision enforcement and list filtering make. A route without an `acl` is
     ungoverned: everything is allowed. Raises KeyError for an unknown route."""
@@ -120,6 +146,6 @@ def explain(policy: "Policy", route_name: str, identity: "Identity | None", prim
     acl = route_acl(policy, route_name)
     if acl is None:
         return Decision(True, primitive=primitive, name=name, reason="no acl")
-    verdict = view(acl, identity).decide(primitive, name)
+    verdict = view(acl, identity, claims).decide(primitive, name)
     return Decision(verdict.allowed, primitive=primitive, name=name, rule=verdict.rule, reason="acl",
                     shadow=acl.shadow and not verdict.allowed)

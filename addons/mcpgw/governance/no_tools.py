@@ -32,7 +32,7 @@ def refuse_without_tools(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response
         return None
     acl = route_acl(ctx.snapshot.policy, ctx.route_name)
     assert acl is not None  # the route has acl settings
-    subject_view = view(acl, ctx.identity)
+    subject_view = view(acl, ctx.identity, ctx.token_claims)
     if not allows_no_tool(subject_view):
         return None
     text = f"No tool is available for {_audience(ctx, settings.include_consumer_groups)}"

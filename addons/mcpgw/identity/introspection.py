@@ -21,6 +21,7 @@ import httpx
 
 from ..policy.secrets import Secret
 from ..state import introspection_cache as shared
+from .discovery import Discovery
 from .tokens import AuthServerUnavailable, TokenRejected, fetch_json
 
 log = logging.getLogger("mcpgw.oauth")
@@ -30,7 +31,7 @@ MAX_CACHED_TOKENS = 10_000
 
 
 class Introspector:
-    def __init__(self, endpoint: str, client_id: str, client_secret: Secret, client_auth: ClientAuth, *,
+    def __init__(self, endpoint: str | Discovery, client_id: str, client_secret: Secret, client_auth: ClientAuth, *,
                  verify: bool, timeout: float, cache: bool, ttl: float, inactive_ttl: float):
         self.endpoint = endpoint
         self.client_id = client_id
@@ -79,7 +80,9 @@ class Introspector:
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
             form |= {"client_id": self.client_id, "client_secret": self._client_secret.reveal()}
-        request = httpx.Request("POST", self.endpoint, data=form, headers=headers)
+        endpoint = self.endpoint if isinstance(self.endpoint, str) else await self.endpoint.endpoint(
+            "introspection_endpoint", self.timeout)
+        request = httpx.Request("POST", endpoint, data=form, headers=headers)
         status, body = await fetch_json(request, verify=self.verify, timeout=self.timeout,
                                         what="the introspection endpoint")
         if status != 200:
@@ -120,7 +123,7 @@ def _active(claims: dict | None) -> dict:
 _introspectors: dict[tuple, Introspector] = {}
 
 
-def introspector(endpoint: str, client_id: str, client_secret: Secret, client_auth: ClientAuth, *,
+def introspector(endpoint: str | Discovery, client_id: str, client_secret: Secret, client_auth: ClientAuth, *,
                  verify: bool, timeout: float, cache: bool, ttl: float, inactive_ttl: float) -> Introspector:
     """The shared introspector (and cache) for these settings, so that a policy reload that does
     not change them keeps the cache."""

@@ -24,8 +24,12 @@ from ..policy.base import StrictModel
 from ..policy.derived import PerPolicy
 from ..policy.secrets import SecretValue
 from ..responses import bearer_challenge, json_response
+from . import claim_headers, exchange
+from .claim_headers import ClaimToHeader, UpstreamHeader, check_settings as check_claim_headers
 from .consumers import ConsumerField, ConsumerIndex, Identity, consumer_index
+from .exchange import Exchanger, TokenExchangeConfig, compile_exchanger
 from .introspection import ClientAuth, Introspector, introspector
+from .discovery import DiscoveredKeySet, discovery
 from .jwks import ALGORITHM_KEY_TYPES, DEFAULT_ALGORITHMS, JwtValidator, key_set
 from .resource import candidates as audiences
 from .tokens import AuthServerUnavailable, TokenRejected, check_audience, check_times, claim_at
@@ -63,6 +67,10 @@ class OAuthConfig(StrictModel):
     algorithms: list[str] = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS), min_length=1,
                                   description="JWT signing algorithms accepted (asymmetric only)")
     jwt_claims_leeway: float = Field(0, ge=0, le=600, description="Seconds of clock skew tolerated on exp and nbf")
+    # neither jwks_endpoint nor introspection_endpoint: found in the issuer's metadata
+    discover_introspection: bool = Field(False, description="With neither endpoint set: introspect at the metadata's "
+                                                            "introspection_endpoint (default: validate JWTs by its jwks_uri)")
+    metadata_cache_ttl: float = Field(3600, gt=0, description="Seconds discovered metadata is used before it is fetched again")
     # introspection
     introspection_endpoint: str | None = Field(None, description="RFC 7662 introspection URL: validate tokens by asking the authorization server")
     client_id: str | None = Field(None, description="The gateway's client id at the introspection endpoint")
@@ -81,6 +89,12 @@ class OAuthConfig(StrictModel):
     credential_claim: ClaimPath = Field(default_factory=lambda: ["sub"], min_length=1,
                                         description="Claim path identifying a caller that maps to no consumer")
     passthrough_credentials: bool = Field(False, description="Keep the caller's Authorization header for the upstream")
+    claim_to_header: list[ClaimToHeader] = Field(default_factory=list,
+                                                 description="Top-level claims sent upstream as headers")
+    upstream_headers: list[UpstreamHeader] = Field(default_factory=list,
+                                                   description="Claims at a path sent upstream as headers")
+    token_exchange: TokenExchangeConfig | None = Field(
+        None, description="RFC 8693: send the upstream a token exchanged for the caller's (docs/identity.md)")
     insecure_relaxed_audience_validation: bool = Field(False, description="Do not require the token's aud to name this resource")
     ssl_verify: bool = Field(True, description="Verify the authorization server's TLS certificate")
     timeout: float = Field(10, gt=0, description="Seconds to wait for the JWKS or introspection endpoint")
@@ -122,14 +136,30 @@ class OAuthConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_mode(self) -> "OAuthConfig":
-        if (self.jwks_endpoint is None) == (self.introspection_endpoint is None):
-            raise ValueError("set exactly one of jwks_endpoint (validate JWTs locally) or "
-                             "introspection_endpoint (ask the authorization server)")
-        if self.introspection_endpoint is not None and (not self.client_id or self.client_secret is None):
-            raise ValueError("introspection_endpoint needs client_id and client_secret (the gateway's own client)")
-        if self.jwks_endpoint is not None and (self.client_id or self.client_secret is not None):
-            raise ValueError("client_id and client_secret are used only with introspection_endpoint")
+        if self.jwks_endpoint is not None and self.introspection_endpoint is not None:
+            raise ValueError("set one of jwks_endpoint (validate JWTs locally) or "
+                             "introspection_endpoint (ask the authorization server), not both")
+        if self.discover_introspection and (self.jwks_endpoint or self.introspection_endpoint):
+            raise ValueError("discover_introspection is for a route with neither jwks_endpoint nor introspection_endpoint")
+        if self.introspects and (not self.client_id or self.client_secret is None):
+            raise ValueError("introspection needs client_id and client_secret (the gateway's own client)")
+        if not self.introspects and (self.client_id or self.client_secret is not None):
+            raise ValueError("client_id and client_secret are used only with introspection")
+        check_claim_headers(self.claim_to_header, self.upstream_headers)
+        te = self.token_exchange
+        if te is not None and te.enabled and te.client_auth == "inherit" and not self.introspects:
+            raise ValueError("token_exchange client_auth inherit takes the introspection client; with "
+                             "jwks_endpoint set token_exchange client_auth, client_id and client_secret")
         return self
+
+
+    @property
+    def introspects(self) -> bool:
+        return self.introspection_endpoint is not None or self.discover_introspection
+
+    @property
+    def discovery_issuer(self) -> str:
+        return self.issuer or self.authorization_servers[0]
 
 
 def _claim_text(value: Any) -> str | None:
@@ -187,6 +217,7 @@ class RouteOAuth:
     validator: JwtValidator | Introspector
     issuers: frozenset[str] | None
     consumers: ConsumerIndex
+    exchanger: Exchanger | None = None
 
     async def claims(self, token: str, resources: Sequence[str]) -> dict:
         """The token's claims once it is valid for this route; `resources` are the audiences accepted."""
@@ -206,19 +237,25 @@ def _issuer_variants(issuers: Sequence[str]) -> frozenset[str]:
 
 
 def compile_route(config: OAuthConfig, policy: "Policy") -> RouteOAuth:
-    if config.jwks_endpoint is not None:
+    found = None
+    if config.jwks_endpoint is None and config.introspection_endpoint is None:
+        found = discovery(config.discovery_issuer, config.ssl_verify, config.metadata_cache_ttl)
+    if not config.introspects:
         issuers = _issuer_variants([config.issuer] if config.issuer else config.authorization_servers)
+        keys = key_set(config.jwks_endpoint, config.ssl_verify) if config.jwks_endpoint else DiscoveredKeySet(found)
         validator: JwtValidator | Introspector = JwtValidator(
-            key_set(config.jwks_endpoint, config.ssl_verify), algorithms=config.algorithms, issuers=issuers,
+            keys, algorithms=config.algorithms, issuers=issuers,
             leeway=config.jwt_claims_leeway, ttl=config.jwks_cache_ttl, timeout=config.timeout)
     else:
-        assert config.introspection_endpoint and config.client_id and config.client_secret is not None
+        assert config.client_id and config.client_secret is not None
         issuers = _issuer_variants([config.issuer]) if config.issuer else None
         validator = introspector(
-            config.introspection_endpoint, config.client_id, config.client_secret, config.client_auth,
+            config.introspection_endpoint or found, config.client_id, config.client_secret, config.client_auth,
             verify=config.ssl_verify, timeout=config.timeout, cache=config.cache_introspection,
             ttl=config.introspection_cache_ttl, inactive_ttl=config.introspection_negative_cache_ttl)
-    return RouteOAuth(config, validator, issuers, consumer_index(policy))
+    te = config.token_exchange
+    exchanger = compile_exchanger(te, config) if te is not None and te.enabled else None
+    return RouteOAuth(config, validator, issuers, consumer_index(policy), exchanger)
 
 
 def _compile_routes(policy: "Policy") -> dict[str, RouteOAuth]:
@@ -259,7 +296,9 @@ def unavailable(description: str) -> http.Response:
 
 
 async def authenticate(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
-    """The identity phase of a route with `oauth`: admit only a valid bearer token, set ctx.identity."""
+    """The identity phase of a route with `oauth`: admit only a valid bearer token, set ctx.identity;
+    then, at once, the token exchange and the claim headers (what the upstream gets instead of
+    the caller's token), so that nothing can run between validation and the swap."""
     config = ctx.match.route.route.oauth if ctx.match is not None else None
     if config is None:
         return None
@@ -278,8 +317,21 @@ async def authenticate(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response
         return unavailable("The access token could not be validated because the authorization server "
                            "is unavailable; try again later")
     ctx.identity = identity
+    ctx.access_token, ctx.token_claims = token, claims
     ctx.consumed_credentials.append(("header", "authorization"))
-    if not config.passthrough_credentials:
+    if not config.passthrough_credentials or route.exchanger is not None:  # exchange_token sets the upstream's
         del flow.request.headers["authorization"]
     log.debug("route %s: bearer token accepted for %s", ctx.route_name, identity.username)
-    return None
+    answer = await exchange_token(ctx, flow)
+    return answer if answer is not None else claim_headers.add_claim_headers(ctx, flow)
+
+
+async def exchange_token(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    """Once authenticate has accepted the token: routes with token_exchange send the upstream an
+    exchanged token. Refusals carry "token exchange" in their text (audit reason)."""
+    if ctx.access_token is None or ctx.match is None or ctx.match.route.route.oauth is None:
+        return None
+    route = _routes(ctx.snapshot.policy)[ctx.match.name]
+    if route.exchanger is None:
+        return None
+    return await exchange.exchange_token(ctx, flow, route.exchanger)
