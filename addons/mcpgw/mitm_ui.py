@@ -25,6 +25,7 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from . import context, redaction, report
+from .integrity import explain as integrity_explain
 from .policy.store import PolicyStore
 from .protocol.sse import SSEParser
 
@@ -189,7 +190,8 @@ class MCPConsole:
             identity, answers = report.explain_tool(snap.policy, consumer, tool, route or None)
         except (report.UnknownCaller, KeyError) as e:
             raise exceptions.CommandError(e.args[0]) from None
-        return "\n".join(a.line(identity, tool) for a in answers)
+        # and whether the tool itself is held back (docs/integrity.md)
+        return "\n".join([*(a.line(identity, tool) for a in answers), *integrity_explain.lines(snap, tool, route or None)])
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -232,3 +232,17 @@ def test_malformed_lists_and_notifications(tmp_path):
 def test_off_installs_nothing(tmp_path):
     ctx, _, answer = flow_for(snapshot({"pin": "off"}, tmp_path), LIST)
     assert answer is None and ctx.server_transforms == []
+
+
+def test_explain_says_why_a_tool_is_held_back(tmp_path):
+    from mcpgw.integrity import explain
+
+    snap = snapshot({"pin": "enforce", "pins": "tofu"}, tmp_path)
+    assert explain.lines(snap, "search_code") == [
+        "route gh: integrity of search_code: pin: allowed (not listed yet: pinned when first listed)"]
+    answered(flow_for(snap, LIST)[0], listing(TOOL))
+    assert "matching its pin" in explain.lines(snap, "search_code")[0]
+    answered(flow_for(snap, LIST)[0], listing(changed(description="x")))
+    assert explain.lines(snap, "search_code") == [
+        "route gh: integrity of search_code: pin: DENIED, it changed since it was approved (description changed)"]
+    assert explain.lines(snap, "search_code", route="other") == []
