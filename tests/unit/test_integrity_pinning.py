@@ -246,3 +246,20 @@ def test_explain_says_why_a_tool_is_held_back(tmp_path):
     assert explain.lines(snap, "search_code") == [
         "route gh: integrity of search_code: pin: DENIED, it changed since it was approved (description changed)"]
     assert explain.lines(snap, "search_code", route="other") == []
+
+
+def test_a_broken_lock_file_fails_closed(tmp_path):
+    """Nothing is judged against an empty lock: the request fails (the hook answers 500)."""
+    (tmp_path / "policy.pins.json").write_text('{"version": 1, "routes": {"gh": {"tools": {"t": {}}}}}')
+    with pytest.raises(ValueError, match="has no digest"):
+        flow_for(snapshot({"pin": "enforce"}, tmp_path), LIST)
+
+
+def test_a_lock_file_broken_later_keeps_the_pins_read_before(tmp_path, monkeypatch):
+    monkeypatch.setattr(lockfile, "RECHECK", 0.0)
+    path = tmp_path / "policy.pins.json"
+    lockfile.write(path, "gh", [TOOL])
+    store = lockfile.LockFilePins(path)
+    path.write_text("{not json")
+    os.utime(path, ns=(2, 2))
+    assert store.get("gh", "search_code")["digest"] == tool_digest(TOOL)
