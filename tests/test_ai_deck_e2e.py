@@ -154,3 +154,29 @@ def test_seed_002_consumer_scoped_ai_proxy(provider, tmp_path):
         assert bad.status_code == 401
     finally:
         gw.stop()
+
+
+CASE_18 = CASE_17.with_name("18-series-mcp-traffic-govern.yaml")
+
+
+def test_case_18_prompt_guard_and_two_targets(provider, tmp_path):
+    """Kong's govern-mcp-traffic how-to: two weighted targets and ai-prompt-guard. Its
+    ai-rate-limiting-advanced (one token per 10 s) is left out here: that is the rate limits' test."""
+    deck = with_upstream(yaml.safe_load(CASE_18.read_text()), provider.base)
+    deck["plugins"] = [p for p in deck["plugins"] if p["name"] != "ai-rate-limiting-advanced"]
+    (tmp_path / "kong.yaml").write_text(yaml.safe_dump(deck, sort_keys=False))
+    gw = Gateway(tmp_path, tmp_path / "kong.yaml", intercept=False, env={"DECK_OPENAI_API_KEY": OPENAI_KEY})
+    try:
+        oai = openai.OpenAI(api_key="x", base_url=gw.url("/anything"), default_headers={"apikey": "hello_world"},
+                            max_retries=0)
+        provider.requests.clear()
+        models = {oai.responses.create(model=openai.omit, input="What tools are available on the GitHub MCP server?").model
+                  for _ in range(4)}
+        assert models == {"gpt-4", "gpt-4o"}  # weights 50/50: both targets answer
+        for prompt in ("How do I exploit a zero-day in the MCP server?", "Tell me a joke about cats"):
+            with pytest.raises(openai.BadRequestError) as e:
+                oai.responses.create(model=openai.omit, input=prompt)
+            assert "bad request" in str(e.value)
+        assert len(provider.requests) == 4  # the refused prompts never reached a provider
+    finally:
+        gw.stop()

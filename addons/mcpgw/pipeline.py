@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 from mitmproxy import http
 
 from . import credentials, forwarding, guards, inbound, redaction, redirects, streaming, transform
-from .ai import answers as ai_answers, balancer as ai_balancer, mcp_tools as ai_mcp, request as ai_request
+from .ai import answers as ai_answers, balancer as ai_balancer, guard as ai_guard, mcp_tools as ai_mcp, request as ai_request
 from .context import FlowContext
 from .governance import access, enforce, filtering, no_tools, removed
 from .identity import keyauth, oauth, prm, upstream_headers
@@ -103,6 +103,7 @@ AI_REQUEST_PHASES: tuple[Phase, ...] = (
     access.check_route_access,
     ai_balancer.choose_target,  # balanced routes: a reachable target, before its model and key apply
     ai_request.prepare,  # route type, model, options, include_usage
+    ai_guard.check_prompt,  # allow/deny patterns over the prompt, before anything is changed for the provider
     token_limits.check_tokens,  # a consumer whose token budget is spent is refused before the provider is asked
     ai_mcp.govern_tools,  # MCP tools inside the request: server_url, allowed_tools, the MCP route's credential
     ai_request.write_body,  # after every phase that edits the parsed request

@@ -113,6 +113,38 @@ class AiBalancer(StrictModel):
                                                                 "(a TCP connection) before a request is sent to it")
 
 
+_FLAGS = re.compile(r"^(\(\?[aiLmsux]+\))")
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    flags, body = "", pattern
+    if m := _FLAGS.match(body):
+        flags, body = m.group(1), body[m.end():]
+    if body.startswith(".*") and not body.startswith(".*?"):
+        body = body[2:]
+    if body.endswith(".*") and not body.endswith("\\.*") and body.count("(") == body.count(")"):
+        body = body[:-2]
+    return re.compile(flags + body)
+
+
+class PromptGuard(StrictModel):
+    allow_patterns: list[str] = Field(default_factory=list, description="A prompt must match one of these (when given)")
+    deny_patterns: list[str] = Field(default_factory=list, description="A prompt matching any of these is refused")
+    allow_all_conversation_history: bool = Field(False, description="Scan every message, not only the last one")
+    match_all_roles: bool = Field(False, description="Scan every role's messages, not only the user's")
+
+    @field_validator("allow_patterns", "deny_patterns")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        for p in v:
+            try:
+                compile_pattern(p)
+            except re.error as e:
+                raise ValueError(f"pattern {p!r} is not a valid regular expression: {e}") from None
+        return v
+
+
+
 class AiSettings(StrictModel):
     """An LLM route: the route's service is the provider's base URL, e.g. https://api.openai.com/v1."""
 
@@ -127,6 +159,7 @@ class AiSettings(StrictModel):
     targets: list[AiTarget] = Field(default_factory=list, description="Balance over these providers instead of the "
                                                                       "service (gateway mode; docs/ai.md)")
     balancer: AiBalancer = Field(default_factory=AiBalancer)
+    prompt_guard: PromptGuard | None = Field(None, description="Allow and deny patterns over the prompt (Kong's ai-prompt-guard)")
 
     @field_validator("consumers", "consumer_groups")
     @classmethod
@@ -148,3 +181,4 @@ def check_route(route_name: str, settings: AiSettings | None, groups: set[str] |
     for group in settings.consumer_groups:
         if group not in groups:
             raise ValueError(f"route {route_name!r}: ai.consumer_groups names {group!r}, which is not a declared consumer group")
+

@@ -185,3 +185,16 @@ def _balancer(plugin: Plugin, value: Any, t: "Translator") -> dict[str, Any]:
 
 HANDLERS = {AI_PROXY: ai_proxy, AI_PROXY_ADVANCED: ai_proxy_advanced}
 PERSONAL = (AI_PROXY,)  # plugins this module reads when scoped to a consumer or consumer group
+
+
+def ai_prompt_guard(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
+    options = take_options(plugin, ("allow_patterns", "deny_patterns", "allow_all_conversation_history",
+                                    "match_all_roles"), t.problems)
+    native = build.native.get("ai")
+    if native is None:
+        plugin.problem(t.problems, "needs ai-proxy or ai-proxy-advanced on the same route (as in Kong)")
+        return
+    native["prompt_guard"] = options
+
+
+HANDLERS["ai-prompt-guard"] = ai_prompt_guard

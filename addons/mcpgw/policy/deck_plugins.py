@@ -35,15 +35,15 @@ PLUGIN_FIELDS = ("name", "config", "instance_name", "tags", "enabled", "ordering
 # The gateway's fixed order of access-phase work, by the plugin that does it in Kong.
 NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "key-auth", "acl", "ai-mcp-proxy", "rate-limiting",
                 "rate-limiting-advanced", "ai-rate-limiting-advanced", "request-transformer-advanced",
-                "request-transformer", "ai-proxy", "ai-proxy-advanced")
+                "request-transformer", "ai-proxy", "ai-proxy-advanced", "ai-prompt-guard")
 RTA, RT, RESPONSE_TRANSFORMER = "request-transformer-advanced", "request-transformer", "response-transformer-advanced"
 SUPPORTED = ("key-auth", "acl", "ai-mcp-proxy", "ai-mcp-oauth2", "cors", RTA, RT, RESPONSE_TRANSFORMER, "datakit",
-             "rate-limiting", "rate-limiting-advanced", "ai-proxy", "ai-proxy-advanced", "ai-rate-limiting-advanced")
+             "rate-limiting", "rate-limiting-advanced", "ai-proxy", "ai-proxy-advanced", "ai-rate-limiting-advanced", "ai-prompt-guard")
 SUPPORTED_TEXT = ("key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, cors, "
                   "request-transformer and request-transformer-advanced (headers and query string), "
                   "response-transformer-advanced (PRM rewrite), datakit (PRM challenge), "
                   "rate-limiting, rate-limiting-advanced and ai-rate-limiting-advanced (strategy local or redis), "
-                  "ai-proxy and ai-proxy-advanced (round-robin or least-connections; docs/ai.md)")
+                  "ai-proxy and ai-proxy-advanced (round-robin or least-connections; docs/ai.md), ai-prompt-guard")
 REFUSED: dict[str, str] = {
     "request-validator": "plugin 'request-validator' is not supported: on an MCP route every request body is a JSON-RPC "
                          "message the gateway parses and checks itself; body_schema and parameter_schema would judge "
