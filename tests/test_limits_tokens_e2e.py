@@ -35,6 +35,14 @@ def env(tmp_path_factory):
                    "auth": {"header_name": "Authorization", "header_value": "Bearer sk-provider"}},
             "rate_limits": {"tokens": [{"limit": [20, 1000], "window_size": [60, 3600], "window_type": "fixed",
                                         "consumer_groups": {"developer": {"limit": [10000], "window_size": [60]}}}]},
+        }, "priced": {
+            "service": "openai", "paths": ["/priced"], "key_auth": {"key_names": ["apikey"], "hide_credentials": True},
+            "ai": {"route_type": "llm/v1/chat",
+                   "auth": {"header_name": "Authorization", "header_value": "Bearer sk-provider"},
+                   # per million tokens: a prompt token costs 0.01, a completion token 0.03
+                   "model": {"options": {"input_cost": 10000, "output_cost": 30000}}},
+            "rate_limits": {"tokens": [{"limit": [0.5], "window_size": [60], "window_type": "fixed",
+                                        "tokens_count_strategy": "cost"}]},
         }},
     }
     gw = Gateway(tmp_path_factory.mktemp("tokens"), policy, intercept=False)
@@ -84,3 +92,25 @@ def test_the_request_after_the_one_that_crossed_the_budget_is_refused(env):
     assert stream_tokens(client(gw, BOB))[0]  # another consumer: its own budget
     for _ in range(len(remaining) + 1):  # a developer: the group's bigger budget
         assert stream_tokens(client(gw, DEV))[0]
+
+
+def test_a_cost_budget_counts_the_routes_prices(env):
+    gw, provider = env
+    c = openai.OpenAI(api_key="sk-client", base_url=gw.url("/priced"), default_headers={"apikey": ALEX}, max_retries=0)
+    remaining = []
+    refused = None
+    for _ in range(60):
+        try:
+            raw = c.chat.completions.with_raw_response.create(model="gpt-4o", messages=PROMPT, stream=True,
+                                                              stream_options={"include_usage": True})
+            [usage] = [chunk.usage for chunk in raw.parse() if chunk.usage]
+        except openai.RateLimitError as e:
+            refused = e.response
+            break
+        remaining.append(float(raw.headers["x-ai-ratelimit-remaining-60-openai"]))
+    assert refused is not None and refused.status_code == 429 and len(remaining) >= 2, remaining
+    per_call = round(remaining[0] - remaining[1], 6)
+    priced = round(usage.prompt_tokens * 0.01 + usage.completion_tokens * 0.03, 6)  # the route's prices
+    assert remaining[0] == 0.5 and per_call == priced > 0
+    assert refused.headers["x-ai-ratelimit-limit-60-openai"] == "0.5"
+    assert refused.headers["x-ai-ratelimit-remaining-60-openai"] == "0"

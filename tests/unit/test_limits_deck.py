@@ -164,8 +164,8 @@ def test_seed_002_ai_rate_limiting_advanced_loads_as_written(monkeypatch):
 
 @pytest.mark.parametrize("config, expected", [
     ({"strategy": "local"}, "needs llm_providers"),
-    ({"llm_providers": [{"name": "openai", "window_size": [60], "limit": [1]}], "tokens_count_strategy": "cost"},
-     "'cost' is not supported"),
+    ({"llm_providers": [{"name": "openai", "window_size": [60], "limit": [1]}], "tokens_count_strategy": "words"},
+     "'words' is not supported"),
 ])
 def test_ai_rate_limiting_refusals(monkeypatch, config, expected):
     from tests.test_ai_deck_e2e import SEED_002

@@ -80,10 +80,12 @@ class TokenRule(StrictModel):
     usage when its answer ends; a request arriving while a window is spent is refused."""
 
     provider: str = Field("openai", description="Provider name, as the X-AI-RateLimit-*-<provider> headers say it")
-    limit: list[int] = Field(min_length=1, description="Tokens per window, paired with window_size")
+    limit: list[float] = Field(min_length=1, description="Tokens (or, with cost, the route's cost units) per window, "
+                                                          "paired with window_size")
     window_size: list[int] = Field(min_length=1, description="Window lengths in seconds")
     window_type: Literal["sliding", "fixed"] = "sliding"
-    tokens_count_strategy: Literal["total_tokens", "prompt_tokens", "completion_tokens"] = "total_tokens"
+    tokens_count_strategy: Literal["total_tokens", "prompt_tokens", "completion_tokens", "cost"] = Field(
+        "total_tokens", description="What a call costs: its tokens, or cost from the route's input_cost/output_cost")
     consumer_groups: dict[str, GroupLimits] = Field(default_factory=dict,
                                                     description="Other windows for members of these groups")
     only_groups: list[str] | None = Field(None, description="Apply only to members of these consumer groups")
@@ -94,6 +96,8 @@ class TokenRule(StrictModel):
         _check_pairs(self.limit, self.window_size, "token limit")
         if any(n < 0 for n in self.limit) or any(w <= 0 for w in self.window_size):
             raise ValueError("token limit: limits must be >= 0 and window sizes > 0")
+        if self.tokens_count_strategy != "cost" and any(n != int(n) for n in self.limit):
+            raise ValueError("token limit: a number of tokens is a whole number (fractions: tokens_count_strategy cost)")
         return self
 
 

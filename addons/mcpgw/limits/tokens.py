@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 
 from mitmproxy import http
@@ -28,6 +29,8 @@ from .counters import Outcome, Window
 from .settings import RouteLimits, TokenRule
 
 log = logging.getLogger("mcpgw.limits")
+
+COST_SCALE = 1_000_000  # cost is counted in millionths of the route's unit: counters are integers
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +55,12 @@ class CompiledTokens:
         return only is None or subjects is None or bool(set(only).intersection(subjects))
 
 
-def _windows(limit: list[int], sizes: list[int]) -> tuple[Window, ...]:
-    return tuple(Window(n, s) for n, s in sorted(zip(limit, sizes), key=lambda p: p[1]))
+def _windows(limit: list[float], sizes: list[int], scale: int = 1) -> tuple[Window, ...]:
+    return tuple(Window(round(n * scale), s) for n, s in sorted(zip(limit, sizes), key=lambda p: p[1]))
+
+
+def _scale(rule: TokenRule) -> int:
+    return COST_SCALE if rule.tokens_count_strategy == "cost" else 1
 
 
 def _compile(policy) -> dict[str, tuple[RouteLimits, tuple[CompiledTokens, ...]]]:
@@ -62,8 +69,9 @@ def _compile(policy) -> dict[str, tuple[RouteLimits, tuple[CompiledTokens, ...]]
         limits = getattr(route, "rate_limits", None)
         if limits is not None and limits.tokens:
             out[name] = (limits, tuple(
-                CompiledTokens(r, i, _windows(r.limit, r.window_size),
-                               tuple((g, _windows(o.limit, o.window_size)) for g, o in r.consumer_groups.items()))
+                CompiledTokens(r, i, _windows(r.limit, r.window_size, _scale(r)),
+                               tuple((g, _windows(o.limit, o.window_size, _scale(r)))
+                                     for g, o in r.consumer_groups.items()))
                 for i, r in enumerate(limits.tokens)))
     return out
 
@@ -81,10 +89,11 @@ def _key(route: str, rule: CompiledTokens, consumer: str | None) -> str:
 def _headers(results: list[tuple[CompiledTokens, Outcome]]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for rule, result in results:
+        scale = _scale(rule.rule)
         for state in result.windows:
             suffix = f"{state.window.size}-{rule.rule.provider}"
-            headers[f"X-AI-RateLimit-Limit-{suffix}"] = str(state.window.limit)
-            headers[f"X-AI-RateLimit-Remaining-{suffix}"] = str(state.remaining)
+            headers[f"X-AI-RateLimit-Limit-{suffix}"] = f"{state.window.limit / scale:g}"
+            headers[f"X-AI-RateLimit-Remaining-{suffix}"] = f"{state.remaining / scale:g}"
     return headers
 
 
@@ -125,7 +134,10 @@ async def check_tokens(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response |
     return None
 
 
-def _amount(rule: TokenRule, used: usage.Usage) -> int:
+def _amount(rule: TokenRule, call: usage.LlmCall) -> int:
+    used = call.usage
+    if rule.tokens_count_strategy == "cost":  # None when the route sets no input_cost/output_cost
+        return math.ceil((call.cost or 0) * COST_SCALE)
     return {"total_tokens": used.total_tokens, "prompt_tokens": used.prompt_tokens,
             "completion_tokens": used.completion_tokens}[rule.tokens_count_strategy]
 
@@ -140,7 +152,7 @@ def _charge(call: usage.LlmCall) -> None:
     for rule in rules:
         if not rule.applies(call.groups, None if call.consumer else ()):
             continue
-        amount = _amount(rule.rule, call.usage)
+        amount = _amount(rule.rule, call)
         if amount <= 0:
             continue
         task = asyncio.get_running_loop().create_task(counters.check(

@@ -31,7 +31,7 @@ RLA_OPTIONS = ("limit", "window_size", "window_type", "identifier", "namespace",
 AIRLA_OPTIONS = ("llm_providers", "policies", "window_type", "identifier", "tokens_count_strategy", "strategy", "sync_rate",
                  "namespace", "dictionary_name", "disable_penalty", "retry_after_jitter_max", *COMMON)
 TOKEN_STRATEGIES = {"total_tokens": "total_tokens", "prompt_tokens": "prompt_tokens",
-                    "completion_tokens": "completion_tokens"}
+                    "completion_tokens": "completion_tokens", "cost": "cost"}
 REDIS_FIELDS = {"host": "host", "port": "port", "database": "database", "username": "username",
                 "password": "password", "ssl": "ssl", "ssl_verify": "ssl_verify", "timeout": "timeout"}
 _REDIS_ATTRIBUTE = "_deck_limits_redis"  # on the Translator: (plugin, settings) of the first plugin naming Redis
@@ -153,8 +153,8 @@ def ai_rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator"
         plugin.problem(t.problems, "only consumer is supported for token limits", "config", "identifier")
     strategy = str(options.get("tokens_count_strategy", "total_tokens")).replace("-", "_")
     if strategy not in TOKEN_STRATEGIES:
-        plugin.problem(t.problems, f"{strategy!r} is not supported (total_tokens, prompt_tokens, completion_tokens; "
-                       "cost is not yet)", "config", "tokens_count_strategy")
+        plugin.problem(t.problems, f"{strategy!r} is not supported (total_tokens, prompt_tokens, completion_tokens, "
+                       "cost)", "config", "tokens_count_strategy")
         return
     tokens = _policies(plugin, options.get("policies") or [], options, TOKEN_STRATEGIES[strategy], t)
     for i, entry in enumerate(providers or []):
