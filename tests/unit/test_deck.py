@@ -584,7 +584,8 @@ REFUSALS = {
                       "names (wildcards are not supported)"),
     "unknown-plugin": (deck({"name": "proxy-cache", "config": {"strategy": "memory"}}),
                        "services[0].routes[0].plugins[0] (name: proxy-cache): plugin 'proxy-cache' is not supported; "
-                       "supported plugins: key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, cors"),
+                       "supported plugins: key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, "
+                       "openid-connect (bearer or introspection), cors"),
     "acl-without-consumer-groups": (deck({"name": "acl", "config": {"allow": ["admin"]}}),
                                     "services[0].routes[0].plugins[0] (name: acl).config.include_consumer_groups: set "
                                     "include_consumer_groups: true"),
@@ -608,13 +609,22 @@ REFUSALS = {
                         "(name: ai-mcp-proxy).config.tools[0].path: only used by the conversion modes"),
     "oauth-acl-attribute": (deck({"name": "ai-mcp-proxy", "config": {"mode": "passthrough-listener",
                                                                      "acl_attribute_type": "oauth_access_token"}}),
-                            '(name: ai-mcp-proxy).config.acl_attribute_type: "oauth_access_token" is not supported '
-                            "(only consumer, Kong's default, is supported)"),
+                            "acl_attribute_type: oauth_access_token goes with access_token_claim_field"),
     "token-exchange": (deck({"name": "ai-mcp-oauth2", "config": {**OAUTH["config"], "token_exchange": {
         "enabled": True, "token_endpoint": "https://idp/token"}}}),
-        "(name: ai-mcp-oauth2).config.token_exchange: this value is not supported (only a disabled token_exchange"),
-    "jwks-discovery": (deck({"name": "ai-mcp-oauth2", "config": {"authorization_servers": ["https://idp"]}}),
-                       "(name: ai-mcp-oauth2).config: set jwks_endpoint or introspection_endpoint"),
+        "(name: ai-mcp-oauth2).config.passthrough_credentials: passthrough_credentials must be true when "
+        "token_exchange is enabled (as in Kong)"),
+    "oidc-browser-flow": (deck({"name": "openid-connect", "config": {
+        "issuer": "https://idp", "auth_methods": ["authorization_code", "bearer"]}}),
+        "(name: openid-connect).config.auth_methods: authorization_code is not supported on an MCP route"),
+    "oidc-default-methods": (deck({"name": "openid-connect", "config": {"issuer": "https://idp"}}),
+                             "(name: openid-connect).config.auth_methods: set auth_methods to [bearer] or [introspection]"),
+    "oidc-query-token": (deck({"name": "openid-connect", "config": {"issuer": "https://idp", "auth_methods": ["bearer"],
+                                                                     "bearer_token_param_type": ["header", "query"]}}),
+                         "(name: openid-connect).config.bearer_token_param_type: only header is supported"),
+    "oidc-scopes-required": (deck({"name": "openid-connect", "config": {"issuer": "https://idp", "auth_methods": ["bearer"],
+                                                                         "scopes_required": ["mcp"]}}),
+                             "(name: openid-connect).config.scopes_required: option not supported by this gateway"),
     "metadata-endpoint": (deck({"name": "ai-mcp-oauth2", "config": {**OAUTH["config"], "metadata_endpoint": "/prm"}}),
                           "(name: ai-mcp-oauth2).config.metadata_endpoint: the gateway serves this route's PRM at "
                           "/.well-known/oauth-protected-resource/mcp"),
@@ -771,6 +781,30 @@ async def test_kong_identity_headers_with_given_ids_anonymous_and_acl():
                   consumers=consumers)
     _, flow, answer = await deck_request(hidden, {"apikey": "dev-api-key"})
     assert answer is None and "x-consumer-groups" not in sent_identity(flow)
+
+
+def test_ai_mcp_oauth2_without_endpoints_discovers_the_jwks():
+    native = route(deck({"name": "ai-mcp-oauth2", "config": {"authorization_servers": ["https://idp"],
+                                                             "metadata_cache_ttl": 60}}))
+    assert native["oauth"] == {"authorization_servers": ["https://idp"], "metadata_cache_ttl": 60}
+
+
+def test_openid_connect_becomes_the_native_resource_server():
+    introspection = route(deck({"name": "openid-connect", "config": {
+        "issuer": "https://idp/realms/r", "auth_methods": ["introspection"], "client_id": ["kong"],
+        "client_secret": ["s"], "client_auth": ["client_secret_post"], "bearer_token_param_type": ["header"],
+        "consumer_claim": ["sub"], "hide_credentials": True, "timeout": 5000}}))
+    assert introspection["oauth"] == {
+        "authorization_servers": ["https://idp/realms/r"], "issuer": "https://idp/realms/r", "client_id": "kong",
+        "client_secret": "s", "client_auth": "client_secret_post", "discover_introspection": True,
+        "insecure_relaxed_audience_validation": True, "consumer_claim": ["sub"], "timeout": 5.0,
+        "passthrough_credentials": False}
+    bearer = route(deck({"name": "openid-connect", "config": {
+        "issuer": "https://idp", "auth_methods": ["bearer"], "audience_required": ["https://gw.example.com/mcp"]}}))
+    assert bearer["oauth"] == {"authorization_servers": ["https://idp"], "issuer": "https://idp",
+                               "resource": "https://gw.example.com/mcp", "passthrough_credentials": True}
+    assert "both" in only_problem(deck({"name": "openid-connect", "config": {"issuer": "https://idp",
+                                                                             "auth_methods": ["bearer"]}}, OAUTH))
 
 
 def test_identity_headers_are_turned_on_for_key_auth_routes_only():

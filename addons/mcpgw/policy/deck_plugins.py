@@ -33,13 +33,14 @@ DEFAULT_BODY_LIMIT = 1024 * 1024  # Kong's max_request_body_size default, and th
 PLUGIN_FIELDS = ("name", "config", "instance_name", "tags", "enabled", "ordering", "protocols", "id",
                  "service", "route", "consumer", "consumer_group")
 # The gateway's fixed order of access-phase work, by the plugin that does it in Kong.
-NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "key-auth", "acl", "ai-mcp-proxy", "rate-limiting",
+NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "openid-connect", "key-auth", "acl", "ai-mcp-proxy", "rate-limiting",
                 "rate-limiting-advanced", "ai-rate-limiting-advanced", "request-transformer-advanced",
                 "request-transformer", "ai-proxy", "ai-proxy-advanced", "ai-prompt-guard")
 RTA, RT, RESPONSE_TRANSFORMER = "request-transformer-advanced", "request-transformer", "response-transformer-advanced"
-SUPPORTED = ("key-auth", "acl", "ai-mcp-proxy", "ai-mcp-oauth2", "cors", RTA, RT, RESPONSE_TRANSFORMER, "datakit",
+SUPPORTED = ("key-auth", "acl", "ai-mcp-proxy", "ai-mcp-oauth2", "openid-connect", "cors", RTA, RT, RESPONSE_TRANSFORMER, "datakit",
              "rate-limiting", "rate-limiting-advanced", "ai-proxy", "ai-proxy-advanced", "ai-rate-limiting-advanced", "ai-prompt-guard")
-SUPPORTED_TEXT = ("key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, cors, "
+SUPPORTED_TEXT = ("key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, "
+                  "openid-connect (bearer or introspection), cors, "
                   "request-transformer and request-transformer-advanced (headers and query string), "
                   "response-transformer-advanced (PRM rewrite), datakit (PRM challenge), "
                   "rate-limiting, rate-limiting-advanced and ai-rate-limiting-advanced (strategy local or redis), "
@@ -66,12 +67,10 @@ INERT: dict[str, dict[str, Any]] = {
     "key-auth": {"identity_realms": lambda v: isinstance(v, list) and all(
         isinstance(r, dict) and r.get("scope", "cp") == "cp" for r in v)},  # Kong's own consumers only
     "ai-mcp-oauth2": {
-        "keepalive": _any, "http_version": _any, "metadata_cache_ttl": _any, "metadata_discovery_retry": _any,
-        "tls_client_auth_ssl_verify": _any, "token_exchange": lambda v: isinstance(v, dict) and not v.get("enabled"),
-        "args": _equal({}), "headers": _equal({}), "claim_to_header": _equal([]), "upstream_headers": _equal([]),
+        "keepalive": _any, "http_version": _any, "metadata_discovery_retry": _any,
+        "tls_client_auth_ssl_verify": _any, "args": _equal({}), "headers": _equal({}),
     },
     "ai-mcp-proxy": {
-        "acl_attribute_type": _equal("consumer"),
         "server": _any,  # listener settings, unused in passthrough-listener mode
     },
     "cors": {"private_network": _equal(False), "allow_origin_absent": _equal(True)},
@@ -84,8 +83,6 @@ INERT_SUPPORTED: dict[tuple[str, str], str] = {
                                                 "consumer's own groups, it has no groups authenticated apart from them",
     ("cors", "private_network"): "only false, Kong's default, is supported",
     ("cors", "allow_origin_absent"): "only true, Kong's default, is supported",
-    ("ai-mcp-proxy", "acl_attribute_type"): "only consumer, Kong's default, is supported",
-    ("ai-mcp-oauth2", "token_exchange"): "only a disabled token_exchange is supported",
 }
 
 
@@ -305,7 +302,7 @@ class RouteBuild:
 
 
 def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
-    from . import deck_transformers  # it builds on this module's plugins and routes
+    from . import deck_oauth, deck_transformers  # they build on this module's plugins and routes
 
     from . import deck_ai, deck_limits
 
@@ -314,7 +311,8 @@ def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
     for build in builds.values():
         if RESPONSE_TRANSFORMER in build.plugins:
             _fold_prm_route(build, builds, t)
-    handlers = {"cors": _cors, "datakit": _datakit, "ai-mcp-oauth2": _oauth, "key-auth": _key_auth,
+    handlers = {"cors": _cors, "datakit": _datakit, "ai-mcp-oauth2": deck_oauth.translate,
+                "openid-connect": deck_oauth.translate_oidc, "key-auth": _key_auth,
                 "acl": _acl, "ai-mcp-proxy": _mcp_proxy, **deck_limits.HANDLERS, **deck_ai.HANDLERS}
     handlers.update(LOGGING_HANDLERS)  # Kong's logging plugins (deck_logging.py)
     for build in builds.values():
@@ -372,41 +370,6 @@ def _key_auth(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
     build.native["upstream_identity_headers"] = list(KEY_AUTH_HEADERS)
 
 
-OAUTH_OPTIONS = ("resource", "authorization_servers", "metadata_endpoint", "scopes_supported", "jwks_endpoint",
-                 "jwks_cache_ttl", "jwt_claims_leeway", "introspection_endpoint", "client_id", "client_secret",
-                 "client_auth", "cache_introspection", "consumer_claim", "consumer_by", "consumer_optional",
-                 "consumer_groups_claim", "consumer_groups_optional", "credential_claim", "passthrough_credentials",
-                 "insecure_relaxed_audience_validation", "ssl_verify", "timeout", "max_request_body_size")
-
-
-def _oauth(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
-    config = take_options(plugin, OAUTH_OPTIONS, t.problems)
-    if not config.get("jwks_endpoint") and not config.get("introspection_endpoint"):
-        plugin.problem(t.problems, "set jwks_endpoint or introspection_endpoint (discovering the JWKS from the "
-                       "authorization server's metadata is not supported)", "config")
-    if "timeout" in config:
-        config["timeout"] = as_int(config["timeout"], (*plugin.loc, "config", "timeout"), t.problems) / 1000  # ms -> s
-    if "client_secret" in config:
-        config["client_secret"] = t.secret(config["client_secret"])
-    if "max_request_body_size" in config:
-        limit = as_int(config.pop("max_request_body_size"), (*plugin.loc, "config", "max_request_body_size"),
-                       t.problems)
-        if limit:
-            build.body_limits.append(limit)
-    endpoint = config.pop("metadata_endpoint", None)
-    paths = build.native["paths"]
-    locations = {WELL_KNOWN + p.rstrip("/") for p in paths if not p.startswith(WELL_KNOWN + "/")}
-    if endpoint is not None and endpoint not in locations:
-        plugin.problem(t.problems, f"the gateway serves this route's PRM at {', '.join(sorted(locations))} (RFC 9728); "
-                       "set metadata_endpoint to that or leave it out", "config", "metadata_endpoint")
-    elif endpoint in paths:
-        paths.remove(endpoint)  # served by the gateway itself, before any authentication
-    if isinstance(config.get("resource"), str):
-        build.public_urls.append(config["resource"])
-    build.native["oauth"] = config
-    build.origin(t, "oauth", plugin)
-
-
 TOOL_FIELDS = ("name", "description", "acl", "annotations")
 CONVERSION_FIELDS = ("method", "path", "host", "scheme", "headers", "query", "parameters", "request_body", "responses")
 
@@ -414,7 +377,10 @@ CONVERSION_FIELDS = ("method", "path", "host", "scheme", "headers", "query", "pa
 def _mcp_proxy(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
     problems = t.problems
     config = take_options(plugin, ("mode", "default_acl", "tools", "prompts", "resources", "consumer_identifier",
-                                   "include_consumer_groups", "logging", "max_request_body_size"), problems)
+                                   "include_consumer_groups", "logging", "max_request_body_size",
+                                   "acl_attribute_type", "access_token_claim_field"), problems)
+    if config.get("acl_attribute_type") == "consumer":  # Kong's default, spelt out by dumps
+        del config["acl_attribute_type"]
     if config.pop("mode", None) != "passthrough-listener":
         plugin.problem(problems, f"mode {plugin.config.get('mode')!r} is not supported; supported: "
                        "passthrough-listener (the gateway fronts an MCP server; it does not turn REST APIs into MCP "
@@ -640,7 +606,9 @@ def _discovery(build: RouteBuild, t: "Translator") -> None:
 
 _TRANSFORMED_VALUE = lambda sub: len(sub) == 3 and sub[0] in ("add", "append", "replace") and sub[1] in (  # noqa: E731
     "headers", "querystring")
-SECRET_OPTIONS = {"ai-mcp-oauth2": lambda sub: sub == ("client_secret",), RTA: _TRANSFORMED_VALUE,
+SECRET_OPTIONS = {"ai-mcp-oauth2": lambda sub: sub in (("client_secret",), ("token_exchange", "client_secret"),
+                                                      ("token_exchange", "request", "actor_token")),
+                  "openid-connect": lambda sub: sub in (("client_secret",), ("client_secret", 0)), RTA: _TRANSFORMED_VALUE,
                   RT: _TRANSFORMED_VALUE}
 SECRET_OPTIONS.update(dict.fromkeys(("rate-limiting", "rate-limiting-advanced", "ai-rate-limiting-advanced"), lambda sub: sub in (  # Redis login
     ("redis", "password"), ("redis", "username"), ("redis_password",), ("redis_username",))))
