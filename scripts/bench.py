@@ -35,7 +35,9 @@ and gateway/buffered as the median over rounds of each round's ratio. Finally it
 
 The performance targets (gateway/mitmdump: median tools/call latency and time to the first SSE
 event at most 1.10x, throughput at least 0.90x; filtering at most 1.5x a json.loads + json.dumps)
-are informational: the exit status is 0 unless something failed to run.
+are informational: the exit status is 0 unless something failed to run. Then it measures tool
+integrity (scripts/bench_integrity.py): pinning and scanning on a 1,000-tool list and a 1 MB
+result, as ratios against the same gateway without them.
 
     scripts/bench              # about 3 minutes
     scripts/bench --quick      # well under a minute, fewer samples
@@ -741,6 +743,30 @@ def filtering_benchmark(repeat: int) -> bool:
     return True
 
 
+def integrity_benchmark(repeat: int) -> bool:
+    """Run scripts/bench_integrity.py (tool pinning + description and secret scanning on a
+    1,000-tool tools/list and a 1 MB result, against the same gateway without them); False if it
+    failed to run."""
+    print()
+    if repeat == 0:
+        print("tool integrity: skipped (--no-filter)")
+        return True
+    try:
+        import bench_integrity
+    except ModuleNotFoundError as e:
+        if e.name != "bench_integrity":
+            raise
+        print("tool integrity: not measured, scripts/bench_integrity.py is not in this tree")
+        return True
+    progress("tool integrity: a 1,000-tool list and a 1 MB result, with and without integrity")
+    try:
+        bench_integrity.end_to_end(max(10, repeat))
+    except Exception as e:  # noqa: BLE001 - reported, and the exit status says it failed
+        print(f"tool integrity: FAILED to run: {type(e).__name__}: {e}")
+        return False
+    return True
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
@@ -771,6 +797,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bench.run_round(round_index)
         report(bench, features, time.monotonic() - started)
         ok = filtering_benchmark(config.filter_repeat)
+        ok = integrity_benchmark(config.filter_repeat) and ok
     except BenchError as e:
         progress(f"error: {e}")
         return 1

@@ -1,0 +1,24 @@
+"""scripts/bench_integrity.py runs and reports its ratios (in process and end to end)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_integrity_benchmark_reports_ratios():
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_integrity.py"), "--quick"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for case, target in (("list (JSON)", "1.5"), ("result (JSON)", "1.2"), ("result (SSE)", "1.2")):
+        assert re.search(rf"^e2e {re.escape(case)} +without +\d+\.\d+ ms +with +\d+\.\d+ ms +ratio \d+\.\d+ "
+                         rf"\(target <= {target}\)$", run.stdout, re.M), run.stdout
+    assert re.search(r"^in-process list .*JSON +\d+\.\d+ ms, SSE +\d+\.\d+ ms$", run.stdout, re.M), run.stdout
