@@ -348,3 +348,30 @@ def test_route_opentelemetry_from_the_policy(tmp_path, receiver):
     finally:
         gw.stop()
         upstream.stop()
+
+
+def test_unsampled_traces_still_propagate(tmp_path, receiver):
+    """Sampling 0: nothing recorded for a new trace, but the upstream still gets a context (not
+    sampled) in both places; a client's sampled flag is followed (parent-based)."""
+    upstream = DemoUpstream(tmp_path)
+    gw = Gateway(tmp_path, policy(upstream), intercept=False, env=FAST_EXPORT,
+                 extra=["--set", f"mcp_otlp={receiver.url}", "--set", "mcp_otlp_sampling=0"])
+    unsampled, sampled = trace_id(), trace_id()
+    try:
+        with httpx.Client(timeout=30) as client:
+            headers = open_session(client, gw.url("/github-mcp"))
+            upstream.reset()
+            client.post(gw.url("/github-mcp"), headers={**headers, "traceparent": f"00-{unsampled}-00f067aa0ba902b7-00"},
+                        json=call(ALLOWED))
+            client.post(gw.url("/github-mcp"), headers={**headers, "traceparent": traceparent(sampled)},
+                        json=call(ALLOWED))
+        receiver.wait_spans(lambda s: s["trace_id"] == sampled, count=2)
+        time.sleep(0.5)
+        assert not [s for s in receiver.spans if s["trace_id"] == unsampled]
+        first, second = [r for r in upstream.requests() if r.get("tool") == ALLOWED]
+        assert first["headers"]["traceparent"].startswith(f"00-{unsampled}-") and first["headers"]["traceparent"].endswith("-00")
+        assert first["meta_traceparents"] == [first["headers"]["traceparent"]]
+        assert second["headers"]["traceparent"].endswith("-01")
+    finally:
+        gw.stop()
+        upstream.stop()

@@ -48,10 +48,11 @@ MAX_ERROR_BODY = 64 * 1024
 
 
 class _Spans:
-    __slots__ = ("pairs",)
+    __slots__ = ("pairs", "sent_ns")
 
     def __init__(self) -> None:
         self.pairs: list[tuple[trace.Span, trace.Span | None]] = []
+        self.sent_ns = 0  # when the request went upstream (kept here: an unsampled span keeps no time)
 
 
 class Telemetry:
@@ -168,6 +169,7 @@ class Telemetry:
         start = int(req.timestamp_start * 1e9)
         now = time.time_ns()
         spans = self._flows[flow] = _Spans()
+        spans.sent_ns = now
         decisions = match_decisions(fctx.messages, fctx.decisions) if fctx.messages else [None]
         carriers: list[dict[str, str] | None] = []
         for msg, decision in zip(fctx.messages or [None], decisions):
@@ -217,35 +219,41 @@ class Telemetry:
             rpc_id = (record.get("jsonrpc") or {}).get("id")
             code = rpc_errors.get(_id_key(rpc_id)) if rpc_errors else None
             err = conv.error_type(record, code)
-            common = conv.common_attributes(record, version, http_version)
-            name = conv.span_name(record)
-            client_start = None
+            client_start = spans.sent_ns if spans is not None else None
             if client is not None:
-                client.update_name(name)
-                client.set_attributes(common)
-                client.set_attributes({"server.address": upstream[0], "server.port": upstream[1]})
-                upstream_status = record["http"]["upstream_status"]
-                if upstream_status is not None:
-                    client.set_attribute("http.response.status_code", upstream_status)
-                client_err = "upstream_error" if flow.error is not None else \
-                    (str(upstream_status) if upstream_status is not None and upstream_status >= 400 else None)
-                if client_err:
-                    client.set_attribute("error.type", client_err)
-                    client.set_status(Status(StatusCode.ERROR))
-                client_start = getattr(client, "start_time", None)
+                if client.is_recording():  # (an unsampled span takes no attribute work)
+                    self._finish_client(client, record, version, http_version, upstream, flow.error is not None)
                 client.end(end_time=end_ns)
-            server.update_name(name)
-            server.set_attributes(common)
-            server.set_attributes(conv.gateway_attributes(record))
-            if record.get("client"):
-                server.set_attribute("client.address", record["client"])
-            if code is not None:
-                server.set_attribute("rpc.response.status_code", str(code))
-            if err:
-                server.set_attribute("error.type", err)
-                server.set_status(Status(StatusCode.ERROR, record.get("reason") or None))
+            if server.is_recording():
+                attrs = conv.common_attributes(record, version, http_version)
+                attrs.update(conv.gateway_attributes(record))
+                if record.get("client"):
+                    attrs["client.address"] = record["client"]
+                if code is not None:
+                    attrs["rpc.response.status_code"] = str(code)
+                if err:
+                    attrs["error.type"] = err
+                    server.set_status(Status(StatusCode.ERROR, record.get("reason") or None))
+                server.update_name(conv.span_name(record))
+                server.set_attributes(attrs)  # one call: the SDK takes its lock and validates per call
             server.end(end_time=end_ns)
             self._measure(pipeline, record, err, version, req.timestamp_start, end, client_start, client is not None)
+
+    @staticmethod
+    def _finish_client(client: trace.Span, record: dict[str, Any], version: str | None, http_version: str,
+                       upstream: tuple[str, int], failed: bool) -> None:
+        attrs = conv.common_attributes(record, version, http_version)
+        attrs["server.address"], attrs["server.port"] = upstream
+        upstream_status = record["http"]["upstream_status"]
+        if upstream_status is not None:
+            attrs["http.response.status_code"] = upstream_status
+        err = "upstream_error" if failed else \
+            (str(upstream_status) if upstream_status is not None and upstream_status >= 400 else None)
+        if err:
+            attrs["error.type"] = err
+            client.set_status(Status(StatusCode.ERROR))
+        client.update_name(conv.span_name(record))
+        client.set_attributes(attrs)
 
     def _measure(self, pipeline: Pipeline, record: dict[str, Any], err: str | None, version: str | None,
                  start: float, end: float, client_start: int | None, forwarded: bool) -> None:
