@@ -1,7 +1,8 @@
 """The self-contained demo behind `scripts/gateway` with no arguments (or with only these options):
-the demo upstream (a GitHub-like MCP server) on 127.0.0.1:8931 and the gateway in front of it with
-policies/demo.yaml, in gateway mode on :8443 and intercept mode on :8080, every listener on
-127.0.0.1 unless --host says otherwise. Ctrl-C stops both."""
+the demo upstream (a GitHub-like MCP server) on 127.0.0.1:8931, the demo OpenAI-compatible LLM
+provider on 127.0.0.1:8932, and the gateway in front of them with policies/demo.yaml, in gateway
+mode on :8443 and intercept mode on :8080, every listener on 127.0.0.1 unless --host says
+otherwise. Ctrl-C stops them all."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_UPSTREAM_PORT = 8931  # the ports policies/demo.yaml names
 DEMO_GATEWAY_PORT = 8443
+DEMO_LLM_PORT = 8932
 BIN = Path(sys.executable).parent
 BEARER = "demo-user-token"  # the demo upstream accepts any bearer token
 INIT = ('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
@@ -151,6 +153,15 @@ def banner(args: argparse.Namespace, policy: Path, source: Path) -> str:
               "Python (mcp):",
               f"  http = httpx.AsyncClient(headers={headers}, timeout=30)",
               f'  async with streamable_http_client("{gw}/github-mcp", http_client=http) as (read, write, _): ...']
+    lines += ["",
+              f"LLM route {gw}/openai (the demo provider on 127.0.0.1:{args.llm_port}; the gateway injects its key):",
+              "the provider calls the MCP server named in the request itself; the gateway gives it only the",
+              "tools the caller may call there. Python (openai), as dev-user:",
+              f'  client = openai.OpenAI(base_url="{gw}/openai", api_key="unused", default_headers={{"apikey": "{dev_key}"}})',
+              '  answer = client.responses.create(model="demo-model", input=\'call search_repositories {"query": "mcp"}\', tools=[{',
+              f'      "type": "mcp", "server_label": "github", "server_url": "{upstream}", "require_approval": "never",',
+              f'      "headers": {{"Authorization": "Bearer {BEARER}"}}}}])',
+              "  print([(i.type, len(getattr(i, 'tools', []) or [])) for i in answer.output], answer.output_text)"]
     if args.tool == "mitmweb":
         lines += ["", f"Inspect the flows in mitmweb: http://{proxy_host(args.host)}:{args.web_port}, with the ?token=",
                   "from mitmweb's own line 'Web server listening at ...' (mitmweb asks for it)"]
@@ -168,6 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ports = (("--port", DEMO_GATEWAY_PORT, "gateway (reverse) listener"),
              ("--proxy-port", 8080, "intercept (regular proxy) listener"),
              ("--upstream-port", DEMO_UPSTREAM_PORT, "demo upstream"),
+             ("--llm-port", DEMO_LLM_PORT, "demo LLM provider (OpenAI-compatible)"),
              ("--web-port", 8081, "mitmweb's UI, with mitmweb"))
     for option, default, what in ports:
         parser.add_argument(option, type=int, metavar="PORT", default=default, help=f"{what} (default: %(default)s)")
@@ -178,6 +190,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_ports(args: argparse.Namespace) -> None:
     listeners = [(args.upstream_port, "127.0.0.1", "the demo upstream", "--upstream-port"),
+                 (args.llm_port, "127.0.0.1", "the demo LLM provider", "--llm-port"),
                  (args.port, args.host, "the gateway", "--port"),
                  (args.proxy_port, args.host, "the intercept proxy", "--proxy-port")]
     if args.tool == "mitmweb":
@@ -194,9 +207,10 @@ def check_ports(args: argparse.Namespace) -> None:
 
 def policy_for(args: argparse.Namespace, source: Path) -> Path:
     """The demo policy names the default ports; for others the gateway loads a copy that names them."""
-    if args.upstream_port == DEMO_UPSTREAM_PORT and args.port == DEMO_GATEWAY_PORT:
+    if args.upstream_port == DEMO_UPSTREAM_PORT and args.port == DEMO_GATEWAY_PORT and args.llm_port == DEMO_LLM_PORT:
         return source
     text = source.read_text().replace(f"127.0.0.1:{DEMO_UPSTREAM_PORT}", f"127.0.0.1:{args.upstream_port}")
+    text = text.replace(f"127.0.0.1:{DEMO_LLM_PORT}", f"127.0.0.1:{args.llm_port}")
     text = text.replace(f"localhost:{DEMO_GATEWAY_PORT}", f"localhost:{args.port}")
     copy = Path(tempfile.mkdtemp(prefix="mcp-gateway-demo-")) / source.name
     copy.write_text(text)
@@ -240,6 +254,10 @@ def main() -> None:
                                      "--port", str(args.upstream_port)], stdout=subprocess.DEVNULL)
         procs.append(upstream)
         wait_listening("127.0.0.1", args.upstream_port, upstream, "the demo upstream")
+        provider = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo_llm_provider.py"), "--host", "127.0.0.1",
+                                     "--port", str(args.llm_port)], stdout=subprocess.DEVNULL)
+        procs.append(provider)
+        wait_listening("127.0.0.1", args.llm_port, provider, "the demo LLM provider")
         gateway = subprocess.Popen(gateway_command(args, policy), env={**os.environ, "PYTHONUNBUFFERED": "1"})
         procs.append(gateway)
         wait_listening(args.host, args.port, gateway, "the gateway")

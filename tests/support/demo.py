@@ -18,10 +18,11 @@ GATEWAY = ROOT / "scripts" / "gateway"
 
 class Demo:
     def __init__(self, workdir: Path, *extra: str, tool: str | None = None):
-        self.port, self.proxy_port, self.upstream_port, self.web_port = (free_port() for _ in range(4))
+        self.port, self.proxy_port, self.upstream_port, self.web_port, self.llm_port = (free_port() for _ in range(5))
         self.workdir = workdir
         argv = [str(GATEWAY), *([tool] if tool else []), "--port", str(self.port), "--proxy-port", str(self.proxy_port),
-                "--upstream-port", str(self.upstream_port), "--web-port", str(self.web_port), *extra]
+                "--upstream-port", str(self.upstream_port), "--web-port", str(self.web_port),
+                "--llm-port", str(self.llm_port), *extra]
         # HOME: mitmproxy's CA and confdir go there, not into the user's
         self.process = Process(argv, workdir / "demo.log", env={"HOME": str(workdir)})
         self.process.wait_for(r"Press Ctrl-C to stop", timeout=90)
