@@ -170,3 +170,21 @@ def test_sse_stream_split_inside_the_token(tmp_path):
     assert first == b""  # nothing of the incomplete event is relayed
     out = b"".join(stream(event[cut:])) + b"".join(stream(b""))
     assert GHP.encode() not in out and b"[redacted:github_token]" in out
+
+
+def test_a_client_answer_to_an_elicitation_is_scanned_too(tmp_path):
+    """The client's answer to a server request (elicitation, sampling) goes up like arguments: a
+    response is not refused (nothing would read the refusal), its credential is redacted."""
+    answer_up = {"jsonrpc": "2.0", "id": "srv-1", "result": {"action": "accept", "content": {"token": GHP}}}
+    ctx, flow, answer = flow_for(snapshot({"arguments": "block"}, tmp_path), answer_up)
+    assert answer is None
+    sent = json.loads(flow.request.content)
+    assert sent["result"]["content"]["token"] == "[redacted:github_token]" and sent["id"] == "srv-1"
+    assert ctx.audit_fields["findings"][0]["where"] == ["result.content.token"]
+
+
+def test_a_blocked_call_in_a_batch_gets_its_own_error(tmp_path):
+    batch = [call(body=f"key {AWS}"), {**call(body="fine"), "id": 4}]
+    _, _, answer = flow_for(snapshot({}, tmp_path), batch)
+    errors = {e["id"]: e["error"]["message"] for e in json.loads(answer.content)}
+    assert "aws_access_key in params.arguments.body" in errors[3] and errors[4].startswith("Not forwarded")

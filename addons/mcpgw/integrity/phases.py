@@ -133,7 +133,8 @@ def _credentials_sent(ctx: FlowContext, flow: http.HTTPFlow, settings: Integrity
         value = m.obj.get(member)
         if value is None:
             continue
-        new, hits, changed = scanner.scan(value, redact=action == "redact", path=member)
+        # block redacts too: a response (an answer to the server) cannot be refused, so it is redacted
+        new, hits, changed = scanner.scan(value, redact=action != "audit", path=member)
         found = hits.detectors - {"gateway_secret"}
         if not found:
             continue
@@ -146,11 +147,11 @@ def _credentials_sent(ctx: FlowContext, flow: http.HTTPFlow, settings: Integrity
                                                                               "detectors": sorted(found),
                                                                               "where": hits.paths}),
                                "integrity.secrets", "credential in params", False))
-        elif action == "redact" or (action == "block" and changed):
+        elif action != "audit":
             verdict = "redacted"
         else:
             verdict = "audited" if secrets.mode == "enforce" or secrets.arguments == "audit" else f"would_{secrets.arguments}"
-        if verdict == "redacted" or changed:
+        if changed and verdict != "blocked":  # (a refused message keeps its identity: its error is found by it)
             ctx.messages[i] = Message({**m.obj, member: new}, m.kind)
             rewritten = True
         record(ctx, leaks.finding("arguments", hits, verdict))
