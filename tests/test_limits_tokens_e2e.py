@@ -43,6 +43,11 @@ def env(tmp_path_factory):
                    "model": {"options": {"input_cost": 10000, "output_cost": 30000}}},
             "rate_limits": {"tokens": [{"limit": [0.5], "window_size": [60], "window_type": "fixed",
                                         "tokens_count_strategy": "cost"}]},
+        }, "requests": {
+            "service": "openai", "paths": ["/requests"], "key_auth": {"key_names": ["apikey"], "hide_credentials": True},
+            "ai": {"route_type": "llm/v1/chat",
+                   "auth": {"header_name": "Authorization", "header_value": "Bearer sk-provider"}},
+            "rate_limits": {"rules": [{"limit": [2], "window_size": [60], "window_type": "fixed"}]},
         }},
     }
     gw = Gateway(tmp_path_factory.mktemp("tokens"), policy, intercept=False)
@@ -114,3 +119,18 @@ def test_a_cost_budget_counts_the_routes_prices(env):
     assert remaining[0] == 0.5 and per_call == priced > 0
     assert refused.headers["x-ai-ratelimit-limit-60-openai"] == "0.5"
     assert refused.headers["x-ai-ratelimit-remaining-60-openai"] == "0"
+
+
+def test_request_limits_apply_to_llm_routes(env):
+    """Kong's rate-limiting on an LLM route: requests counted, the third refused."""
+    gw, provider = env
+    c = openai.OpenAI(api_key="sk-client", base_url=gw.url("/requests"), default_headers={"apikey": ALEX},
+                      max_retries=0)
+    for remaining in ("1", "0"):
+        raw = c.chat.completions.with_raw_response.create(model="gpt-4o", messages=PROMPT)
+        assert raw.headers["x-ratelimit-remaining-minute"] == remaining
+    asked = len(provider.requests)
+    with pytest.raises(openai.RateLimitError) as refused:
+        c.chat.completions.create(model="gpt-4o", messages=PROMPT)
+    assert refused.value.response.json() == {"message": "API rate limit exceeded"}
+    assert len(provider.requests) == asked

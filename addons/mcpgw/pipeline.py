@@ -104,6 +104,7 @@ AI_REQUEST_PHASES: tuple[Phase, ...] = (
     ai_balancer.choose_target,  # balanced routes: a reachable target, before its model and key apply
     ai_request.prepare,  # route type, model, options, include_usage
     ai_guard.check_prompt,  # allow/deny patterns over the prompt, before anything is changed for the provider
+    limits.check_limits,  # request limits (rules without methods/tools) apply to LLM routes too
     token_limits.check_tokens,  # a consumer whose token budget is spent is refused before the provider is asked
     ai_mcp.govern_tools,  # MCP tools inside the request: server_url, allowed_tools, the MCP route's credential
     ai_request.write_body,  # after every phase that edits the parsed request
