@@ -69,13 +69,19 @@ def test_every_pinned_member_counts_and_is_named(update, field):
 def test_a_pin_is_never_replaced_at_run_time(tmp_path):
     for store in (MemoryPinStore(), FilePinStore(tmp_path / "pins.json")):
         store.put("r", "t", {"digest": "a"})
+        store.flush()
         store.put("r", "t", {"digest": "b"})
+        store.flush()
         assert store.get("r", "t") == {"digest": "a"}
+    assert FilePinStore(tmp_path / "pins.json").get("r", "t") == {"digest": "a"}
 
 
 def test_file_store_survives_a_new_process_and_refuses_a_broken_file(tmp_path):
     path = tmp_path / "pins.json"
-    FilePinStore(path).put("r", "t", {"digest": "a"})
+    store = FilePinStore(path)
+    store.put("r", "t", {"digest": "a"})
+    assert not path.exists()  # written once per list answer, by flush
+    store.flush()
     assert FilePinStore(path).get("r", "t") == {"digest": "a"}
     assert [p.name for p in tmp_path.iterdir()] == ["pins.json"]  # no temporary file left behind
     path.write_text("[1, 2]")

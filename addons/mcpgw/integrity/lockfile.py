@@ -134,6 +134,9 @@ class LockFilePins:
     def put(self, route: str, name: str, pin: Pin) -> None:
         return None  # lock mode: approvals come from the file only
 
+    def flush(self) -> None:
+        return None
+
     def route(self, route: str) -> dict[str, Pin]:
         self._refresh()
         return dict(self._routes.get(route, {}))

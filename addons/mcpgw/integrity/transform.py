@@ -74,6 +74,8 @@ class ToolTransform:
                 hidden += 1
             else:
                 kept.append(tool)
+        if self.store is not None:
+            self.store.flush()  # trust on first use: the pins of this list, in one write
         if records:
             self._note(records, notes, hidden, len(tools))
         if len(kept) == len(tools):

@@ -35,6 +35,9 @@ class PinStore(Protocol):
     def route(self, route: str) -> dict[str, Pin]:
         """Every pin of a route (a copy)."""
 
+    def flush(self) -> None:
+        """Make the pins put so far durable (called once per list answer, not once per pin)."""
+
 
 class MemoryPinStore:
     """One process's pins; gone at restart."""
@@ -53,10 +56,14 @@ class MemoryPinStore:
     def route(self, route: str) -> dict[str, Pin]:
         return dict(self._pins.get(route, {}))
 
+    def flush(self) -> None:
+        return None
+
 
 class FilePinStore(MemoryPinStore):
     """Pins kept in a JSON file ({"routes": {route: {tool: pin}}}), rewritten atomically (a
-    temporary file renamed into place) whenever a pin is added, so they survive a restart. An
+    temporary file renamed into place) once per list answer that added pins, so they survive a
+    restart (a first list of 1,000 tools is one write, not a thousand). An
     unreadable file is an error at start, not an empty store: starting over with no pins would
     trust whatever the upstream sends next."""
 
@@ -69,14 +76,20 @@ class FilePinStore(MemoryPinStore):
                 raise ValueError(f"{self.path}: not a pin store (expected {{\"routes\": {{...}}}})")
             pins = data.get("routes", {})
         super().__init__(pins)
+        self._dirty = False
 
     def put(self, route: str, name: str, pin: Pin) -> None:
         with self._lock:
             tools = self._pins.setdefault(route, {})
-            if name in tools:
-                return
-            tools[name] = pin
-            self._write()
+            if name not in tools:
+                tools[name] = pin
+                self._dirty = True
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self._write()
+                self._dirty = False
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
