@@ -63,8 +63,9 @@ def env(tmp_path_factory):
     }
     audit = workdir / "audit.jsonl"
     gw = Gateway(workdir, policy, env={"OPENAI_KEY": PROVIDER_KEY, "GITHUB_PAT": STORED_PAT},
-                 extra=["--set", f"mcp_audit={audit}"])
-    yield {"gw": gw, "provider": provider, "upstream": upstream, "audit": audit, "provider_base": server.base_url}
+                 extra=["--set", f"mcp_audit={audit}", "-w", str(workdir / "flows.mitm")])
+    yield {"gw": gw, "provider": provider, "upstream": upstream, "audit": audit, "provider_base": server.base_url,
+           "flows": workdir / "flows.mitm"}
     gw.stop()
     server.stop()
     upstream.stop()
@@ -204,3 +205,19 @@ def test_each_mcp_call_is_one_audit_record(env):
     assert [r for r in llm if r["llm"]["stream"]][-1]["llm"]["payload"]["response"] == {"omitted": "a stream (never held)"}
     text = env["audit"].read_text() + env["gw"].log()
     assert STORED_PAT not in text and CLIENT_PAT not in text and PROVIDER_KEY not in text
+
+
+def test_mitmweb_shows_the_llm_call_and_its_mcp_tool_calls(env):
+    oai(env).responses.create(model="gpt-4o", input=CALL, tools=[github_tool(env["upstream"].url)])
+    from mitmproxy import io
+
+    for _ in range(50):
+        with open(env["flows"], "rb") as f:
+            comments = [fl.comment for fl in io.FlowReader(f).stream() if getattr(fl, "comment", "")]
+        if any("mcp_call search_repositories" in c for c in comments):
+            break
+        time.sleep(0.1)
+    last = [c for c in comments if "mcp_call" in c][-1]
+    assert "dev-user [developer] MCP server github -> route github-mcp: allowed_tools 6" in last
+    assert "dev-user [developer] LLM gpt-4o:" in last and "tokens" in last
+    assert "mcp_call search_repositories on github (github-mcp): allowed, completed" in last

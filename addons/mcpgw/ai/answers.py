@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from .. import audit
+from ..governance import annotate
 from ..headers import header
 from ..protocol.sse import SSEError, SSEEvent, SSEParser
 from . import balancer, mcp_tools, usage as usage_mod
@@ -211,4 +212,23 @@ def publish(ctx: "FlowContext", flow: http.HTTPFlow, state: LlmState) -> None:
             state.payload = None
         if state.mcp_servers:
             ctx.audit_fields["llm"]["mcp_servers"] = {label: route for label, (route, _) in state.mcp_servers.items()}
+    _annotate(ctx, flow, state, call)
     usage_mod.publish(call)
+
+
+def _annotate(ctx: "FlowContext", flow: http.HTTPFlow, state: LlmState, call: usage_mod.LlmCall) -> None:
+    """mitmweb: a comment line for the LLM call and one per MCP tool call the provider made."""
+    caller = annotate.caller_label(ctx.identity)
+    u = call.usage
+    tokens = f"{u.prompt_tokens}+{u.completion_tokens} tokens" if u else "no usage reported"
+    annotate.note(flow, f"{caller} LLM {annotate.printable(call.model or '?')}: {tokens}"
+                        + (f", cost {call.cost:.6f}" if call.cost is not None else ""))
+    denied = False
+    for c in state.mcp_calls:
+        ok = c["decision"] == "allow"
+        denied |= not ok
+        annotate.note(flow, f"{caller} mcp_call {annotate.printable(str(c['name']))} on "
+                            f"{annotate.printable(str(c['server_label']))} ({c['route'] or 'no route'}): "
+                            f"{'allowed' if ok else 'DENIED (outside allowed_tools)'}, {c['status']}")
+    if denied:
+        annotate.mark(flow, denied=True)

@@ -28,6 +28,7 @@ from mitmproxy import http
 
 from .. import credentials
 from . import catalog
+from ..governance import annotate
 from ..governance.acl import route_acl
 from ..governance.engine import view
 from ..policy.derived import PerPolicy
@@ -197,6 +198,8 @@ async def govern_tools(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response
             return refusal
         state.mcp_servers[label] = (route_name, allowed)
         state.dirty = True
+        annotate.note(flow, f"{annotate.caller_label(ctx.identity)} MCP server {annotate.printable(label)} -> route "
+                            f"{route_name}: " + (f"allowed_tools {len(allowed)}" if allowed is not None else "unrestricted"))
     return None
 
 
