@@ -53,9 +53,9 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     removed.refuse_removed_methods,  # before enforce judges params of a method the revision removed
     enforce.enforce_acl,
     limits.check_limits,  # after the ACL: a denied call costs nothing, and each message's tool is decided
+    integrity.check_tools,  # after the ACL: judges only calls governance let through, lists after its filter
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase
-    integrity.check_tools,  # after the ACL: judges only calls governance let through, lists after its filter
     credentials.mediate,  # after the identity headers, which its operations may change (as in Kong)
     transform.transform_request,  # after the credential, as Kong runs request-transformer after -advanced
     forwarding.forward,
