@@ -31,7 +31,9 @@ The targets are interleaved within every round, phase by phase and in a rotating
 machine noise hits all of them alike; the report gives the median over rounds of each figure, and
 the ratios gateway/mitmdump (against the performance targets), mitmdump/direct, buffered/mitmdump
 and gateway/buffered as the median over rounds of each round's ratio. Finally it times the filtering of a 1,000-tool `tools/list`
-(scripts/bench_filter.py).
+(scripts/bench_filter.py). With --llm it then runs the LLM route case (scripts/bench_llm.py:
+time to first token, stream total and JSON latency through an llm/v1/chat route, as
+gateway/mitmdump ratios against bare mitmdump in front of the demo OpenAI-compatible provider).
 
 The performance targets (gateway/mitmdump: median tools/call latency and time to the first SSE
 event at most 1.10x, throughput at least 0.90x; filtering at most 1.5x a json.loads + json.dumps)
@@ -116,6 +118,7 @@ class Config:
     filter_repeat: int  # timing repetitions of the tools/list filtering benchmark (0: skip it)
     baseline: str | None = None  # a git revision whose gateway runs beside this tree's ("baseline")
     telemetry: bool = False  # also run this tree's gateway exporting OTLP ("traced")
+    llm: bool = False  # also run the LLM route case (scripts/bench_llm.py)
 
     def describe(self) -> str:
         return (f"{self.rounds} round(s); per target and round: {self.requests} sequential calls per latency series, "
@@ -147,6 +150,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--telemetry", action="store_true",
                         help="also run this tree's gateway with OpenTelemetry export on (sampling 1.0, to a local "
                              "sink) as target 'traced', and report traced/gateway")
+    parser.add_argument("--llm", action="store_true",
+                        help="also run the LLM route case (scripts/bench_llm.py: time to first token, stream total "
+                             "and JSON latency through an llm/v1/chat route, gateway/mitmdump)")
     parser.add_argument("--no-filter", action="store_true",
                         help="skip the tools/list filtering benchmark (scripts/bench_filter.py)")
     args = parser.parse_args(argv)
@@ -163,7 +169,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         rounds=rounds, requests=requests, first_event_requests=max(5, requests // 2), concurrency=args.concurrency,
         throughput_requests=throughput, warmup=max(5, min(50, requests // 4)),
         filter_repeat=0 if args.no_filter else (10 if args.quick else 30), baseline=args.baseline,
-        telemetry=args.telemetry,
+        telemetry=args.telemetry, llm=args.llm,
     )
 
 
@@ -798,6 +804,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         report(bench, features, time.monotonic() - started)
         ok = filtering_benchmark(config.filter_repeat)
         ok = integrity_benchmark(config.filter_repeat) and ok
+        if config.llm:
+            import bench_llm  # scripts/, beside this file
+
+            ok = bench_llm.main(["--rounds", str(config.rounds), "--samples", str(max(5, config.requests // 10))]) == 0 and ok
     except BenchError as e:
         progress(f"error: {e}")
         return 1

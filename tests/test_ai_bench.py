@@ -1,0 +1,22 @@
+"""Smoke test of the LLM route benchmark (scripts/bench_llm.py, scripts/bench --llm): it starts the
+demo provider, bare mitmdump and the gateway, measures a few calls, and reports the three ratios."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.procs import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_llm_benchmark_reports_its_ratios():
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench_llm.py"), "--rounds", "1", "--samples", "3"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    for label in ("time to first token", "stream total (100 words)", "JSON latency"):
+        assert re.search(rf"^{re.escape(label)} +\d+\.\d+ +\d+\.\d+ +\d+\.\d+x  (ok|over target)$", run.stdout, re.M), run.stdout
