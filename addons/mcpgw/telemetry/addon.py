@@ -234,7 +234,10 @@ class Telemetry:
                 if err:
                     attrs["error.type"] = err
                     server.set_status(Status(StatusCode.ERROR, record.get("reason") or None))
-                server.update_name(conv.span_name(record))
+                llm = conv.llm_span(record)
+                if llm is not None:
+                    attrs.update(llm[1])
+                server.update_name(llm[0] if llm is not None else conv.span_name(record))
                 server.set_attributes(attrs)  # one call: the SDK takes its lock and validates per call
             server.end(end_time=end_ns)
             self._measure(pipeline, record, err, version, req.timestamp_start, end, client_start, client is not None)
@@ -252,7 +255,10 @@ class Telemetry:
         if err:
             attrs["error.type"] = err
             client.set_status(Status(StatusCode.ERROR))
-        client.update_name(conv.span_name(record))
+        llm = conv.llm_span(record)
+        if llm is not None:
+            attrs.update(llm[1])
+        client.update_name(llm[0] if llm is not None else conv.span_name(record))
         client.set_attributes(attrs)
 
     def _measure(self, pipeline: Pipeline, record: dict[str, Any], err: str | None, version: str | None,

@@ -138,3 +138,22 @@ def metric_attributes(record: dict[str, Any], err: str | None, tool: str | None,
 
 
 _KNOWN_REVISIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"})
+
+
+def llm_span(record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """An LLM route's call (the audit record's `llm` field, from ai/): the GenAI conventions'
+    inference span name `{gen_ai.operation.name} {gen_ai.request.model}` and attributes."""
+    llm = record.get("llm")
+    if not isinstance(llm, dict):
+        return None
+    requested = llm.get("requested_model") or llm.get("model")
+    attrs: dict[str, Any] = {"gen_ai.operation.name": "chat"}  # Chat Completions and Responses alike
+    for key, value in (("gen_ai.provider.name", llm.get("provider")), ("gen_ai.request.model", requested),
+                       ("gen_ai.response.model", llm.get("model")),
+                       ("gen_ai.usage.input_tokens", llm.get("prompt_tokens")),
+                       ("gen_ai.usage.output_tokens", llm.get("completion_tokens")),
+                       ("mcpgw.llm.cost", llm.get("cost")), ("mcpgw.llm.stream", llm.get("stream")),
+                       ("mcpgw.llm.time_to_first_token_ms", llm.get("time_to_first_token_ms"))):
+        if value is not None:
+            attrs[key] = _text(value) if isinstance(value, str) else value
+    return (f"chat {_text(requested)}" if requested else "chat"), attrs
