@@ -563,7 +563,8 @@ REFUSALS = {
     "basic-auth-credentials": (deck(consumers=[{"username": "u", "basicauth_credentials": [{}]}]),
                                "consumers[0].basicauth_credentials: consumer field 'basicauth_credentials' is not "
                                "supported (only keyauth_credentials (key-auth) are supported)"),
-    "consumer-acls": (deck(consumers=[{"username": "u", "acls": [{"group": "g"}]}]), "consumers[0].acls: consumer field"),
+    "consumer-acls": (deck(consumers=[{"username": "u", "acls": [{"id": "x"}]}]),
+                      "consumers[0].acls[0]: an acl credential needs a group"),
     "consumer-without-username": (deck(consumers=[{"custom_id": "x"}]), "consumers[0]: a consumer needs a username"),
     "key-ttl": (deck(consumers=[{"username": "u", "keyauth_credentials": [{"key": "k", "ttl": 60}]}]),
                 "consumers[0].keyauth_credentials[0].ttl: key-auth credential field 'ttl' is not supported (expiring keys"),
@@ -587,8 +588,7 @@ REFUSALS = {
                        "supported plugins: key-auth, acl (with include_consumer_groups), ai-mcp-proxy, ai-mcp-oauth2, "
                        "openid-connect (bearer or introspection), cors"),
     "acl-without-consumer-groups": (deck({"name": "acl", "config": {"allow": ["admin"]}}),
-                                    "services[0].routes[0].plugins[0] (name: acl).config.include_consumer_groups: set "
-                                    "include_consumer_groups: true"),
+                                    "route 'r': access names group 'admin', which is not declared in any consumer's acls"),
     "acl-authenticated-groups": (deck({"name": "acl", "config": {"allow": ["admin"], "include_consumer_groups": True,
                                                                  "always_use_authenticated_groups": True}}),
                                  "(name: acl).config.always_use_authenticated_groups: true is not supported (only "
@@ -727,9 +727,22 @@ def test_hosts_must_agree():
 def test_acl_plugin_becomes_route_access():
     native = translate(deck(KEY_AUTH, {"name": "acl", "config": {"allow": ["admin"], "include_consumer_groups": True,
                                                                  "hide_groups_header": True}}))
-    assert native["routes"]["r"]["access"] == {"allow": ["admin"], "hide_groups_header": True}
+    assert native["routes"]["r"]["access"] == {"allow": ["admin"], "hide_groups_header": True,
+                                               "include_consumer_groups": True}
     native = translate(deck(KEY_AUTH, {"name": "acl", "config": {"deny": ["developer"], "include_consumer_groups": True}}))
-    assert native["routes"]["r"]["access"] == {"deny": ["developer"]}
+    assert native["routes"]["r"]["access"] == {"deny": ["developer"], "include_consumer_groups": True}
+
+
+def test_consumers_acls_credentials_are_the_acl_plugins_groups():
+    consumers = [{"username": "dev", "groups": [{"name": "developer"}], "keyauth_credentials": [{"key": "dev-key"}],
+                  "acls": [{"group": "github-readers"}, {"group": "github-readers", "tags": ["t"]}]},
+                 {"username": "ops", "keyauth_credentials": [{"key": "ops-key"}], "acls": [{"group": "ops"}]}]
+    native = translate(deck(KEY_AUTH, {"name": "acl", "config": {"allow": ["github-readers"]}}, consumers=consumers))
+    assert native["consumers"]["dev"]["acls"] == ["github-readers"] and native["consumers"]["ops"]["acls"] == ["ops"]
+    assert native["routes"]["r"]["access"] == {"allow": ["github-readers"], "include_consumer_groups": False}
+    # a consumer group name matches only with include_consumer_groups, as in Kong
+    assert "not declared in any consumer's acls" in only_problem(
+        deck(KEY_AUTH, {"name": "acl", "config": {"deny": ["developer"]}}, consumers=consumers))
 
 
 # --- what a translated route does, as Kong does it (issue 12, items 10-13) ------------------------------
@@ -901,15 +914,13 @@ def test_refused_route_is_said_to_be_refused_once():
 
 
 def test_acl_problems_are_reported_together_with_the_supported_value():
-    """decK's dump of an acl plugin (case 35): both unsupported values at once, not one per load."""
+    """decK's dump of an acl plugin (case 35): every unsupported value at once, not one per load."""
     doc = deck({"name": "acl", "config": {"allow": None, "deny": ["developer"], "hide_groups_header": False,
                                           "include_consumer_groups": False, "always_use_authenticated_groups": True}})
     assert sorted(problems(doc)) == [
         "services[0].routes[0].plugins[0] (name: acl).config.always_use_authenticated_groups: true is not supported "
         "(only false, Kong's default, is supported: the gateway matches the consumer's own groups, it has no groups "
         "authenticated apart from them)",
-        "services[0].routes[0].plugins[0] (name: acl).config.include_consumer_groups: set include_consumer_groups: "
-        "true: the gateway matches consumer groups (consumers' acls credentials are not supported)",
     ]
 
 

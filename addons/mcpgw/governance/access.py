@@ -1,5 +1,6 @@
-"""Route access by consumer group (Kong's acl plugin): who may use a route at all, before any
-per-tool decision. Exactly one of `allow` / `deny`, as in Kong."""
+"""Route access by group (Kong's acl plugin): who may use a route at all, before any per-tool
+decision. Exactly one of `allow` / `deny`, as in Kong. The groups matched are the consumer's ACL
+groups (`acls`, Kong's acl credentials) and, with include_consumer_groups, its consumer groups."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ class RouteAccess(StrictModel):
     allow: list[str] | None = Field(None, description="Consumer groups that may use the route; everyone else gets 403")
     deny: list[str] | None = Field(None, description="Consumer groups that may not use the route")
     hide_groups_header: bool = Field(False, description="Do not send X-Consumer-Groups upstream (Kong's default is to send it)")
+    include_consumer_groups: bool = Field(True, description="Match consumer groups besides the consumers' ACL groups "
+                                                            "(acls); Kong's default is false, decK files say which")
 
     @model_validator(mode="after")
     def _one_list(self) -> "RouteAccess":
@@ -33,11 +36,14 @@ class RouteAccess(StrictModel):
         return self.allow if self.allow is not None else self.deny or []
 
 
-def check_groups(route_name: str, access: RouteAccess | None, declared: set[str] | dict) -> None:
+def check_groups(route_name: str, access: RouteAccess | None, declared: set[str] | dict,
+                 acl_groups: frozenset[str] = frozenset()) -> None:
     """A group name that matches nothing would silently admit everyone on a deny list."""
+    known = {*acl_groups, *(declared if access is not None and access.include_consumer_groups else ())}
     for group in access.groups if access else ():
-        if group not in declared:
-            raise ValueError(f"route {route_name!r}: access names group {group!r}, which is not declared under consumer_groups")
+        if group not in known:
+            where = "under consumer_groups" if access.include_consumer_groups else "in any consumer's acls"
+            raise ValueError(f"route {route_name!r}: access names group {group!r}, which is not declared {where}")
 
 
 def check_route_access(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
@@ -47,10 +53,12 @@ def check_route_access(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response
         return None
     if ctx.identity is None:
         return json_response(401, {"message": "Unauthorized"})
-    groups = set(ctx.identity.groups)
+    identity = ctx.identity
+    names = (*identity.acl_groups, *identity.groups) if access.include_consumer_groups else identity.acl_groups
+    groups = set(names)
     allowed = bool(groups.intersection(access.allow)) if access.allow is not None else not groups.intersection(access.deny or ())
     if not allowed:
         return json_response(403, FORBIDDEN)
-    if not access.hide_groups_header and ctx.identity.groups:
-        flow.request.headers["X-Consumer-Groups"] = ", ".join(ctx.identity.groups)
+    if not access.hide_groups_header and names:
+        flow.request.headers["X-Consumer-Groups"] = ", ".join(dict.fromkeys(names))
     return None

@@ -69,6 +69,9 @@ class Consumer(StrictModel):
     id: str | None = Field(None, min_length=1, description="Optional stable id (Kong consumer id)")
     custom_id: str | None = Field(None, min_length=1, description="Optional external id, e.g. the IdP subject")
     groups: list[str] = Field(default_factory=list, description="Consumer group names")
+    acls: list[str] = Field(default_factory=list, description="ACL groups (Kong's acl plugin `acls` credentials): what "
+                                                            "route `access` matches, with consumer groups only when "
+                                                            "its include_consumer_groups is true")
     keys: list[ApiKey] = Field(default_factory=list, description="API keys: plain, {env://NAME}, {file://path} or "
                                                              "sha256:<hex>; or {key: ..., id: ...} with a credential id")
 
@@ -87,6 +90,7 @@ class Identity:
     groups: tuple[str, ...] = ()
     method: str = "key-auth"  # key-auth | oauth | anonymous
     credential: str | None = None  # id of the key that identified the caller, if it has one
+    acl_groups: tuple[str, ...] = ()  # the consumer's `acls` (Kong's acl plugin groups)
 
     def subjects(self) -> tuple[str, ...]:
         return tuple(s for s in (self.username, self.id, self.custom_id) if s)
@@ -98,6 +102,8 @@ def groups_validator(groups: dict[str, ConsumerGroup], consumers: dict[str, Cons
     seen_keys: dict[bytes, str] = {}
     seen_ids: dict[tuple[str, str], str] = {}
     for name, c in consumers.items():
+        if any(not a for a in c.acls):
+            raise ValueError(f"consumer {name!r} has an empty ACL group name")
         for g in c.groups:
             if g not in groups:
                 raise ValueError(f"consumer {name!r} is in group {g!r}, which is not declared under consumer_groups")
@@ -156,7 +162,7 @@ class ConsumerIndex:
         if found is None:  # one per consumer, method and key id: identities are immutable
             c = self.consumers[username]
             found = self._identities[username, method, credential] = Identity(
-                username, c.id, c.custom_id, tuple(c.groups), method, credential)
+                username, c.id, c.custom_id, tuple(c.groups), method, credential, tuple(dict.fromkeys(c.acls)))
         return found
 
 

@@ -195,7 +195,8 @@ def map_identity(config: OAuthConfig, claims: dict, consumers: ConsumerIndex) ->
             raise TokenRejected("The access token names no known consumer group")
     if consumer is not None:
         c = consumers.consumers[consumer]
-        return Identity(consumer, c.id, c.custom_id, tuple(dict.fromkeys([*c.groups, *groups])), "oauth")
+        return Identity(consumer, c.id, c.custom_id, tuple(dict.fromkeys([*c.groups, *groups])), "oauth",
+                        acl_groups=tuple(dict.fromkeys(c.acls)))
     # No consumer: Kong proceeds with a "credential" from credential_claim; it is kept as the
     # username so that audit records name the caller.
     subject = _claim_text(claim_at(claims, config.credential_claim))

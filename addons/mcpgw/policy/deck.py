@@ -42,11 +42,11 @@ TOP_LEVEL_HINTS = {
     "ca_certificates": "upstream TLS verification is a mitmproxy option (ssl_verify_upstream_trusted_ca)",
     "snis": "TLS termination is configured on mitmproxy's listener (--certs), not in the policy",
 }
-CONSUMER_FIELDS = ("username", "custom_id", "id", "tags", "keyauth_credentials", "groups", "plugins")
+CONSUMER_FIELDS = ("username", "custom_id", "id", "tags", "keyauth_credentials", "groups", "plugins", "acls")
+ACL_FIELDS = ("group", "id", "tags", "created_at")
 CREDENTIAL_HINT = "only keyauth_credentials (key-auth) are supported"
 CONSUMER_HINTS = {name: CREDENTIAL_HINT for name in (
     "basicauth_credentials", "jwt_secrets", "hmacauth_credentials", "oauth2_credentials", "mtls_auth_credentials")}
-CONSUMER_HINTS["acls"] = "the acl plugin's groups: put consumers in consumer groups (groups:) instead"
 KEY_FIELDS = ("key", "id", "tags", "created_at")
 GROUP_FIELDS = ("name", "id", "tags", "plugins")
 SERVICE_FIELDS = ("name", "id", "url", "host", "port", "protocol", "path", "tags", "enabled", "connect_timeout",
@@ -280,6 +280,18 @@ class Translator:
                 groups.append(name)
         if groups:
             native["groups"] = groups
+        acls = []  # the acl plugin's groups (Kong's acls credentials)
+        for i, acl in enumerate(self._list(consumer, "acls", loc)):
+            aloc = (*loc, "acls", i)
+            if (acl := self._mapping(acl, aloc)) is None:
+                continue
+            known_fields(acl, aloc, ACL_FIELDS, "acl credential", self.problems)
+            if not isinstance(acl.get("group"), str) or not acl["group"]:
+                self.problems.add(aloc, "an acl credential needs a group")
+            elif acl["group"] not in acls:
+                acls.append(acl["group"])
+        if acls:
+            native["acls"] = acls
         if keys:
             native["keys"] = keys
         self.consumers[username] = native

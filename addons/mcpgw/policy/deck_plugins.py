@@ -13,8 +13,6 @@ no native equivalent is refused, one that changes nothing here is accepted (`INE
 
 from __future__ import annotations
 
-import dataclasses
-
 import json
 import re
 from collections.abc import Iterable
@@ -342,18 +340,12 @@ def _cors(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
 
 
 def _acl(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
-    """Kong's acl matches ACL groups (consumers' `acls` credentials), and consumer groups only with
-    include_consumer_groups; the gateway's consumers have consumer groups only."""
-    config = dict(plugin.config)
-    groups = config.pop("include_consumer_groups", False) is True
-    if not groups:
-        plugin.problem(t.problems, "set include_consumer_groups: true: the gateway matches consumer groups (consumers' "
-                       "acls credentials are not supported)", "config", "include_consumer_groups")
-    # The other options are checked too, so that every problem of the plugin is reported at once.
-    access = take_options(dataclasses.replace(plugin, config=config), ("allow", "deny", "hide_groups_header"), t.problems)
-    if groups:
-        build.native["access"] = access
-        build.origin(t, "access", plugin)
+    """Kong's acl matches ACL groups (consumers' `acls` credentials), and consumer groups too with
+    include_consumer_groups (Kong's default: false)."""
+    access = take_options(plugin, ("allow", "deny", "hide_groups_header", "include_consumer_groups"), t.problems)
+    access["include_consumer_groups"] = access.get("include_consumer_groups") is True
+    build.native["access"] = access
+    build.origin(t, "access", plugin)
 
 
 # What Kong's key-auth always sets upstream (its handler's set_consumer); X-Consumer-Groups comes
@@ -648,3 +640,4 @@ from .deck_logging import HANDLERS as LOGGING_HANDLERS, SUPPORTED_TEXT as _LOGGI
 NATIVE_ORDER += tuple(LOGGING_HANDLERS)
 SUPPORTED += tuple(LOGGING_HANDLERS)
 SUPPORTED_TEXT += ", " + _LOGGING_TEXT
+SECRET_OPTIONS["http-log"] = lambda sub: len(sub) == 2 and sub[0] == "headers"  # a log endpoint's credential

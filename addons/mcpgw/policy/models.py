@@ -182,7 +182,8 @@ class Policy(StrictModel):
                 raise ValueError(f"route {name!r} names service {route.service!r}, which is not defined (services: {known})")
             check_anonymous(name, route.key_auth, self.consumers)
             check_discovery(name, route)
-            check_access_groups(name, route.access, self.consumer_groups)
+            check_access_groups(name, route.access, self.consumer_groups,
+                                frozenset(a for c in self.consumers.values() for a in c.acls))
             check_credentials(name, route, self.consumer_groups)
             check_ai(name, route.ai, self.consumer_groups)
             check_limits(name, route.rate_limits, self.consumer_groups, self.gateway.state, self.consumers)
