@@ -21,6 +21,7 @@ from tests.support.procs import free_port
 
 pytestmark = pytest.mark.e2e
 
+LOG_TOKEN = "log-endpoint-token-7c1d"
 CASE = Path(__file__).resolve().parents[2] / "shared" / "kong-docs" / "cases" / "16-series-mcp-acls-observe-file-log.yaml"
 
 
@@ -67,11 +68,12 @@ def running(tmp_path_factory):
     data = yaml.safe_load(CASE.read_text())
     data["services"][0]["url"] = upstream.url  # the how-to's service runs in Docker; the demo upstream here
     data["plugins"].append({"name": "http-log", "config": {"http_endpoint": endpoint.url, "method": "POST",
-                                                           "headers": {"X-Log-Source": "mcp-gateway"}}})
+                                                           "headers": {"X-Log-Source": "mcp-gateway",
+                                                                       "Authorization": "Bearer {vault://env/log-token}"}}})
     policy = workdir / "kong.yaml"
     policy.write_text(yaml.safe_dump(data, sort_keys=False))
     log_file = workdir / "file-log.jsonl"
-    gw = Gateway(workdir, policy, intercept=False, env={"DECK_FILE_LOG_PATH": str(log_file)})
+    gw = Gateway(workdir, policy, intercept=False, env={"DECK_FILE_LOG_PATH": str(log_file), "LOG_TOKEN": LOG_TOKEN})
     yield gw, endpoint, log_file
     gw.stop()
     upstream.stop()
@@ -119,6 +121,8 @@ def test_file_log_and_http_log_get_kong_shaped_records(running):
     assert "bob-key" not in everything and headers["mcp-session-id"] not in everything
     assert all(h.get("x-log-source") == "mcp-gateway" and h["content-type"] == "application/json"
                for h, _ in endpoint.posts)
+    assert all(h["authorization"] == f"Bearer {LOG_TOKEN}" for h, _ in endpoint.posts)  # the resolved reference
+    assert LOG_TOKEN not in gw.log() and LOG_TOKEN not in log_file.read_text()
 
 
 def test_refused_key_is_logged_without_the_key(running):

@@ -50,8 +50,9 @@ def test_http_log_options(tmp_path):
         "content_type": "application/json; charset=utf-8", "headers": {"X-Team": "platform"},
         "queue": {"max_batch_size": 50, "max_coalescing_delay": 0.5, "max_entries": 100, "max_retry_time": 60}}}))
     h = policy.routes["r"].telemetry.http_log
-    assert (h.endpoint, h.method, h.timeout, h.headers, h.max_batch_size, h.max_coalescing_delay, h.max_entries) == (
-        "https://logs.example.com/kong", "PUT", 2.5, {"X-Team": "platform"}, 50, 0.5, 100)
+    assert (h.endpoint, h.method, h.timeout, h.max_batch_size, h.max_coalescing_delay, h.max_entries) == (
+        "https://logs.example.com/kong", "PUT", 2.5, 50, 0.5, 100)
+    assert {k: v.reveal() for k, v in h.headers.items()} == {"X-Team": "platform"}
     assert h.content_type == "application/json; charset=utf-8"
 
 
@@ -75,7 +76,7 @@ def test_route_plugin_wins_over_the_global_one(tmp_path):
     ({"name": "file-log", "config": {"path": "/tmp/x", "custom_fields_by_lua": {"a": "return 1"}}}, "custom_fields_by_lua"),
     ({"name": "http-log", "config": {"method": "POST"}}, "needs an http_endpoint"),
     ({"name": "http-log", "config": {"http_endpoint": "ftp://x"}}, r"http\(s\) URL"),
-    ({"name": "http-log", "config": {"http_endpoint": "http://x", "headers": {"Authorization": "{vault://env/LOG_TOKEN}"}}},
+    ({"name": "http-log", "config": {"http_endpoint": "http://x", "queue": {"vault": "{vault://env/LOG_TOKEN}"}}},
      "vault reference"),
     ({"name": "opentelemetry", "config": {"traces_endpoint": "http://c:4318/v1/traces", "headers": {"a": "b"}}},
      "OTEL_EXPORTER_OTLP_HEADERS"),
@@ -84,3 +85,12 @@ def test_route_plugin_wins_over_the_global_one(tmp_path):
 def test_what_cannot_be_mapped_is_refused(tmp_path, plugin, message):
     with pytest.raises(PolicyError, match=message):
         load(tmp_path, deck(plugin))
+
+
+def test_http_log_header_vault_reference_is_resolved_and_never_shown(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOG_TOKEN", "log-token-s3cr3t")
+    policy = load(tmp_path, deck({"name": "http-log", "config": {
+        "http_endpoint": "http://x", "headers": {"Authorization": "Bearer {vault://env/log-token}"}}}))
+    h = policy.routes["r"].telemetry.http_log
+    assert h.headers["Authorization"].reveal() == "Bearer log-token-s3cr3t"
+    assert "s3cr3t" not in repr(h) and "s3cr3t" not in h.model_dump_json()

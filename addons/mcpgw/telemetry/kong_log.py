@@ -155,7 +155,7 @@ class HttpSink(_Sink):
 
     def _run(self) -> None:
         s = self.settings
-        headers = {**s.headers, "content-type": s.content_type}
+        headers = {**{k: v.reveal() for k, v in s.headers.items()}, "content-type": s.content_type}
         with httpx.Client(timeout=s.timeout, follow_redirects=False) as client:
             while True:
                 item = self.queue.get()

@@ -41,7 +41,7 @@ class RouteSinks:
                 self.prometheus.add(name)
             for settings, make in ((t.file_log, FileSink), (t.http_log, HttpSink)):
                 if settings is not None:
-                    key = (make.name, settings.model_dump_json())
+                    key = (make.name, settings.key() if hasattr(settings, "key") else settings.model_dump_json())
                     sink = keep.get(key) or self._by_settings.get(key) or make(settings)
                     keep[key] = sink
                     sinks.setdefault(name, []).append(sink)

@@ -1,6 +1,6 @@
 """Telemetry settings: where spans and metrics go and how many traces are kept.
 
-Imports only policy/base.py, so the policy model and the decK translation can carry it without
+Imports only policy/base.py and policy/secrets.py, so the policy model and the decK translation can carry it without
 depending on the telemetry package (and the OpenTelemetry SDK) itself."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from ..policy.base import StrictModel
+from ..policy.secrets import SecretTextValue
 
 
 class TelemetrySettings(StrictModel):
@@ -54,7 +55,12 @@ class HttpLog(StrictModel):
     endpoint: str = Field(..., description="http(s) URL the records are sent to")
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     content_type: Literal["application/json", "application/json; charset=utf-8"] = "application/json"
-    headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with each batch (secret references allowed)")
+    headers: dict[str, SecretTextValue] = Field(default_factory=dict, description="Headers sent with each batch; "
+                                                "secret references such as 'Bearer {env://LOG_TOKEN}' are resolved at load")
+
+    def key(self) -> tuple:
+        """What makes two http-logs the same sink (the serialized form hides header values)."""
+        return (self.model_dump_json(exclude={"headers"}), tuple(sorted((k, v.reveal()) for k, v in self.headers.items())))
     timeout: float = Field(10.0, gt=0, le=300, description="Seconds for one send")
     max_batch_size: int = Field(1, ge=1, le=1000, description="Records per request (one: a JSON object; more: an array)")
     max_coalescing_delay: float = Field(1.0, ge=0, le=3600, description="Seconds a partial batch waits for more records")
