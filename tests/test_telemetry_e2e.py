@@ -375,3 +375,25 @@ def test_unsampled_traces_still_propagate(tmp_path, receiver):
     finally:
         gw.stop()
         upstream.stop()
+
+
+def test_intercept_mode_spans_and_propagation(tmp_path, receiver):
+    """An agent calling the MCP server's own URL through the proxy listener (HTTP_PROXY)."""
+    upstream = DemoUpstream(tmp_path)
+    gw = Gateway(tmp_path, policy(upstream), env=FAST_EXPORT, extra=["--set", f"mcp_otlp={receiver.url}"])
+    tid = trace_id()
+    try:
+        with httpx.Client(timeout=30, proxy=gw.proxy_url) as client:
+            headers = open_session(client, upstream.url)
+            upstream.reset()
+            resp = client.post(upstream.url, headers={**headers, "traceparent": traceparent(tid)}, json=call(ALLOWED))
+        assert resp.status_code == 200
+        spans = receiver.wait_spans(lambda s: s["trace_id"] == tid, count=2)
+        server = next(s for s in spans if s["kind"] == Span.SPAN_KIND_SERVER)
+        client_span = next(s for s in spans if s["kind"] == Span.SPAN_KIND_CLIENT)
+        assert server["attrs"]["mcpgw.mode"] == "intercept" and server["attrs"]["mcpgw.consumer"] == "dev-user"
+        sent = [r for r in upstream.requests() if r.get("tool") == ALLOWED][-1]
+        assert sent["headers"]["traceparent"] == f"00-{tid}-{client_span['span_id']}-01" == sent["meta_traceparents"][0]
+    finally:
+        gw.stop()
+        upstream.stop()
