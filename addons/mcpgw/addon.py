@@ -60,8 +60,9 @@ class MCPGateway:
         self.addons = [self.audit, metrics, MCPConsole(self.store), self.destinations,
                        TunnelGate(self.store, self.destinations),  # intercept_unmatched: block covers CONNECT too
                        self.telemetry]
-        # LLM routes (ai/): their counters among the metrics, an audit record per MCP tool call inside an answer
-        self.addons.append(LlmAddon(self.audit, next(a for a in self.addons if isinstance(a, Metrics))))
+        # LLM routes (ai/): their counters among the metrics, an audit record per MCP tool call inside an
+        # answer; first, so that on a failed flow it completes the LLM call before the audit log records it
+        self.addons.insert(0, LlmAddon(self.audit, next(a for a in self.addons if isinstance(a, Metrics))))
 
     # -- lifecycle -------------------------------------------------------------------------
 

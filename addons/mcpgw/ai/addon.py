@@ -1,6 +1,7 @@
 """The LLM routes' child addon: their Prometheus counters, and one audit record per MCP tool
 call the provider made inside an LLM answer (the LLM call's own record comes from the audit log,
-with its `llm` field). Runs after the audit log on every flow."""
+with its `llm` field), and the end of an LLM call whose flow failed (no answer from the provider).
+Runs before the audit log on every flow."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from .. import audit, context, redaction
-from . import balancer
+from . import answers, balancer
 from .metrics import LlmCollector
 
 if TYPE_CHECKING:
@@ -32,6 +33,11 @@ class LlmAddon:
         fctx = context.get(flow)
         if fctx is not None and fctx.ai is not None:
             balancer.answered(fctx.ai, None)  # no answer from the target: it counts as failed
+            if not fctx.ai.published:  # the response phases never ran: the call ends here, for audit and listeners
+                try:
+                    answers.publish(fctx, flow, fctx.ai)
+                except Exception:
+                    log.exception("could not account for a failed LLM call")
         self._tool_calls(flow)
 
     def _tool_calls(self, flow: http.HTTPFlow) -> None:
