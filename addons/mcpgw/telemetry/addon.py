@@ -245,7 +245,7 @@ class Telemetry:
     @staticmethod
     def _finish_client(client: trace.Span, record: dict[str, Any], version: str | None, http_version: str,
                        upstream: tuple[str, int], failed: bool) -> None:
-        attrs = conv.common_attributes(record, version, http_version)
+        attrs = conv.client_attributes(record)  # fewer than the SERVER span's: each costs its encoding
         attrs["server.address"], attrs["server.port"] = upstream
         upstream_status = record["http"]["upstream_status"]
         if upstream_status is not None:

@@ -101,6 +101,27 @@ def common_attributes(record: dict[str, Any], protocol_version: str | None, http
     return attrs
 
 
+def client_attributes(record: dict[str, Any]) -> dict[str, Any]:
+    """The CLIENT span's own: what names the call; the rest (session, protocol versions, the
+    gateway's decision) is on its parent SERVER span, one hop up in any trace view."""
+    attrs: dict[str, Any] = {"network.transport": "tcp"}
+    rpc = record.get("jsonrpc")
+    if rpc is not None:
+        if rpc.get("method") is not None:
+            attrs["mcp.method.name"] = _text(rpc["method"])
+        if rpc.get("id") is not None:
+            attrs["jsonrpc.request.id"] = _text(rpc["id"])
+    name, primitive = record.get("name"), record.get("primitive")
+    if isinstance(name, str) and primitive == "tool":
+        attrs["gen_ai.tool.name"] = _text(name)
+        attrs["gen_ai.operation.name"] = "execute_tool"
+    elif isinstance(name, str) and primitive == "prompt":
+        attrs["gen_ai.prompt.name"] = _text(name)
+    elif isinstance(name, str) and primitive == "resource":
+        attrs["mcp.resource.uri"] = _text(name)
+    return attrs
+
+
 def gateway_attributes(record: dict[str, Any]) -> dict[str, Any]:
     """mcpgw.*: what the gateway decided and for whom."""
     attrs: dict[str, Any] = {"mcpgw.mode": record["mode"], "mcpgw.decision": record["decision"],
