@@ -17,6 +17,11 @@ stream) and four ways to reach them:
   traced    with --telemetry: this tree's gateway exporting every span (sampling 1.0) and the MCP
             duration metrics over OTLP/HTTP to a sink that accepts and discards them
             (scripts/bench_otlp_sink.py); traced/gateway is what tracing costs.
+  oauth     with --oauth: this tree's gateway with the same routes and ACL, the caller identified
+            by a JWT (validated with the test authorization server's JWKS, mapped to the same
+            consumer) instead of key-auth, the token exchanged (RFC 8693, cached) for the
+            upstream's and a claim forwarded as a header; oauth/gateway is what that costs.
+            Every target then receives the same Authorization header, so requests stay equal.
 
 Every client speaks raw Streamable HTTP with httpx over keep-alive connections: it opens an MCP
 session (initialize, notifications/initialized, then Mcp-Session-Id on every request) and, after
@@ -119,6 +124,7 @@ class Config:
     baseline: str | None = None  # a git revision whose gateway runs beside this tree's ("baseline")
     telemetry: bool = False  # also run this tree's gateway exporting OTLP ("traced")
     llm: bool = False  # also run the LLM route case (scripts/bench_llm.py)
+    oauth: bool = False  # also run this tree's gateway with OAuth + token exchange ("oauth")
 
     def describe(self) -> str:
         return (f"{self.rounds} round(s); per target and round: {self.requests} sequential calls per latency series, "
@@ -150,6 +156,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--telemetry", action="store_true",
                         help="also run this tree's gateway with OpenTelemetry export on (sampling 1.0, to a local "
                              "sink) as target 'traced', and report traced/gateway")
+    parser.add_argument("--oauth", action="store_true",
+                        help="also run this tree's gateway identifying callers by JWT with token exchange and a claim "
+                             "header (the test authorization server, in-process) as target 'oauth', and report "
+                             "oauth/gateway")
     parser.add_argument("--llm", action="store_true",
                         help="also run the LLM route case (scripts/bench_llm.py: time to first token, stream total "
                              "and JSON latency through an llm/v1/chat route, gateway/mitmdump)")
@@ -169,7 +179,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         rounds=rounds, requests=requests, first_event_requests=max(5, requests // 2), concurrency=args.concurrency,
         throughput_requests=throughput, warmup=max(5, min(50, requests // 4)),
         filter_repeat=0 if args.no_filter else (10 if args.quick else 30), baseline=args.baseline,
-        telemetry=args.telemetry, llm=args.llm,
+        telemetry=args.telemetry, llm=args.llm, oauth=args.oauth,
     )
 
 
@@ -421,7 +431,7 @@ def check_enforcement(gateway: Target, features: str) -> None:
         return
     url = gateway.urls["json"]
     with httpx.Client(timeout=TIMEOUT) as client:
-        anonymous = {k: v for k, v in BASE_HEADERS.items() if k != "apikey"}
+        anonymous = {k: v for k, v in BASE_HEADERS.items() if k not in ("apikey", "Authorization")}
         response = client.post(url, content=jsonrpc("initialize", INITIALIZE, 1), headers=anonymous)
         if response.status_code != 401:
             raise BenchError(f"the gateway answered {response.status_code} to a request without an API key, not 401")
@@ -468,12 +478,47 @@ def start_gateway(workdir: Path, name: str, entry: Path, policy_path: Path,
                                 "--mode", f"reverse:http://{HOST}:9@{HOST}:{port}"])
 
 
+def oauth_policy(upstream_urls: dict[str, str], features: str, auth) -> dict:
+    """The gateway policy with key-auth replaced by an OAuth resource server (JWKS), RFC 8693
+    token exchange toward each upstream and a claim header; same consumer, same ACL."""
+    policy = gateway_policy(upstream_urls, features)
+    client_id, client_secret = auth.introspection_client
+    for route in policy["routes"].values():
+        route.pop("key_auth", None)
+        route["oauth"] = {
+            "authorization_servers": [auth.url], "jwks_endpoint": auth.jwks_url,
+            "consumer_claim": ["sub"], "consumer_by": ["username"],
+            "upstream_headers": [{"header": "X-User-Role", "path": ["realm_access", "roles"]}],
+            "token_exchange": {"token_endpoint": auth.token_url, "client_id": client_id, "client_secret": client_secret,
+                               "request": {"resource": policy["services"][route["service"]]["url"]}}}
+    return policy
+
+
+def start_oauth(workdir: Path, upstream_urls: dict[str, str], features: str,
+                processes: list[ManagedProcess], stack: contextlib.ExitStack) -> Target:
+    from tests.support.authserver import AuthServer  # the suite's real authorization server, in-process
+
+    auth = AuthServer(access_token_lifetime=3600)
+    auth.start()
+    stack.callback(auth.stop)
+    path = workdir / "oauth-policy.yaml"
+    path.write_text(yaml.safe_dump(oauth_policy(upstream_urls, features, auth), sort_keys=False))
+    port, gateway = start_gateway(workdir, "oauth", GATEWAY_ENTRY, path)
+    processes.append(gateway)
+    urls = {kind: f"http://{HOST}:{port}/github-{kind}" for kind in upstream_urls}
+    token = auth.mint(CONSUMER, aud=list(urls.values()), exp_in=7200,
+                      extra={"realm_access": {"roles": ["reader", "writer"]}})
+    BASE_HEADERS["Authorization"] = f"Bearer {token}"  # sent to every target alike
+    return Target("oauth", urls, gateway)
+
+
 @contextlib.contextmanager
-def started_targets(workdir: Path, baseline: str | None = None,
-                    telemetry: bool = False) -> Iterator[tuple[list[Target], str]]:
+def started_targets(workdir: Path, baseline: str | None = None, telemetry: bool = False,
+                    oauth: bool = False) -> Iterator[tuple[list[Target], str]]:
     """The demo upstreams and the targets (three, or four with a baseline gateway), all running;
     every process stops on the way out."""
     processes: list[ManagedProcess] = []
+    servers = contextlib.ExitStack()  # in-process servers (the --oauth authorization server)
     try:
         upstreams = {}
         for kind, options in (("json", ["--json-response"]), ("sse", [])):
@@ -504,6 +549,10 @@ def started_targets(workdir: Path, baseline: str | None = None,
                                                 "--set", f"mcp_otlp=http://{HOST}:{sink_port}",
                                                 "--set", "mcp_otlp_sampling=1")
             processes.append(traced)
+        if oauth:
+            if features == "plain":
+                raise BenchError("--oauth needs a tree whose policy has consumers (key-auth and the tool ACL)")
+            oauth_target = start_oauth(workdir, upstream_urls, features, processes, servers)
 
         for kind, (_, process) in upstreams.items():
             try:
@@ -522,6 +571,8 @@ def started_targets(workdir: Path, baseline: str | None = None,
         if telemetry:
             targets.append(Target("traced", {kind: f"http://{HOST}:{traced_port}/github-{kind}"
                                              for kind in upstreams}, traced))
+        if oauth:
+            targets.append(oauth_target)
         deadline = time.monotonic() + START_TIMEOUT
         for target in targets:
             wait_until_serving(target, deadline)
@@ -531,6 +582,7 @@ def started_targets(workdir: Path, baseline: str | None = None,
     finally:
         for process in reversed(processes):
             process.terminate()
+        servers.close()
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -684,6 +736,9 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
     print(f"  gateway policy: {FEATURES[features]}")
     if bench.config.baseline:
         print(f"  baseline: the gateway at revision {bench.config.baseline}, same policy")
+    if bench.config.oauth:
+        print("  oauth: the same routes and ACL, the caller a JWT (JWKS) mapped to the same consumer, the token "
+              "exchanged (RFC 8693, cached) for the upstream's, one claim header; every target gets the token")
     print("  mitmdump: no addon, --set stream_large_bodies=1; buffered: mitmdump holding request bodies "
           "(scripts/bench_buffered_addon.py);")
     print("  all mitmdumps: termlog_verbosity=warn, flow_detail=0")
@@ -695,7 +750,8 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
     print(f"{'ratios (median of per-round ratios)':{LABEL}}{'gateway/mitmdump':>18}{'mitmdump/direct':>18}"
           f"{'buffered/mitmdump':>19}{'gateway/buffered':>18}"
           + (f"{'gateway/baseline':>18}" if "baseline" in names else "")
-          + (f"{'traced/gateway':>16}" if "traced" in names else "") + "   target for gateway/mitmdump")
+          + (f"{'traced/gateway':>16}" if "traced" in names else "")
+          + (f"{'oauth/gateway':>15}" if "oauth" in names else "") + "   target for gateway/mitmdump")
     for key, label, _ in METRICS:
         gateway = bench.ratio(key, "gateway", "mitmdump")
         bare = bench.ratio(key, "mitmdump", "direct")
@@ -704,6 +760,7 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
         target = verdict(gateway, *TARGETS[key]) if key in TARGETS else "(none)"
         change = f"{bench.ratio(key, 'gateway', 'baseline'):17.3f}x" if "baseline" in names else ""
         change += f"{bench.ratio(key, 'traced', 'gateway'):15.3f}x" if "traced" in names else ""
+        change += f"{bench.ratio(key, 'oauth', 'gateway'):14.3f}x" if "oauth" in names else ""
         print(f"{'ratio ' + label:{LABEL}}{gateway:17.3f}x{bare:17.3f}x{buffering:18.3f}x{own:17.3f}x{change}   {target}")
     print()
     print("buffered/mitmdump is what holding each request until its body is complete costs by itself: mitmproxy")
@@ -793,7 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress(f"benchmark: {config.describe()}")
     try:
         with tempfile.TemporaryDirectory(prefix="mcpgw-bench-") as tmp, \
-                started_targets(Path(tmp), config.baseline, config.telemetry) as (targets, features), \
+                started_targets(Path(tmp), config.baseline, config.telemetry, config.oauth) as (targets, features), \
                 asyncio.Runner() as runner, contextlib.ExitStack() as stack:
             progress(f"started: demo upstreams, mitmdump and the gateway ({features} policy) "
                      f"in {time.monotonic() - started:.1f}s")
