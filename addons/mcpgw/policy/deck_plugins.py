@@ -641,4 +641,3 @@ NATIVE_ORDER += tuple(LOGGING_HANDLERS)
 SUPPORTED += tuple(LOGGING_HANDLERS)
 SUPPORTED_TEXT += ", " + _LOGGING_TEXT
 SECRET_OPTIONS["http-log"] = lambda sub: len(sub) == 2 and sub[0] == "headers"  # a log endpoint's credential
-SECRET_OPTIONS["http-log"] = lambda sub: len(sub) == 2 and sub[0] == "headers"  # a log endpoint's credential
