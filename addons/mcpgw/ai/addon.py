@@ -36,7 +36,7 @@ class LlmAddon:
             if not fctx.ai.published:  # the response phases never ran: the call ends here, for audit and listeners
                 try:
                     answers.publish(fctx, flow, fctx.ai)
-                except Exception:
+                except Exception:  # the flow already failed: nothing is forwarded, only its accounting is lost
                     log.exception("could not account for a failed LLM call")
         self._tool_calls(flow)
 

@@ -71,7 +71,7 @@ def publish(call: LlmCall) -> None:
     for listener in list(_listeners):
         try:
             listener(call)
-        except Exception:
+        except Exception:  # the call is already answered: a failing listener only loses its own accounting
             log.exception("LLM usage listener failed")
 
 
