@@ -115,18 +115,6 @@ def saved_flows(path: Path) -> list:
         return list(io.FlowReader(f).stream())
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("attack-leaks")
-
-
-@pytest.fixture(scope="module")
-def upstream(workdir):
-    up = DemoUpstream(workdir)
-    yield up
-    up.stop()
-
-
 @pytest.fixture
 def hanging():
     h = Hanging()

@@ -23,24 +23,12 @@ from pathlib import Path
 import pytest
 from mcp import McpError
 
-from tests.support.gateway import BIN, ENTRY, DemoUpstream, Gateway, mcp_session
+from tests.support.gateway import BIN, ENTRY, Gateway, mcp_session
 from tests.support.procs import free_port
 
 pytestmark = pytest.mark.e2e
 
 INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "racer", "version": "1"}}
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("attack-lifecycle")
-
-
-@pytest.fixture(scope="module")
-def upstream(workdir):
-    up = DemoUpstream(workdir)
-    yield up
-    up.stop()
 
 
 # -- start-up race ----------------------------------------------------------------------------

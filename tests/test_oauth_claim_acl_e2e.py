@@ -8,31 +8,12 @@ from __future__ import annotations
 import pytest
 from mcp.shared.exceptions import McpError
 
-from tests.support.authserver import running_auth_server
-from tests.support.gateway import DemoUpstream, Gateway, mcp_session
+from tests.support.gateway import Gateway, mcp_session
 
 pytestmark = pytest.mark.e2e
 
 SEARCH = {"query": "kong"}
 CLAIM = "github-mcp-access"
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("oauth-claim-acl")
-
-
-@pytest.fixture(scope="module")
-def auth():
-    with running_auth_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def upstream(workdir):
-    up = DemoUpstream(workdir)
-    yield up
-    up.stop()
 
 
 @pytest.fixture(scope="module")

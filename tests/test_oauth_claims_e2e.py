@@ -7,31 +7,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.support.authserver import running_auth_server
-from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, jsonrpc, mcp_session
+from tests.support.gateway import MCP_HEADERS, Gateway, jsonrpc, mcp_session
 
 pytestmark = pytest.mark.e2e
 
 INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 CLAIMS = {"org": {"id": 42, "name": "acme"}, "realm_access": {"roles": ["reader", "writer"]}}
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("oauth-claims")
-
-
-@pytest.fixture(scope="module")
-def auth():
-    with running_auth_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def upstream(workdir):
-    up = DemoUpstream(workdir)
-    yield up
-    up.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.authserver import running_auth_server
-from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, jsonrpc
+from tests.support.gateway import MCP_HEADERS, Gateway, jsonrpc
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "kong-docs" / "cases"
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not CASES.is_dir(), reason="the Kong docs corpus is not beside this checkout")]
@@ -26,24 +25,6 @@ RESOURCE = "https://mcp.example.com/mcp"
 def payload(token: str) -> dict:
     part = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("oauth-deck")
-
-
-@pytest.fixture(scope="module")
-def auth():
-    with running_auth_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def upstream(workdir):
-    up = DemoUpstream(workdir)
-    yield up
-    up.stop()
 
 
 def start(workdir: Path, case: str, name: str, address: str, replacement: str, env: dict[str, str]) -> Gateway:

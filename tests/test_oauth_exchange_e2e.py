@@ -14,8 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.authserver import running_auth_server
-from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, free_port, jsonrpc, mcp_session
+from tests.support.gateway import MCP_HEADERS, Gateway, free_port, jsonrpc, mcp_session
 
 pytestmark = pytest.mark.e2e
 
@@ -27,24 +26,6 @@ UPSTREAM_AUDIENCE = "https://github-mcp.internal/mcp"
 def payload(token: str) -> dict:
     part = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("oauth-exchange")
-
-
-@pytest.fixture(scope="module")
-def auth():
-    with running_auth_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def upstream(workdir):
-    up = DemoUpstream(workdir)
-    yield up
-    up.stop()
 
 
 @pytest.fixture(scope="module")
