@@ -30,6 +30,7 @@ from .. import redaction
 from ..policy.base import StrictModel
 from ..policy.secrets import Secret, SecretValue
 from ..responses import bearer_challenge, json_response
+from ..state.handover import kept_on
 from ..state.tokens import MemoryTokenCache, TokenCache
 from .tokens import AuthServerUnavailable, fetch_json
 
@@ -256,10 +257,7 @@ def use(cache: TokenCache) -> None:
 
 def handover(master: object) -> TokenCache:
     """The cache kept on the mitmproxy master, so that a script reload keeps exchanged tokens."""
-    cache = getattr(master, _MASTER_ATTRIBUTE, None)
-    if cache is None:
-        cache = MemoryTokenCache()
-        setattr(master, _MASTER_ATTRIBUTE, cache)
+    cache = kept_on(master, _MASTER_ATTRIBUTE, MemoryTokenCache)
     use(cache)
     return cache
 

@@ -63,7 +63,7 @@ def write(path: Path, route: str, tools: list[dict[str, Any]]) -> None:
             json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
             f.write("\n")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # cleanup only: re-raised, the old lock file stays in place
         Path(tmp).unlink(missing_ok=True)
         raise
 

@@ -132,7 +132,7 @@ class SSEStream:
                 events = self.parser.feed(self.decoder.flush()) if self.decoder else []
                 events += self.parser.flush()
             return [data for data in map(self._emit, events) if data]
-        except Exception:
+        except Exception:  # fail closed: the stream ends with a withheld notice, nothing unchecked goes on
             # Fail closed: stop relaying rather than pass on what could not be checked.
             log.exception("SSE stream processing failed; ending the stream to the client")
             self.failed = True

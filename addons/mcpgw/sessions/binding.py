@@ -26,6 +26,7 @@ from ..headers import header
 from ..protocol.jsonrpc import INVALID_REQUEST
 from ..protocol.sse import SSEEvent
 from ..responses import json_response, jsonrpc_error, jsonrpc_errors_response
+from ..state.handover import kept_on
 from ..state import MemorySessionStore, SessionStore, run_now
 from .caller import caller_key
 
@@ -49,10 +50,7 @@ def use(store: SessionStore) -> None:
 
 def handover(master: object) -> SessionStore:
     """The store kept on the mitmproxy master (created on first use), now used by the phases."""
-    store = getattr(master, _MASTER_ATTRIBUTE, None)
-    if store is None:
-        store = MemorySessionStore()
-        setattr(master, _MASTER_ATTRIBUTE, store)
+    store = kept_on(master, _MASTER_ATTRIBUTE, MemorySessionStore)
     use(store)
     return store
 

@@ -98,6 +98,6 @@ class FilePinStore(MemoryPinStore):
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({"routes": self._pins}, f, indent=1, sort_keys=True, ensure_ascii=False)
             os.replace(tmp, self.path)
-        except BaseException:
+        except BaseException:  # cleanup only: re-raised, the old pin file stays in place
             Path(tmp).unlink(missing_ok=True)
             raise
