@@ -474,6 +474,10 @@ class AuthServer:
             {**claims, "active": True, "username": claims["sub"], "token_type": "Bearer"}, headers=NO_STORE
         )
 
+    def opaque_expiry(self, token: str) -> int:
+        """When an opaque token minted here expires (epoch seconds)."""
+        return self._opaque_tokens[token]["exp"]
+
     def _active_claims(self, token: str) -> dict | None:
         """The claims of a live access token this server issued, else None."""
         if token in self._revoked:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -301,9 +302,10 @@ async def test_inactive_tokens_are_refused_and_cached_briefly(fresh_auth):
 
 async def test_cached_answer_expires_with_the_token(fresh_auth):
     snap = snapshot(introspection_route(fresh_auth))
-    token = fresh_auth.mint_opaque(aud=RESOURCE, exp_in=1)
+    # exp is whole seconds: 2 s leaves at least one second for the first answer on a slow machine
+    token = fresh_auth.mint_opaque(aud=RESOURCE, exp_in=2)
     assert (await run(snap, token))[2] is None
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(fresh_auth.opaque_expiry(token) - time.time() + 0.1)
     assert_refused((await run(snap, token))[2], "not active")  # asked again: the cache stopped at exp
     assert fresh_auth.introspection_calls == 2
 
