@@ -304,6 +304,12 @@ def _compile(policy: "Policy") -> dict[str, RouteCredentials]:
 _routes = PerPolicy(_compile)
 
 
+def route_credentials(policy: "Policy", route_name: str) -> RouteCredentials | None:
+    """A route's compiled mediation (None: passthrough), compiled once per policy version; for
+    other concerns that send a route's stored credential themselves (LLM routes' MCP tools)."""
+    return _routes(policy).get(route_name)
+
+
 # -- pipeline phases -------------------------------------------------------------------------
 
 

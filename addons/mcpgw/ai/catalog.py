@@ -84,7 +84,7 @@ async def _fetch(url: str, headers: dict[str, str]) -> frozenset[str]:
 
 async def tool_names(ctx: "FlowContext", route_name: str) -> frozenset[str] | None:
     policy = ctx.snapshot.policy
-    compiled = credentials._routes(policy).get(route_name)  # the route's mediation, compiled once per policy
+    compiled = credentials.route_credentials(policy, route_name)  # compiled once per policy
     if compiled is None:
         return None
     ident = ctx.identity

@@ -97,7 +97,7 @@ async def allowed_tools(ctx: "FlowContext", route_name: str) -> frozenset[str] |
     acl = route_acl(ctx.snapshot.policy, route_name)
     if acl is None or acl.shadow:
         return None  # ungoverned, or shadow mode (which forwards what it would deny)
-    v = view(acl, ctx.identity)
+    v = view(acl, ctx.identity, ctx.token_claims)  # claim-based ACLs (acl_attribute_type: oauth_access_token)
     names = {name for name in acl.tools if v.tool(name).allowed}
     if v.default_tool.allowed:
         found = await catalog.tool_names(ctx, route_name)
@@ -134,7 +134,7 @@ def _approval(tool: dict, names: list[str], forced: dict[str, str]) -> Any:
 
 
 def _inject(ctx: "FlowContext", route_name: str, tool: dict) -> http.Response | None:
-    compiled = credentials._routes(ctx.snapshot.policy).get(route_name)  # the MCP route's mediation, compiled once
+    compiled = credentials.route_credentials(ctx.snapshot.policy, route_name)  # the MCP route's mediation
     if compiled is None:
         return None  # passthrough: the client's own credential for that server stays
     ident = ctx.identity
