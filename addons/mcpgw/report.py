@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from .context import Decision
 from .governance import explain as decide
-from .governance.acl import AclLists
+from .governance.acl_settings import AclLists
 from .identity.consumers import Identity, consumer_index
 from .policy.models import Policy
 
