@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ReverseMode
-from pydantic import Field
 
 from .headers import header
-from .policy.base import StrictModel
 from .protocol.jsonrpc import Message
 from .protocol.sse import SSEParser
 
@@ -29,13 +27,6 @@ MAX_TEXT = 512  # longest client-supplied string (method, tool name, id) kept in
 PAYLOAD_LIMIT = 64 * 1024  # payloads larger than this (serialized) are left out of the record
 
 Redactor = Callable[[str], str]
-
-
-class AuditSettings(StrictModel):
-    """A route's audit settings (Kong's ai-mcp-proxy `logging`)."""
-
-    log_payloads: bool = Field(False, description="Add each JSON-RPC request and its response to the audit record, "
-                                                  "with the policy's secrets redacted")
 
 
 @dataclass(slots=True)

@@ -112,3 +112,13 @@ def _remove_dot_segments(path: str) -> str:
     if trailing and kept:
         result += "/"
     return result
+
+
+_AUTHORITY = re.compile(r"^(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._-]+))(?::\d{1,5})?$")
+
+
+def host_of(authority: str | None) -> str:
+    """Hostname of a Host header value, lower-case, without port or IPv6 brackets; "" when the
+    value is not a well-formed host[:port] (it is echoed into public URLs, so nothing else passes)."""
+    m = _AUTHORITY.match((authority or "").strip().lower())
+    return (m.group("v6") or m.group("name")) if m else ""

@@ -3,50 +3,19 @@ CORS, for gateway mode."""
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mitmproxy import http
-from pydantic import Field, field_validator
 
+from .canonical import host_of
+from .cors_settings import CorsConfig
 from .headers import has_header, header
-from .policy.base import StrictModel
 
 if TYPE_CHECKING:
     from .context import FlowContext
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-DEFAULT_CORS_METHODS = ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"]
-# What a browser MCP client must be able to read: the session, the negotiated version, the auth challenge.
-DEFAULT_EXPOSED = ["Mcp-Session-Id", "MCP-Protocol-Version", "WWW-Authenticate"]
-
-
-class CorsConfig(StrictModel):
-    """Kong's cors plugin settings."""
-
-    origins: list[str] = Field(default_factory=lambda: ["*"], description="Allowed origins; '*' allows any")
-    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_CORS_METHODS))
-    headers: list[str] | None = Field(None, description="Allowed request headers (default: those the preflight asks for)")
-    exposed_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPOSED))
-    credentials: bool = False
-    max_age: int | None = Field(None, ge=0)
-    preflight_continue: bool = False
-
-    @field_validator("methods")
-    @classmethod
-    def _upper(cls, v: list[str]) -> list[str]:
-        return [m.upper() for m in v]
-
-
-_AUTHORITY = re.compile(r"^(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._-]+))(?::\d{1,5})?$")
-
-
-def host_of(authority: str | None) -> str:
-    """Hostname of a Host header value, lower-case, without port or IPv6 brackets; "" when the
-    value is not a well-formed host[:port] (it is echoed into public URLs, so nothing else passes)."""
-    m = _AUTHORITY.match((authority or "").strip().lower())
-    return (m.group("v6") or m.group("name")) if m else ""
 
 
 def public_hosts(gateway_urls: list[str], extra: list[str], option_hosts: list[str]) -> frozenset[str]:

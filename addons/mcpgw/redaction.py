@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from .logsafe import EscapingFilter
 from .policy.derived import PerPolicy
-from .policy.secrets import Secret, SecretText
+from .policy.secrets import CREDENTIAL_NAME, Secret, SecretText
 
 if TYPE_CHECKING:
     from .context import FlowContext
@@ -41,8 +41,6 @@ MASK = "[redacted]"
 MIN_SECRET_LENGTH = 6
 MAX_SEEN = 512
 
-CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|credential|cookie|signature", re.I)
-"""Header and query parameter names whose values are treated as credentials."""
 
 _SCHEME_AND_TOKEN = re.compile(r"^[A-Za-z][\w-]*\s+(\S+)$")
 _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (

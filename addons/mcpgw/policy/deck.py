@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ValidationError
 
-from .. import guards
+from ..canonical import host_of
 from . import deck_limits, deck_plugins
 from .deck_plugins import Loc, Origin, Plugin, Problems, RouteBuild, as_bool, as_int, known_fields
 
@@ -494,7 +494,7 @@ class Translator:
             if not isinstance(hosts, list) or not all(isinstance(h, str) and h and "*" not in h for h in hosts):
                 problems.add((*loc, "hosts"), "expected a list of host names (wildcards are not supported)")
             else:
-                route.hosts = tuple(sorted({guards.host_of(h) for h in hosts}))
+                route.hosts = tuple(sorted({host_of(h) for h in hosts}))
         return native
 
     def _check_hosts(self) -> None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..redaction import CREDENTIAL_NAME
 from .deck_plugins import RT, RTA, Plugin, RouteBuild, _empty, take_options
+from .secrets import CREDENTIAL_NAME
 
 if TYPE_CHECKING:
     from .deck import Translator

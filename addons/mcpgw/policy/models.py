@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..ai.settings import AiSettings, check_route as check_ai
-from ..audit import AuditSettings
+from ..audit_settings import AuditSettings
 from ..telemetry.settings import RouteTelemetry
 from ..credentials import CredentialsConfig, check_route as check_credentials
 from ..governance.access_settings import RouteAccess, check_groups as check_access_groups
 from ..governance.acl_settings import AclSettings
-from ..guards import CorsConfig
+from ..cors_settings import CorsConfig
 from ..identity.consumers import Consumer, ConsumerGroup, groups_validator, normalize_groups
 from ..identity.keyauth import KeyAuthConfig, check_anonymous
 from ..identity.oauth import OAuthConfig

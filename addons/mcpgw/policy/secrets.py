@@ -25,6 +25,8 @@ from pydantic_core import core_schema
 
 REFERENCE = re.compile(r"^\{(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<location>[^{}]*)\}$")
 EMBEDDED_REFERENCE = re.compile(r"\{[a-z][a-z0-9+.-]*://[^{}]*\}")
+CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|credential|cookie|signature", re.I)
+"""Header and query parameter names whose values are treated as credentials."""
 _FINGERPRINT_KEY = _random.token_bytes(32)  # per process: digests never reveal a secret
 
 
