@@ -17,45 +17,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
-from pydantic import model_validator
 
-from . import redaction
-from .credentials import Operations, Plan
+from .credentials import Plan
 from .policy.derived import PerPolicy
 
 if TYPE_CHECKING:
     from .context import FlowContext
     from .policy.models import Policy
-
-# What the gateway compared with the body or relies on to forward the request as judged.
-PROTECTED_HEADERS = frozenset({"mcp-method", "mcp-name", "mcp-session-id", "mcp-protocol-version", "last-event-id",
-                               "content-type", "content-length", "content-encoding", "transfer-encoding", "host"})
-
-
-class RequestTransform(Operations):
-    """Header and query string operations for every request of the route (no credentials)."""
-
-    @model_validator(mode="after")
-    def _no_decided_headers_no_credentials(self) -> "RequestTransform":
-        for op in Operations.model_fields:
-            section = getattr(self, op)
-            for name in _names(section.headers):
-                if name.lower() in PROTECTED_HEADERS:
-                    raise ValueError(f"{op}.headers: {name} cannot be changed: the upstream must get the request the "
-                                     "gateway decided on")
-            if op in ("replace", "add", "append"):
-                for where in ("headers", "querystring"):
-                    for name, value in getattr(section, where):
-                        if value.reference or getattr(value, "parts", ()) or redaction.CREDENTIAL_NAME.search(name):
-                            raise ValueError(f"{op}.{where}: {name} looks like a credential; a stored credential is "
-                                             "sent with credentials: {mode: inject} only")
-        return self
-
-
-def _names(entries: list) -> list[str]:
-    """Names of remove (plain names), rename (old and new) and set (name, value) entries."""
-    return [n for e in entries for n in ((e,) if isinstance(e, str) else (e[0], e[1]) if isinstance(e[1], str)
-                                        else (e[0],))]
 
 
 def _compile(policy: "Policy") -> dict[str, Plan]:

@@ -12,7 +12,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from ..ai.settings import AiSettings, check_route as check_ai
 from ..audit_settings import AuditSettings
 from ..telemetry.settings import RouteTelemetry
-from ..credentials import CredentialsConfig, check_route as check_credentials
+from ..credentials_settings import CredentialsConfig, check_route as check_credentials
 from ..governance.access_settings import RouteAccess, check_groups as check_access_groups
 from ..governance.acl_settings import AclSettings
 from ..cors_settings import CorsConfig
@@ -23,7 +23,7 @@ from ..identity.prm import PrmConfig, check_discovery
 from ..identity.upstream_headers import IdentityHeaderSetting
 from ..integrity.settings import IntegritySettings
 from ..limits.settings import RouteLimits, check_route as check_limits
-from ..transform import RequestTransform
+from ..transform_settings import RequestTransform
 from ..sessions.settings import SessionSettings
 from ..state.settings import StateSettings
 from .base import ByteSize, StrictModel
