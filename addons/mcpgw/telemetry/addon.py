@@ -24,7 +24,6 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, exceptions, http
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
@@ -35,9 +34,11 @@ from . import conventions as conv, propagation
 from .kong_log import kong_record
 from .routes import RouteSinks
 from .settings import TelemetrySettings
+from .spans import UNSET
 
 if TYPE_CHECKING:
     from .export import Pipeline
+    from .spans import Started
     from ..auditlog import AuditLog
     from ..policy.store import PolicyStore
 
@@ -51,8 +52,8 @@ class _Spans:
     __slots__ = ("pairs", "sent_ns")
 
     def __init__(self) -> None:
-        self.pairs: list[tuple[trace.Span, trace.Span | None]] = []
-        self.sent_ns = 0  # when the request went upstream (kept here: an unsampled span keeps no time)
+        self.pairs: list[tuple[Started, Started | None]] = []
+        self.sent_ns = 0  # when the request went upstream
 
 
 class Telemetry:
@@ -174,14 +175,12 @@ class Telemetry:
         carriers: list[dict[str, str] | None] = []
         for msg, decision in zip(fctx.messages or [None], decisions):
             parent = (propagation.from_meta(msg.obj) if msg is not None else None) or header_parent
-            server = pipeline.tracer.start_span(req.method if msg is None else (msg.method or msg.kind),
-                                                context=parent, kind=SpanKind.SERVER, start_time=start)
+            server = pipeline.tracer.start_server(server_name(msg, req), parent, start)
             client = None
             if forwarded and (decision is None or decision.allowed or decision.shadow):
-                client = pipeline.tracer.start_span(server_name(msg, req), context=trace.set_span_in_context(server),
-                                                    kind=SpanKind.CLIENT, start_time=now)
+                client = pipeline.tracer.start_child(server, now)
             spans.pairs.append((server, client))
-            carriers.append(propagation.carrier_for(trace.set_span_in_context(client)) if client else None)
+            carriers.append(client.carrier() if client else None)
         if not forwarded:
             return
         first = next((c for c in carriers if c), None)
@@ -212,19 +211,17 @@ class Telemetry:
         for i, record in enumerate(records):
             pair = spans.pairs[i] if spans is not None and i < len(spans.pairs) else None
             if pair is None:  # refused before `request` (at the headers): the whole span now
-                server = pipeline.tracer.start_span(conv.span_name(record), context=propagation.from_headers(req.headers),
-                                                    kind=SpanKind.SERVER, start_time=int(req.timestamp_start * 1e9))
-                pair = (server, None)
+                pair = (pipeline.tracer.start_server(conv.span_name(record), propagation.from_headers(req.headers),
+                                                     int(req.timestamp_start * 1e9)), None)
             server, client = pair
             rpc_id = (record.get("jsonrpc") or {}).get("id")
             code = rpc_errors.get(_id_key(rpc_id)) if rpc_errors else None
             err = conv.error_type(record, code)
             client_start = spans.sent_ns if spans is not None else None
-            if client is not None:
-                if client.is_recording():  # (an unsampled span takes no attribute work)
-                    self._finish_client(client, record, version, http_version, upstream, flow.error is not None)
-                client.end(end_time=end_ns)
-            if server.is_recording():
+            if client is not None and client.sampled:  # (an unsampled span takes no attribute work)
+                self._finish_client(pipeline, client, record, upstream, flow.error is not None, end_ns)
+            if server.sampled:
+                status = UNSET
                 attrs = conv.common_attributes(record, version, http_version)
                 attrs.update(conv.gateway_attributes(record))
                 if record.get("client"):
@@ -233,18 +230,18 @@ class Telemetry:
                     attrs["rpc.response.status_code"] = str(code)
                 if err:
                     attrs["error.type"] = err
-                    server.set_status(Status(StatusCode.ERROR, record.get("reason") or None))
+                    status = Status(StatusCode.ERROR, record.get("reason") or None)
                 llm = conv.llm_span(record)
                 if llm is not None:
                     attrs.update(llm[1])
-                server.update_name(llm[0] if llm is not None else conv.span_name(record))
-                server.set_attributes(attrs)  # one call: the SDK takes its lock and validates per call
-            server.end(end_time=end_ns)
+                pipeline.tracer.end(server, llm[0] if llm is not None else conv.span_name(record), SpanKind.SERVER,
+                                    attrs, status, end_ns)
             self._measure(pipeline, record, err, version, req.timestamp_start, end, client_start, client is not None)
 
     @staticmethod
-    def _finish_client(client: trace.Span, record: dict[str, Any], version: str | None, http_version: str,
-                       upstream: tuple[str, int], failed: bool) -> None:
+    def _finish_client(pipeline: Pipeline, client: Started, record: dict[str, Any], upstream: tuple[str, int],
+                       failed: bool, end_ns: int) -> None:
+        status = UNSET
         attrs = conv.client_attributes(record)  # fewer than the SERVER span's: each costs its encoding
         attrs["server.address"], attrs["server.port"] = upstream
         upstream_status = record["http"]["upstream_status"]
@@ -254,12 +251,12 @@ class Telemetry:
             (str(upstream_status) if upstream_status is not None and upstream_status >= 400 else None)
         if err:
             attrs["error.type"] = err
-            client.set_status(Status(StatusCode.ERROR))
+            status = Status(StatusCode.ERROR)
         llm = conv.llm_span(record)
         if llm is not None:
             attrs.update(llm[1])
-        client.update_name(llm[0] if llm is not None else conv.span_name(record))
-        client.set_attributes(attrs)
+        pipeline.tracer.end(client, llm[0] if llm is not None else conv.span_name(record), SpanKind.CLIENT, attrs,
+                            status, end_ns)
 
     def _measure(self, pipeline: Pipeline, record: dict[str, Any], err: str | None, version: str | None,
                  start: float, end: float, client_start: int | None, forwarded: bool) -> None:

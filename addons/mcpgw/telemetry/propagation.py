@@ -66,12 +66,6 @@ def from_meta(message: dict[str, Any]) -> Context | None:
     return found if trace.get_current_span(found).get_span_context().is_valid else None
 
 
-def carrier_for(context: Context) -> dict[str, str]:
-    out: dict[str, str] = {}
-    _W3C.inject(out, context=context)
-    return out
-
-
 def set_headers(request: http.Request, carrier: dict[str, str]) -> None:
     for key in KEYS:
         request.headers.pop(key, None)

@@ -1,0 +1,84 @@
+"""Spans as plain data: begun in `request` (ids, the sampling decision, the context sent upstream),
+ended once from the audit record with every attribute at once, and handed to the SDK's batch
+processor as the SDK's own `ReadableSpan`.
+
+Why not `Tracer.start_span` / `set_attributes` / `end`: the gateway knows a span's name and
+attributes only when the response has ended, and the SDK's live span pays for what the gateway
+never uses (a lock per call, each attribute validated and copied into a bounded mapping, span
+processors' on_start). The attributes built here are already clean (str, int, bool, lists of
+str; client-chosen strings cut at 256 characters: conventions.py). What stays the SDK's: the id
+generator, the sampler (ParentBased(TraceIdRatioBased)), the resource, the batch processor and
+its bounded queue, the OTLP exporter. A child follows its local parent's sampled flag, as
+ParentBased does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+_SAMPLED, _UNSAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
+_EMPTY = TraceState()
+UNSET = Status(StatusCode.UNSET)
+
+
+class Started:
+    """A span begun: its context, its parent's, its start time (ns)."""
+
+    __slots__ = ("context", "parent", "start")
+
+    def __init__(self, context: SpanContext, parent: SpanContext | None, start: int):
+        self.context, self.parent, self.start = context, parent, start
+
+    @property
+    def sampled(self) -> bool:
+        return self.context.trace_flags.sampled
+
+    def carrier(self) -> dict[str, str]:
+        """W3C trace context naming this span as the parent (what TraceContextTextMapPropagator writes)."""
+        c = self.context
+        out = {"traceparent": f"00-{c.trace_id:032x}-{c.span_id:016x}-{int(c.trace_flags):02x}"}
+        if c.trace_state:
+            out["tracestate"] = c.trace_state.to_header()
+        return out
+
+
+class Tracer:
+    def __init__(self, provider: TracerProvider, sampler: Sampler, processor: SpanProcessor,
+                 scope: InstrumentationScope):
+        self.ids = provider.id_generator
+        self.resource = provider.resource
+        self.sampler, self.processor, self.scope = sampler, processor, scope
+
+    def start_server(self, name: str, parent: Context | None, start: int) -> Started:
+        """A SERVER span, child of the client's context (None or an empty Context: a new trace)."""
+        parent_span = trace.get_current_span(parent).get_span_context() if parent is not None else None
+        if parent_span is not None and not parent_span.is_valid:
+            parent_span = None
+        trace_id = parent_span.trace_id if parent_span is not None else self.ids.generate_trace_id()
+        result = self.sampler.should_sample(parent, trace_id, name, SpanKind.SERVER)
+        sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        context = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False,
+                              trace_flags=_SAMPLED if sampled else _UNSAMPLED,
+                              trace_state=result.trace_state or _EMPTY)
+        return Started(context, parent_span, start)
+
+    def start_child(self, parent: Started, start: int) -> Started:
+        p = parent.context
+        context = SpanContext(p.trace_id, self.ids.generate_span_id(), is_remote=False,
+                              trace_flags=p.trace_flags, trace_state=p.trace_state)
+        return Started(context, p, start)
+
+    def end(self, span: Started, name: str, kind: SpanKind, attributes: dict[str, Any], status: Status,
+            end: int) -> None:
+        if not span.sampled:
+            return
+        self.processor.on_end(ReadableSpan(
+            name=name, context=span.context, parent=span.parent, resource=self.resource, attributes=attributes,
+            kind=kind, status=status, start_time=span.start, end_time=max(end, span.start),
+            instrumentation_scope=self.scope))
