@@ -101,6 +101,7 @@ async def _run_mcp(tool: dict, text: str, honour_allowed: bool) -> list[dict]:
     import httpx
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.exceptions import McpError
 
     label = tool.get("server_label")
     headers = {str(k): str(v) for k, v in (tool.get("headers") or {}).items()}
@@ -122,11 +123,16 @@ async def _run_mcp(tool: dict, text: str, honour_allowed: bool) -> list[dict]:
             m = _CALL.search(text)
             if m and (allowed is None or m[1] in allowed):
                 arguments = m[2] or "{}"
-                result = await session.call_tool(m[1], json.loads(arguments))
+                call = {"id": f"mcp_{uuid.uuid4().hex}", "type": "mcp_call", "server_label": label,
+                        "name": m[1], "arguments": arguments, "approval_request_id": None}
+                try:
+                    result = await session.call_tool(m[1], json.loads(arguments))
+                except McpError as e:  # the server refused the call (a JSON-RPC error): a failed call item
+                    items.append({**call, "output": None, "status": "failed",
+                                  "error": {"type": "mcp_protocol_error", "code": e.error.code, "message": e.error.message}})
+                    return items
                 output = "".join(c.text for c in result.content if getattr(c, "type", "") == "text")
-                items.append({"id": f"mcp_{uuid.uuid4().hex}", "type": "mcp_call", "server_label": label,
-                              "name": m[1], "arguments": arguments, "approval_request_id": None,
-                              "output": None if result.isError else output,
+                items.append({**call, "output": None if result.isError else output,
                               "error": {"type": "mcp_tool_execution_error",
                                         "content": [c.model_dump(exclude_none=True) for c in result.content]}
                               if result.isError else None,
@@ -149,7 +155,11 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 
 
 class Provider:
-    def __init__(self) -> None:
+    """status: answer every request with that HTTP status (a failing target, for balancer tests);
+    delay: seconds to wait before answering any request (a slow target)."""
+
+    def __init__(self, status: int | None = None, delay: float = 0.0) -> None:
+        self.status, self.delay = status, delay
         self.requests: list[dict[str, Any]] = []
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -168,7 +178,9 @@ class Provider:
                               "headers": dict(request.headers), "body": body})
         if not isinstance(body, dict):
             return _error(400, "We could not parse the JSON body of your request.")
-        status = request.headers.get("x-demo-status")
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status = request.headers.get("x-demo-status") or (str(self.status) if self.status else None)
         if status and status.isdigit():
             return _error(int(status), f"demo provider answers {status} as asked")
         return body

@@ -58,8 +58,10 @@ def test_upstream_url_and_consumer_scoped_overrides():
 @pytest.mark.parametrize(("plugin", "expected"), [
     ({"name": "ai-proxy-advanced", "config": {"targets": [target(), target()], "balancer": {"algorithm": "semantic"}}},
      "algorithm 'semantic' is not supported"),
-    ({"name": "ai-proxy-advanced", "config": {"targets": [target()], "balancer": {"failover_criteria": ["http_429"]}}},
-     "only error and timeout"),
+    ({"name": "ai-proxy-advanced", "config": {"targets": [target()], "balancer": {"failover_criteria": ["invalid_header"]}}},
+     "failover_criteria: only error, timeout"),
+    ({"name": "ai-proxy-advanced", "config": {"targets": [target(), target()], "balancer": {"algorithm": "lowest-usage"}}},
+     "algorithm 'lowest-usage' is not supported"),
     ({"name": "ai-proxy-advanced", "config": {"targets": [target(), target(route_type="llm/v1/responses")]}},
      "every target needs the same route_type"),
     ({"name": "ai-proxy", "config": target(route_type="llm/v1/embeddings")}, "route_type 'llm/v1/embeddings' is not supported"),
@@ -92,3 +94,12 @@ def test_several_targets_become_a_balanced_route():
         ("https://api.openai.com/v1", 100, "gpt-4o"), ("https://azure.example.com/openai/v1", 300, "gpt-4o-mini")]
     assert ai.targets[1].auth.header_name == "api-key" and ai.auth is None
     assert (ai.balancer.algorithm, ai.balancer.retries, ai.balancer.connect_timeout) == ("round-robin", 3, 2.0)
+
+
+def test_lowest_latency_and_status_criteria_are_translated():
+    policy = translate(deck({"name": "ai-proxy-advanced", "config": {"targets": [target(), target()], "balancer": {
+        "algorithm": "lowest-latency", "latency_strategy": "e2e", "retries": 2,
+        "failover_criteria": ["error", "timeout", "http_429", "http_503", "non_idempotent"]}}}))
+    b = policy.routes["r"].ai.balancer
+    assert (b.algorithm, b.latency_strategy, b.retries) == ("lowest-latency", "e2e", 2)
+    assert b.retry_statuses == {429, 503} and "non_idempotent" in b.failover_criteria

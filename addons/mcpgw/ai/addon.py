@@ -12,6 +12,7 @@ from mitmproxy import http
 
 from .. import audit, context, redaction
 from . import answers, balancer
+from .relay import relay
 from .metrics import LlmCollector
 
 if TYPE_CHECKING:
@@ -29,9 +30,13 @@ class LlmAddon:
     def response(self, flow: http.HTTPFlow) -> None:
         self._tool_calls(flow)
 
+    async def done(self) -> None:
+        await relay.close()  # its listening socket, on shutdown and script reloads
+
     def error(self, flow: http.HTTPFlow) -> None:
         fctx = context.get(flow)
         if fctx is not None and fctx.ai is not None:
+            relay.forget(fctx.ai)  # a job the flow never sent
             balancer.answered(fctx.ai, None)  # no answer from the target: it counts as failed
             if not fctx.ai.published:  # the response phases never ran: the call ends here, for audit and listeners
                 try:

@@ -1,19 +1,23 @@
 """Targets of a balanced LLM route (`ai.targets`, gateway mode): which provider a request goes to.
 
 Round-robin is nginx's smooth weighted round-robin (weights honoured, no bursts to one target);
-least-connections picks the target with the fewest requests in flight (ties: the first). Health
-is passive: a target that could not be connected to, timed out, or answered 5xx or 429 is
-skipped for `failure_cooldown` seconds. Before a request goes to a target that has not answered
-well within `probe_after` seconds, the gateway opens a TCP connection to it (at most
-`connect_timeout`): a target that is down is skipped for the next one, up to `retries` others,
-before anything is sent, so the client never sees that failure. Once a request is sent, a 5xx or
-429 answer reaches the client as it is (retrying it would mean holding the answer back) and only
+least-connections picks the target with the fewest requests in flight (ties: the first);
+lowest-latency the one with the lowest peak EWMA of its latency (time per output token, or end
+to end), decayed with time so that a target once slow is tried again. Health is passive: a
+target that could not be connected to, timed out, or answered 5xx or 429 is skipped for
+`failure_cooldown` seconds. Before a request goes to a target that has not answered well within
+`probe_after` seconds, the gateway opens a TCP connection to it (at most `connect_timeout`): a
+target that is down is skipped for the next one, up to `retries` others, before anything is
+sent. With answer statuses in `failover_criteria` (http_429, http_5xx, ...) the request goes
+through relay.py, which sends it on to the next target after such an answer, before any byte
+of it reached the client; without them such an answer reaches the client as it is and only
 marks the target. State is per process and per policy version."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -23,6 +27,7 @@ from mitmproxy import http
 
 from .. import headers
 from ..policy.derived import PerPolicy
+from .relay import relay
 from .request import LlmState, ai_error, settings_of
 from .settings import AiSettings, AiTarget
 
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
     from ..policy.models import Policy
 
 log = logging.getLogger("mcpgw.ai")
+LATENCY_DECAY = 10.0  # seconds: how fast a latency measure is forgotten (Kong's EWMA decay time)
 
 
 @dataclass(slots=True, eq=False)
@@ -45,6 +51,20 @@ class TargetState:
     in_flight: int = 0
     last_ok: float = 0.0
     down_until: float = 0.0
+    latency: float = 0.0  # lowest-latency: peak EWMA of the latency_strategy's measure (seconds)
+    latency_at: float = 0.0  # when it was last measured (0: never)
+
+    def latency_score(self, now: float) -> float:
+        """The measure decayed toward 0 with time, so a target once slow is tried again later."""
+        return self.latency * math.exp(-(now - self.latency_at) / LATENCY_DECAY) if self.latency_at else 0.0
+
+    def measured(self, sample: float) -> None:
+        now = time.monotonic()
+        current = self.latency_score(now)
+        # peak EWMA: a worse sample counts at once, a better one only gradually
+        weight = math.exp(-(now - self.latency_at) / LATENCY_DECAY) if self.latency_at else 0.0
+        self.latency = sample if sample >= current else current * weight + sample * (1 - weight)
+        self.latency_at = now
 
     @property
     def authority(self) -> str:
@@ -69,6 +89,9 @@ class RoutePool:
         """Every target, the one the algorithm picks first, then the others in their turn."""
         if self.settings.balancer.algorithm == "least-connections":
             return sorted(self.targets, key=lambda t: t.in_flight)
+        if self.settings.balancer.algorithm == "lowest-latency":  # never measured first, so each gets measured
+            now = time.monotonic()
+            return sorted(self.targets, key=lambda t: (t.latency_score(now), t.in_flight))
         total = sum(t.target.weight for t in self.targets)
         for t in self.targets:
             t.current += t.target.weight
@@ -113,15 +136,18 @@ async def choose_target(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Respons
     pool = _pools_of(ctx.snapshot.policy)[ctx.match.name]
     balancer = settings.balancer
     now = time.monotonic()
-    order = [t for t in pool.order() if t.down_until <= now] or []
+    order = [t for t in pool.order() if t.down_until <= now][: balancer.retries + 1]
     attempts = 0
-    for t in order[: balancer.retries + 1]:
+    for i, t in enumerate(order):
         attempts += 1
         if now - t.last_ok > balancer.probe_after and not await _reachable(t, balancer.connect_timeout):
             t.failed(settings, "connection refused or timed out")
             continue
         t.in_flight += 1
         ctx.ai = LlmState(settings, None, settings.model.options, target=t, attempts=attempts)
+        if balancer.retry_statuses and order[i + 1:]:  # retries after an answer: through the relay
+            await relay.ensure_started()
+            ctx.ai.candidates = order[i + 1:]
         return None
     return ai_error(503, "No provider of this route is available; try again later", kind="server_error",
                     code="no_provider_available")
@@ -141,7 +167,30 @@ def apply_target(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     if req.is_http2 or req.is_http3:
         req.authority = t.authority
     headers.put(req.headers, "Host", t.authority)
+    if state.candidates:
+        relay.register(ctx, flow)
     return None
+
+
+def switch(state: LlmState, t: TargetState) -> None:
+    """The relay sends the request on to another target: it is now the one in flight."""
+    old: TargetState | None = state.target
+    if old is not None:
+        old.in_flight = max(0, old.in_flight - 1)
+    t.in_flight += 1
+    state.target, state.attempts = t, state.attempts + 1
+
+
+def observe(state: LlmState, status: int | None, latency: float, ttft: float | None, completion_tokens: int | None) -> None:
+    """A finished call's latency for lowest-latency: time per output token (tpot: after the
+    first token for a stream, the whole answer for JSON) or end to end (e2e)."""
+    t: TargetState | None = state.target
+    if t is None or status is None or status >= 400 or state.settings.balancer.algorithm != "lowest-latency":
+        return
+    sample = latency
+    if state.settings.balancer.latency_strategy == "tpot" and completion_tokens:
+        sample = (latency - (ttft if state.stream and ttft else 0.0)) / completion_tokens
+    t.measured(max(sample, 0.0))
 
 
 def answered(state: LlmState, status: int | None, *, reached: bool = True) -> None:

@@ -14,6 +14,8 @@ governs them in the request that names them, for the caller C of the LLM route.
   `headers` in place of the client's (the client's `authorization` goes too): agents never hold
   the MCP server's credential. A passthrough route keeps the client's.
 - `ai.mcp.require_approval` forces approval per tool.
+- `ai.mcp.rewrite_server_url` sends the provider to the MCP route's URL on this gateway instead,
+  so that its calls come back through the route and are governed a second time, call by call.
 
 The answer's `mcp_list_tools` items are filtered to the same names and each `mcp_call` item is
 audited (answers.py, auditing.py)."""
@@ -158,6 +160,20 @@ def _inject(ctx: "FlowContext", route_name: str, tool: dict) -> http.Response | 
     return None
 
 
+def _rewrite(ctx: "FlowContext", route_name: str, tool: dict) -> http.Response | None:
+    """The provider calls the MCP route on this gateway instead of the server: the route then
+    governs every call (identity from the tool's headers, ACL, its own credential), so no stored
+    credential goes into the tool. The base is the policy's first gateway.urls entry, never the
+    Host the client sent."""
+    policy = ctx.snapshot.policy
+    route = policy.routes[route_name]
+    if not policy.gateway.urls or not route.paths:
+        return ai_error(500, f"MCP route {route_name} has no public URL on this gateway (gateway.urls and a path) "
+                             "to send the provider to", kind="server_error", code="mcp_server_unreachable")
+    tool["server_url"] = policy.gateway.urls[0] + route.paths[0]
+    return None
+
+
 async def govern_tools(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     state: LlmState | None = ctx.ai
     if state is None or state.body is None or not isinstance(state.body.get("tools"), list):
@@ -194,7 +210,10 @@ async def govern_tools(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response
         if settings.require_approval:
             forced_names = sorted(allowed) if allowed is not None else sorted(settings.require_approval)
             tool["require_approval"] = _approval(tool, forced_names, settings.require_approval)
-        if settings.inject_credentials and (refusal := _inject(ctx, route_name, tool)) is not None:
+        if settings.rewrite_server_url:
+            if (refusal := _rewrite(ctx, route_name, tool)) is not None:
+                return refusal
+        elif settings.inject_credentials and (refusal := _inject(ctx, route_name, tool)) is not None:
             return refusal
         state.mcp_servers[label] = (route_name, allowed)
         state.dirty = True

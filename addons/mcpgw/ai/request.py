@@ -21,7 +21,7 @@ from .. import headers
 from ..identity.keyauth import remove_key
 from ..policy.derived import PerPolicy
 from ..responses import json_response
-from .settings import AiSettings, ModelOptions
+from .settings import AiAuth, AiSettings, ModelOptions
 from .usage import Usage
 
 if TYPE_CHECKING:
@@ -59,6 +59,11 @@ class LlmState:
     attempts: int = 0  # targets tried (connection checks included)
     target_done: bool = False
     payload: dict | None = None  # logging.log_payloads: the request as sent, then the JSON answer
+    # balanced routes that retry after an answer (relay.py): the client's own model and option
+    # fields, the targets still to try, and the relay job's one-time token
+    client_fields: dict | None = None
+    candidates: list = field(default_factory=list)
+    relay_token: str | None = None
 
 
 def ai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> http.Response:
@@ -140,6 +145,50 @@ def _apply_options(body: dict, options: ModelOptions, route_type: str) -> bool:
     return changed
 
 
+RETARGET_FIELDS = ("model", "temperature", "top_p", "max_tokens", "max_output_tokens", "max_completion_tokens")
+
+
+def body_for_target(ctx: "FlowContext", state: LlmState, sent: bytes, target: Any) -> bytes | None:
+    """The request body as sent to one target, for another target of the route: the client's own
+    model and option fields back, then the other target's applied as prepare does. None: the
+    client named a model that target does not serve."""
+    body = json.loads(sent)
+    for key in RETARGET_FIELDS:
+        body.pop(key, None)
+    body.update(state.client_fields or {})
+    name, options = effective_model(ctx, state.settings, target)
+    asked = body.get("model")
+    if name is not None and asked is not None and asked != name:
+        return None
+    if name is not None:
+        body["model"] = name
+    _apply_options(body, options, state.settings.route_type)
+    state.model, state.options = body.get("model"), options
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def auth_of(settings: AiSettings, target: Any) -> AiAuth | None:
+    """The provider key a request to that target carries: the target's own, else the route's."""
+    own = target.target.auth if target is not None else None
+    return own if own is not None else settings.auth
+
+
+def swap_auth(req: http.Request, old: AiAuth | None, new: AiAuth | None) -> None:
+    """Another target's key in place of the first one's: every provider key header and parameter
+    the first request could carry goes, the client's own too (it never follows to a second target)."""
+    if old is None and new is None:
+        return  # no stored key anywhere: the client's own goes to every target
+    names = [*PROVIDER_KEY_HEADERS, *(a.header_name for a in (old, new) if a is not None and a.header_name)]
+    headers.remove(req.headers, *names)
+    for a in (old, new):
+        if a is not None and a.param_name:
+            req.query.pop(a.param_name, None)
+    if new is not None and new.header_name is not None:
+        headers.put(req.headers, new.header_name, new.header_value.reveal())
+    if new is not None and new.param_name is not None:
+        req.query.set_all(new.param_name, [new.param_value.reveal()])
+
+
 def prepare(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     settings = settings_of(ctx)
     if settings is None:
@@ -158,6 +207,8 @@ def prepare(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     if not isinstance(body, dict):
         return ai_error(400, "The request body must be a JSON object")
     earlier: LlmState | None = ctx.ai  # balancer.choose_target's, with the target
+    if earlier is not None and earlier.candidates:  # another target may get it: keep what the client asked
+        earlier.client_fields = {k: body[k] for k in RETARGET_FIELDS if k in body}
     name, options = effective_model(ctx, settings, earlier.target if earlier is not None else None)
     changed = False
     asked = body.get("model")
@@ -211,8 +262,7 @@ def provider_credential(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Respons
         remove_key(req, name)
     headers.remove(req.headers, "proxy-authorization")
     state: LlmState | None = ctx.ai
-    target = state.target.target if state is not None and state.target is not None else None
-    auth = target.auth if target is not None and target.auth is not None else settings.auth
+    auth = auth_of(settings, state.target if state is not None else None)
     if auth is None:
         return None  # no stored key: the client's own provider key goes through
     if auth.header_name is not None:

@@ -9,7 +9,7 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..policy.base import StrictModel
 from ..policy.secrets import SecretTextValue
@@ -81,6 +81,10 @@ class AiMcpSettings(StrictModel):
                                                        "in the tool's headers in place of the client's")
     require_approval: dict[str, Literal["always", "never"]] = Field(
         default_factory=dict, description="Tool name -> approval forced whatever the client asked")
+    rewrite_server_url: bool = Field(False, description="Send the provider to the MCP route's own URL on this gateway "
+                                                        "(the first gateway.urls entry and the route's path) instead, so "
+                                                        "its calls come back through that route and are governed call "
+                                                        "by call; the route then adds its credential itself")
 
 
 class AiTarget(StrictModel):
@@ -102,15 +106,40 @@ class AiTarget(StrictModel):
         return v.rstrip("/")
 
 
-class AiBalancer(StrictModel):
-    """How a request picks its target, and what happens when one fails (ai/balancer.py)."""
+# Kong's failover_criteria: error/timeout (connecting, sending, or waiting for the answer's
+# headers), an answer status, and non_idempotent (retry even a request whose first attempt may
+# have had effects: a Responses request with MCP tools the provider may already have called).
+FailoverCriterion = Literal["error", "timeout", "http_403", "http_404", "http_429", "http_500", "http_502",
+                            "http_503", "http_504", "non_idempotent"]
 
-    algorithm: Literal["round-robin", "least-connections"] = Field("round-robin", description="round-robin honours weights")
-    retries: int = Field(5, ge=0, le=32, description="Other targets tried when one cannot be connected to (Kong's default 5)")
+
+class AiBalancer(StrictModel):
+    """How a request picks its target, and what happens when one fails (ai/balancer.py, ai/relay.py)."""
+
+    algorithm: Literal["round-robin", "least-connections", "lowest-latency"] = Field(
+        "round-robin", description="round-robin honours weights; lowest-latency picks the target with the lowest "
+                                   "decaying peak EWMA of latency_strategy")
+    latency_strategy: Literal["tpot", "e2e"] = Field("tpot", description="lowest-latency: time per output token (Kong's "
+                                                                         "default) or end-to-end latency")
+    retries: int = Field(5, ge=0, le=32, description="Other targets tried when one fails (Kong's default 5)")
+    failover_criteria: list[FailoverCriterion] = Field(
+        default_factory=lambda: ["error", "timeout"],
+        description="What sends a request to the next target; http_* statuses retry after the target answered, "
+                    "before any byte reached the client (Kong's default: error, timeout)")
     connect_timeout: float = Field(5.0, gt=0, le=60, description="Seconds a target's connection check may take")
     failure_cooldown: float = Field(30.0, gt=0, le=3600, description="Seconds a failed target is skipped (passive health)")
     probe_after: float = Field(10.0, ge=0, le=3600, description="A target not seen healthy for this long is checked "
                                                                 "(a TCP connection) before a request is sent to it")
+
+    _retry_statuses: frozenset[int] = PrivateAttr(frozenset())
+
+    def model_post_init(self, _context: object) -> None:
+        self._retry_statuses = frozenset(int(c[5:]) for c in self.failover_criteria if c.startswith("http_"))
+
+    @property
+    def retry_statuses(self) -> frozenset[int]:
+        """The answer statuses that send a request on to the next target (empty: none does), once per policy."""
+        return self._retry_statuses
 
 
 _FLAGS = re.compile(r"^(\(\?[aiLmsux]+\))")

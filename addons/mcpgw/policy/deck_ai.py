@@ -11,17 +11,18 @@ servers that are none of the file's routes (`ai.mcp.allow_unknown_servers`); the
 can govern them.
 
 ai-proxy-advanced: one target becomes the route's settings; several become `ai.targets` (each
-its URL, auth, model and weight) under `ai.balancer`: algorithm round-robin or
-least-connections, `retries`, `connect_timeout` (ms -> s), `failover_criteria` error and
-timeout only (the gateway fails over before sending, never after an answer). Other algorithms
-and criteria are refused; token and latency strategies, slots and the other timeouts change
+its URL, auth, model and weight) under `ai.balancer`: algorithm round-robin, least-connections
+or lowest-latency (with `latency_strategy`), `retries`, `connect_timeout` (ms -> s),
+`failover_criteria` (error, timeout, http_403/404/429/500/502/503/504, non_idempotent; an answer
+status is retried before any byte reached the client, ai/relay.py). Other algorithms and
+criteria (invalid_header) are refused; the token strategy, slots and the other timeouts change
 nothing here."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
-from ..ai.settings import ENDPOINTS
+from ..ai.settings import ENDPOINTS, FailoverCriterion
 from .deck_plugins import Plugin, RouteBuild, take_options
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ PROXY_FIELDS = ("route_type", "auth", "model", "logging", "model_name_header", "
                 "max_request_body_size", "llm_format")
 AUTH_FIELDS = ("header_name", "header_value", "param_name", "param_value", "param_location", "allow_override")
 OPTION_FIELDS = ("max_tokens", "temperature", "top_p", "input_cost", "output_cost", "upstream_url")
+ALGORITHMS = ("round-robin", "least-connections", "lowest-latency")
+CRITERIA = get_args(FailoverCriterion)
 BALANCER_FIELDS = ("algorithm", "tokens_count_strategy", "latency_strategy", "retries", "connect_timeout",
                    "read_timeout", "write_timeout", "slots", "hash_on_header", "failover_criteria")
 
@@ -168,18 +171,22 @@ def _balancer(plugin: Plugin, value: Any, t: "Translator") -> dict[str, Any]:
     options = _pick(plugin, value, BALANCER_FIELDS, t, "balancer")
     native: dict[str, Any] = {}
     algorithm = options.get("algorithm", "round-robin")
-    if algorithm not in ("round-robin", "least-connections"):
-        plugin.problem(t.problems, f"algorithm {algorithm!r} is not supported (round-robin, least-connections)",
+    if algorithm not in ALGORITHMS:
+        plugin.problem(t.problems, f"algorithm {algorithm!r} is not supported ({', '.join(ALGORITHMS)})",
                        "config", "balancer", "algorithm")
     native["algorithm"] = algorithm
+    if algorithm == "lowest-latency" and "latency_strategy" in options:
+        native["latency_strategy"] = options["latency_strategy"]
     if "retries" in options:
         native["retries"] = options["retries"]
     if "connect_timeout" in options:
         native["connect_timeout"] = min(60.0, options["connect_timeout"] / 1000)  # Kong: milliseconds
     criteria = options.get("failover_criteria", ["error", "timeout"])
-    if not isinstance(criteria, list) or not set(criteria) <= {"error", "timeout"}:
-        plugin.problem(t.problems, "only error and timeout are supported: the gateway fails over before a request "
-                       "is sent, never after the target answered", "config", "balancer", "failover_criteria")
+    if not isinstance(criteria, list) or not set(criteria) <= set(CRITERIA):
+        plugin.problem(t.problems, f"failover_criteria: only {', '.join(CRITERIA)} are supported",
+                       "config", "balancer", "failover_criteria")
+    else:
+        native["failover_criteria"] = criteria
     return native
 
 

@@ -1,0 +1,244 @@
+"""Retries after a target answered (failover_criteria http_429, http_5xx, ...), without holding
+streams back.
+
+mitmproxy sends a flow's request to one server and relays that server's answer; it cannot send
+the request again elsewhere once the answer's headers arrived, nor stream a body an addon
+produces. So a balanced route whose failover_criteria name answer statuses sends its requests
+to this relay, a loopback HTTP/1.1 server inside the gateway process: for each request it tries
+the targets in the balancer's order (httpx), and relays the first answer that is not to be
+retried chunk by chunk as it arrives (never buffered). A status is retried only while nothing
+of the answer has been sent: the status line decides before the first byte of the body. The
+last target's answer is relayed whatever it is.
+
+Each try is the request as the gateway prepared it for the first target, retargeted: that
+target's URL, key (request.swap_auth) and model/options (request.body_for_target). A request
+naming MCP tools is not sent again after a target answered (the provider may have called them)
+unless failover_criteria has non_idempotent. Connection failures and timeouts before the
+answer's headers go to the next target under error/timeout as before.
+
+The relay serves only requests the gateway registered: each carries a one-time random token
+(RELAY_HEADER), consumed on use; anything else gets 403. It listens on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import h11
+import httpx
+from mitmproxy import http
+
+from . import request as ai_request
+
+if TYPE_CHECKING:
+    from ..context import FlowContext
+    from .balancer import TargetState
+    from .request import LlmState
+
+log = logging.getLogger("mcpgw.ai")
+
+RELAY_HEADER = "x-mcpgw-relay"
+MAX_ERROR_BODY = 64 * 1024  # an answer that is retried is read at most this far, then dropped
+_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+                  b"proxy-connection", b"proxy-authenticate"})
+
+
+@dataclass(slots=True)
+class Job:
+    ctx: "FlowContext"
+    state: "LlmState"
+    method: str
+    headers: list[tuple[bytes, bytes]]  # as prepared for the first target
+    body: bytes
+    query: str  # the query string as prepared (the provider key parameter included, if any)
+
+
+def _verify() -> bool | ssl.SSLContext:
+    """The providers' certificates are checked as mitmproxy checks upstream ones."""
+    try:
+        from mitmproxy import ctx as mitm
+        options = mitm.options
+    except (ImportError, AttributeError):
+        return True
+    if getattr(options, "ssl_insecure", False):
+        return False
+    ca = getattr(options, "ssl_verify_upstream_trusted_ca", None)
+    return ssl.create_default_context(cafile=ca) if ca else True
+
+
+def _criteria(state: "LlmState") -> tuple[frozenset[int], bool, bool]:
+    b = state.settings.balancer
+    after_answer = not state.mcp_servers or "non_idempotent" in b.failover_criteria
+    return (b.retry_statuses if after_answer else frozenset()), "error" in b.failover_criteria, "timeout" in b.failover_criteria
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.port: int | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._starting = asyncio.Lock()
+        self._client: httpx.AsyncClient | None = None
+
+    async def ensure_started(self) -> None:
+        async with self._starting:
+            if self._server is None:
+                self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+                self.port = self._server.sockets[0].getsockname()[1]
+                self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=_verify())
+                log.info("LLM retry relay listening on 127.0.0.1:%d", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self.jobs.clear()
+
+    def register(self, ctx: "FlowContext", flow: http.HTTPFlow) -> None:
+        """After apply_target: the request as prepared goes to the relay instead, with its token."""
+        state: LlmState = ctx.ai
+        req = flow.request
+        token = secrets.token_urlsafe(24)
+        self.jobs[token] = Job(ctx, state, req.method, list(req.headers.fields), req.raw_content or b"",
+                               req.path.partition("?")[2])
+        state.relay_token = token
+        req.scheme, req.data.host, req.data.port = "http", "127.0.0.1", self.port
+        req.headers[RELAY_HEADER] = token
+
+    def forget(self, state: "LlmState") -> None:
+        if state.relay_token is not None:
+            self.jobs.pop(state.relay_token, None)
+            state.relay_token = None
+
+    # -- the server side -----------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            token = await self._read_request(conn, reader)
+            job = self.jobs.pop(token, None) if token else None
+            if job is None:
+                await self._send_simple(conn, writer, 403, b'{"error":{"message":"not a gateway request","type":"forbidden"}}')
+                return
+            job.state.relay_token = None
+            await self._forward(job, conn, writer)
+        except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError) as e:
+            log.debug("relay connection ended: %s", e)
+        except Exception:  # the flow gets a broken answer (an error for mitmproxy), never another target's data
+            log.exception("LLM relay failed")
+        finally:
+            writer.close()
+
+    async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> str | None:
+        token = None
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(65536)
+                conn.receive_data(data)
+                if not data and conn.their_state is not h11.DONE:
+                    raise ConnectionError("client closed before the request ended")
+                continue
+            if isinstance(event, h11.Request):
+                token = next((v.decode("latin-1") for k, v in event.headers if k == RELAY_HEADER.encode()), None)
+            elif isinstance(event, h11.EndOfMessage):
+                return token  # the body is the job's (as the gateway prepared it), not what arrived here
+
+    async def _send_simple(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
+        writer.write(conn.send(h11.Response(status_code=status, headers=[
+            ("content-type", "application/json"), ("content-length", str(len(body))), ("connection", "close")])))
+        writer.write(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+        await writer.drain()
+
+    def _request_for(self, job: Job, t: "TargetState", first: "TargetState") -> httpx.Request | None:
+        state = job.state
+        query = job.query
+        body = job.body
+        fake = http.Request.make(job.method, f"http://x/?{query}" if query else "http://x/")
+        fake.headers = http.Headers(job.headers)
+        fake.headers.pop(RELAY_HEADER, None)
+        if t is not first:
+            s = state.settings
+            ai_request.swap_auth(fake, ai_request.auth_of(s, first), ai_request.auth_of(s, t))
+            if body:
+                new_body = ai_request.body_for_target(job.ctx, state, body, t)
+                if new_body is None:
+                    return None  # the client named a model this target does not serve
+                body = new_body
+        fake.headers["host"] = t.authority
+        fake.headers.pop("content-length", None)
+        query = fake.path.partition("?")[2]
+        url = f"{t.scheme}://{t.authority}{t.path}{state.settings.endpoint}" + (f"?{query}" if query else "")
+        return httpx.Request(job.method, url, headers=list(fake.headers.fields), content=body)
+
+    async def _forward(self, job: Job, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+        from . import balancer  # (balancer imports this module)
+
+        state = job.state
+        first: TargetState = state.target
+        statuses, on_error, on_timeout = _criteria(state)
+        b = state.settings.balancer
+        timeout = httpx.Timeout(None, connect=b.connect_timeout)
+        tries = [first, *state.candidates]
+        for i, t in enumerate(tries):
+            last = i == len(tries) - 1
+            req = self._request_for(job, t, first)
+            if req is None:
+                continue
+            if t is not state.target:
+                balancer.switch(state, t)
+            try:
+                resp = await self._client.send(req, stream=True)
+            except (httpx.TimeoutException, httpx.TransportError) as e:
+                timed_out = isinstance(e, httpx.TimeoutException)
+                t.failed(state.settings, "timed out" if timed_out else f"no answer ({type(e).__name__})")
+                if not last and (on_timeout if timed_out else on_error):
+                    continue
+                await self._send_simple(conn, writer, 502, b'{"error":{"message":"The provider did not answer",'
+                                                           b'"type":"server_error","param":null,"code":null}}')
+                return
+            if resp.status_code in statuses and not last:
+                t.failed(state.settings, f"HTTP {resp.status_code}")
+                await self._drop(resp)
+                continue
+            await self._relay(resp, conn, writer)
+            return
+        await self._send_simple(conn, writer, 400, b'{"error":{"message":"No target of this route serves the model '
+                                                   b'the request names","type":"invalid_request_error","param":"model",'
+                                                   b'"code":"model_not_allowed"}}')
+
+    async def _drop(self, resp: httpx.Response) -> None:
+        try:
+            read = 0
+            async for chunk in resp.aiter_raw():
+                read += len(chunk)
+                if read > MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass
+        finally:
+            await resp.aclose()
+
+    async def _relay(self, resp: httpx.Response, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+        try:
+            headers = [(k, v) for k, v in resp.headers.raw if k.lower() not in _HOP]
+            writer.write(conn.send(h11.Response(status_code=resp.status_code, headers=[*headers, (b"connection", b"close")],
+                                                reason=resp.reason_phrase.encode("latin-1", "replace"))))
+            await writer.drain()
+            async for chunk in resp.aiter_raw():  # as the provider sends it: streams are never held
+                writer.write(conn.send(h11.Data(data=chunk)))
+                await writer.drain()
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+        finally:
+            await resp.aclose()
+
+
+relay = Relay()
