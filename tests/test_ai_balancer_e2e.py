@@ -97,8 +97,13 @@ def test_one_target_down_no_request_fails(providers, tmp_path):
             answer = oai.chat.completions.create(messages=MESSAGES, model="gpt-4o", stream=stream)
             if stream:
                 list(answer)
-        time.sleep(1.5)
-        records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        deadline = time.monotonic() + 30  # the audit writer flushes in the background: wait for all 30
+        while True:
+            path = tmp_path / "audit.jsonl"
+            records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+            if sum("llm" in r for r in records) >= 30 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     finally:
         gw.stop()
     assert len(providers[0].requests) + len(providers[1].requests) == 30
