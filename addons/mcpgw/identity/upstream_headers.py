@@ -13,10 +13,9 @@ import functools
 import logging
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 from mitmproxy import http
-from pydantic import BeforeValidator
 
 from .. import headers as header_fields
 from ..responses import json_response
@@ -55,25 +54,6 @@ def strip_client_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> No
     headers.fields = kept
     log.info("route %s: removed client-sent identity headers %s", ctx.route_name, ", ".join(forged))
     return None
-
-
-# Every header the gateway can set (`upstream_identity_headers: [names]` picks some of them).
-IDENTITY_HEADERS = ("X-Consumer-ID", "X-Consumer-Custom-ID", "X-Consumer-Username", "X-Credential-Identifier",
-                    "X-Anonymous-Consumer", "X-Consumer-Groups")
-_CANONICAL = {name.lower(): name for name in IDENTITY_HEADERS}
-
-
-def _header_names(value: object) -> object:
-    if not isinstance(value, (list, tuple)):
-        return value
-    unknown = [v for v in value if not isinstance(v, str) or v.lower() not in _CANONICAL]
-    if unknown:
-        raise ValueError(f"unknown identity header {unknown[0]!r} (known: {', '.join(IDENTITY_HEADERS)})")
-    return tuple(dict.fromkeys(_CANONICAL[v.lower()] for v in value))
-
-
-IdentityHeaderSetting = Annotated[bool | tuple[str, ...], BeforeValidator(_header_names)]
-"""`upstream_identity_headers`: true (every header), false, or the names of the headers to send."""
 
 
 def identity_headers(ctx: "FlowContext") -> Mapping[str, str]:

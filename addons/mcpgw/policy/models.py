@@ -16,11 +16,11 @@ from ..credentials_settings import CredentialsConfig, check_route as check_crede
 from ..governance.access_settings import RouteAccess, check_groups as check_access_groups
 from ..governance.acl_settings import AclSettings
 from ..cors_settings import CorsConfig
-from ..identity.consumers import Consumer, ConsumerGroup, groups_validator, normalize_groups
-from ..identity.keyauth import KeyAuthConfig, check_anonymous
+from ..identity.consumer_settings import Consumer, ConsumerGroup, groups_validator, normalize_groups
+from ..identity.keyauth_settings import KeyAuthConfig, check_anonymous
 from ..identity.oauth import OAuthConfig
-from ..identity.prm import PrmConfig, check_discovery
-from ..identity.upstream_headers import IdentityHeaderSetting
+from ..identity.prm_settings import PrmConfig, check_discovery
+from ..identity.upstream_header_settings import IdentityHeaderSetting
 from ..integrity.settings import IntegritySettings
 from ..limits.settings import RouteLimits, check_route as check_limits
 from ..transform_settings import RequestTransform
