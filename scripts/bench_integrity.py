@@ -37,6 +37,7 @@ from mitmproxy.test import tflow  # noqa: E402
 
 from mcpgw import context, inbound  # noqa: E402
 from mcpgw.context import FlowContext  # noqa: E402
+from mcpgw.integrity import approved  # noqa: E402
 from mcpgw.integrity.phases import check_tools  # noqa: E402
 from mcpgw.policy.models import Policy  # noqa: E402
 from mcpgw.policy.store import Snapshot  # noqa: E402
@@ -142,14 +143,19 @@ def in_process(repeat: int) -> None:
     inbound.parse_client_messages(ctx, flow)
     check_tools(ctx, flow)
     transforms = ctx.server_transforms
+    def judged(body: bytes) -> None:  # the full path: parsed and judged, as a list never seen before is
+        approved.clear()
+        transform_json_body(body, transforms)
+
     for label, body in canned.items():
         transform_json_body(body, transforms)  # warm: pinned and scanned once
         base = min(timeit.repeat(lambda: json.loads(body), number=1, repeat=repeat))
         full = min(timeit.repeat(lambda: transform_json_body(body, transforms), number=1, repeat=repeat))
+        slow = min(timeit.repeat(lambda: judged(body), number=1, repeat=repeat))
         event = b"event: message\ndata: " + body + b"\n\n"
         sse = min(timeit.repeat(lambda: SSEStream([message_event_transform(transforms)])(event), number=1, repeat=repeat))
         print(f"in-process {label:6} json.loads {base * 1000:6.2f} ms; message layer with integrity: JSON "
-              f"{full * 1000:6.2f} ms, SSE {sse * 1000:6.2f} ms")
+              f"{full * 1000:6.2f} ms, SSE {sse * 1000:6.2f} ms; parsed and judged (the full path) {slow * 1000:6.2f} ms")
 
 
 def main() -> int:

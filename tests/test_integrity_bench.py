@@ -21,4 +21,5 @@ def test_integrity_benchmark_reports_ratios():
     for case, target in (("list (JSON)", "1.5"), ("result (JSON)", "1.2"), ("result (SSE)", "1.2")):
         assert re.search(rf"^e2e {re.escape(case)} +without +\d+\.\d+ ms +with +\d+\.\d+ ms +ratio \d+\.\d+ "
                          rf"\(target <= {target}\)$", run.stdout, re.M), run.stdout
-    assert re.search(r"^in-process list .*JSON +\d+\.\d+ ms, SSE +\d+\.\d+ ms$", run.stdout, re.M), run.stdout
+    assert re.search(r"^in-process list .*JSON +\d+\.\d+ ms, SSE +\d+\.\d+ ms; parsed and judged \(the full path\) "
+                     r"+\d+\.\d+ ms$", run.stdout, re.M), run.stdout

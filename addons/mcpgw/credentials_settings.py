@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
 from .policy.base import StrictModel
 from .policy.secrets import CREDENTIAL_NAME, Secret, SecretText, SecretTextValue
-
-if TYPE_CHECKING:
-    from .policy.models import Route
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an HTTP token (RFC 9110)
@@ -180,7 +177,15 @@ class CredentialsConfig(Operations):
         return self
 
 
-def check_route(route_name: str, route: "Route", groups: Collection[str]) -> None:
+class _Route(Protocol):
+    """What check_route reads of a policy Route (typed here so this module needs no policy import)."""
+
+    credentials: CredentialsConfig | None
+    key_auth: object
+    oauth: object
+
+
+def check_route(route_name: str, route: _Route, groups: Collection[str]) -> None:
     """At policy load: overrides name declared groups, and an inject route authenticates its
     callers or says it need not. (Override consumers may be IdP subjects, so they are not checked.)"""
     config = route.credentials

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..policy.base import StrictModel
-
-if TYPE_CHECKING:
-    from ..policy.models import Route
 
 
 _CORE_FIELDS = ("resource", "authorization_servers", "scopes_supported", "bearer_methods_supported")
@@ -73,7 +70,14 @@ class PrmConfig(StrictModel):
         return self
 
 
-def effective_config(route: "Route") -> PrmConfig | None:
+class _Route(Protocol):
+    """What this module reads of a policy Route (typed here so it needs no policy import)."""
+
+    prm: PrmConfig | None
+    oauth: Any
+
+
+def effective_config(route: _Route) -> PrmConfig | None:
     """The route's `prm`, filled in from its `oauth` settings where it leaves something out. A
     route with `oauth` and no `prm` serves the document of its oauth settings."""
     oauth = getattr(route, "oauth", None)
@@ -92,7 +96,7 @@ def effective_config(route: "Route") -> PrmConfig | None:
     return config.model_copy(update=updates)
 
 
-def check_discovery(route_name: str, route: "Route") -> None:
+def check_discovery(route_name: str, route: _Route) -> None:
     """At policy load: a served document must name an authorization server (the MCP
     authorization spec requires one)."""
     config = effective_config(route)

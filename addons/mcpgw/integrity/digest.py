@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from json.encoder import c_encode_basestring, c_make_encoder
 from typing import Any
+
+from ..governance.ledger import BoundedMap
 
 PINNED_FIELDS: tuple[str, ...] = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
 
@@ -31,8 +34,28 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+# The C encoder made once: JSONEncoder.encode builds one per call, which costs more than encoding
+# a tool. Without sorting keys, as the upstream sent them: the cheap key of the digest cache.
+_AS_SENT = (lambda v: "".join(_c(v, 0))) if (_c := c_make_encoder and c_make_encoder(
+    None, _not_json, c_encode_basestring, None, ":", ",", False, False, False)) else \
+    json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False).encode
+_digests: BoundedMap[bytes, str] = BoundedMap(50_000)
+
+
 def tool_digest(tool: dict[str, Any]) -> str:
-    return sha256(canonical(pinned_part(tool)))
+    """The pin digest, cached by the tool as sent: a catalog listed again costs one unsorted
+    encoding per tool instead of a sorted one (sorting every object's keys is most of the cost).
+    Equal encodings are equal definitions, so the cache never gives another tool's digest."""
+    key = hashlib.sha256(_AS_SENT(tool).encode("utf-8", "surrogatepass")).digest()
+    found = _digests.get(key)
+    if found is None:
+        found = sha256(canonical(pinned_part(tool)))
+        _digests.put(key, found)
+    return found
 
 
 def field_digests(tool: dict[str, Any]) -> dict[str, str]:

@@ -28,7 +28,7 @@ from typing import Any
 from .. import context, redaction
 from ..governance import annotate
 from ..policy.derived import PerPolicy
-from . import record
+from . import prefilter, record
 from .settings import DETECTORS, SecretSettings
 
 MASK = "[redacted]"
@@ -102,6 +102,30 @@ class LeakScanner:
         self.by_literal = {lit: tuple(d for d in self.detectors if lit in d.literals) for lit in literals}
         self.always = tuple(d for d in self.detectors if not d.literals)
         self.known = tuple(sorted(known, key=len, reverse=True))  # the gateway's own secrets, longest first
+        self._raw = self._raw_screen() if prefilter.AVAILABLE and not self.always else None
+
+    def _raw_screen(self) -> prefilter.Patterns:
+        """Every detector's pattern (as a superset), then what the raw text cannot be judged on:
+        escapes that could spell a token differently (\\u, \\/) and the gateway's secrets as
+        JSON writes them."""
+        own = [d.pattern.pattern.encode("utf-8") for d in self.detectors]
+        exact = [b"\\u", b"\\/", *{_escaped(s).encode("utf-8", "surrogatepass") for s in self.known if s}]
+        return prefilter.Patterns(own + exact, [False] * len(own) + [True] * len(exact),
+                                  [bool(d.pattern.flags & re.S) for d in self.detectors])
+
+    def clean(self, data: bytes) -> bool:
+        """Whether the raw JSON text of a message certainly holds nothing to find (judged before
+        it is parsed, in one Hyperscan pass). A pattern's hit is confirmed with `re` on the text,
+        without the not-after check (in raw text a token may follow the `n` of `\\n`)."""
+        if self._raw is None:
+            return False
+        found = self._raw.present(data)
+        if not found:
+            return True
+        if max(found) >= len(self.detectors):  # an escape or one of the gateway's secrets
+            return False
+        text = data.decode("utf-8", "replace")
+        return not any(self.detectors[i].pattern.search(text) for i in found)
 
     def scan(self, value: Any, redact: bool, path: str = "") -> tuple[Any, Hits, bool]:
         """(value with matches replaced if `redact` (the gateway's secrets always), hits, whether
@@ -131,7 +155,9 @@ class LeakScanner:
         if self.prefilter is None:
             return False
         for lit in set(self.prefilter.findall(text)):
-            if any(d.matches(text) for d in self.by_literal[lit]):
+            # the pattern alone, without the not-after check: in JSON text a token at the start of
+            # a line follows the `n` of `\\n`, a word character (the walk checks each string exactly)
+            if any(d.pattern.search(text) for d in self.by_literal[lit]):
                 return True
         return False
 
@@ -207,6 +233,10 @@ class LeakTransform:
         self.scanner = scanner
         self.action = settings.results if settings.mode == "enforce" else "audit"
         self.audited = "audited" if settings.mode == "enforce" or settings.results == "audit" else f"would_{settings.results}"
+
+    def passes(self, data: bytes) -> bool:
+        """protocol/messages.py: raw bytes with nothing to find pass unparsed."""
+        return self.scanner.clean(data)
 
     def __call__(self, message: dict[str, Any]) -> dict[str, Any]:
         new, hits, changed = self.scanner.scan(message, redact=self.action != "audit")

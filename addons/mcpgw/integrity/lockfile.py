@@ -105,6 +105,7 @@ class LockFilePins:
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
         self._routes: dict[str, dict[str, Pin]] = {}
+        self._version = 0
         self._refresh(force=True)  # a broken lock file fails the policy load, not a request
 
     def _refresh(self, force: bool = False) -> None:
@@ -123,6 +124,7 @@ class LockFilePins:
             # A file that cannot be read keeps the previous pins: tools stay held to them.
             self._routes = read(self.path) if stamp is not None else {}
             self._stamp = stamp
+            self._version += 1
 
     def get(self, route: str, name: str) -> Pin | None:
         try:
@@ -136,6 +138,14 @@ class LockFilePins:
 
     def flush(self) -> None:
         return None
+
+    @property
+    def version(self) -> int:
+        try:
+            self._refresh()
+        except (OSError, ValueError):
+            pass  # as in get: the pins read last stay in force
+        return self._version
 
     def route(self, route: str) -> dict[str, Pin]:
         self._refresh()

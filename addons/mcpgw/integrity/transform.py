@@ -21,7 +21,7 @@ from mitmproxy import http
 from .. import context
 from ..governance import annotate, ledger
 from ..state.pins import PinStore
-from . import record
+from . import approved, record
 from .digest import tool_digest
 from .pinning import judge
 from .scanning import Scanner, blocked
@@ -38,6 +38,15 @@ class ToolTransform:
         self.scanner = scanner  # None: scanning off
         self.caller = caller
         self.pin_shadow = settings.pin == "shadow"
+        self._raw: bytes | None = None  # the bytes `passes` saw last: the full path keeps a clean list's
+
+    def _key(self) -> tuple:
+        return (self.settings, self.store, self.store.version if self.store is not None else 0, self.scanner)
+
+    def passes(self, data: bytes) -> bool:
+        """protocol/messages.py: an answer with no list, or with a list judged clean before, passes unparsed."""
+        self._raw = data
+        return approved.passes(self.route, self._key(), data)
 
     def __call__(self, message: dict[str, Any]) -> dict[str, Any]:
         if "method" in message:
@@ -76,6 +85,8 @@ class ToolTransform:
                 kept.append(tool)
         if self.store is not None:
             self.store.flush()  # trust on first use: the pins of this list, in one write
+        raw, self._raw = self._raw, None
+        approved.judged(self.route, self._key(), tools, not records and len(kept) == len(tools), raw)
         if records:
             self._note(records, notes, hidden, len(tools))
         if len(kept) == len(tools):

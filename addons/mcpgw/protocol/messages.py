@@ -45,8 +45,30 @@ def apply_transforms(obj: Any, transforms: list[MessageTransform]) -> Any:
     return current
 
 
+def still_needed(data: bytes, transforms: list[MessageTransform]) -> list[MessageTransform]:
+    """The transforms that must see the messages parsed from `data`. A transform may have a
+    method `passes(data: bytes) -> bool`: True when, from the raw bytes alone, it knows it would
+    leave those messages (and what earlier transforms make of them: they only remove or refuse)
+    unchanged; it is then not called for them, and when none is left the bytes are not parsed at
+    all, the cost of a large answer nothing touches. One that fails to answer is called."""
+    rest = []
+    for t in transforms:
+        screen = getattr(t, "passes", None)
+        try:
+            passed = screen is not None and screen(data)
+        except Exception:  # the transform itself decides, and fails closed there
+            log.exception("pre-screen of %s failed; parsing the message", getattr(t, "__name__", t))
+            passed = False
+        if not passed:
+            rest.append(t)
+    return rest
+
+
 def transform_json_body(body: bytes, transforms: list[MessageTransform]) -> bytes | None:
     """A buffered JSON response body: the new body, or None when unchanged or not JSON."""
+    transforms = still_needed(body, transforms)
+    if not transforms:
+        return None
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -61,11 +83,14 @@ def message_event_transform(transforms: list[MessageTransform]) -> EventTransfor
     def transform_event(ev: SSEEvent) -> SSEEvent:
         if ev.data is None or ev.event not in (None, "", "message"):
             return ev
+        needed = still_needed(ev.data.encode("utf-8", "surrogatepass"), transforms)
+        if not needed:
+            return ev
         try:
             obj = json.loads(ev.data)
         except ValueError:
             return ev
-        new = apply_transforms(obj, transforms)
+        new = apply_transforms(obj, needed)
         return ev if new is obj else replace(ev, data=_dumps(new), raw=b"")
 
     return transform_event

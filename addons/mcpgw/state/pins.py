@@ -38,6 +38,11 @@ class PinStore(Protocol):
     def flush(self) -> None:
         """Make the pins put so far durable (called once per list answer, not once per pin)."""
 
+    @property
+    def version(self) -> int:
+        """Changes whenever a pin is added or the pins are reloaded: verdicts kept about a list
+        (integrity/approved.py) hold only for the version they were reached under."""
+
 
 class MemoryPinStore:
     """One process's pins; gone at restart."""
@@ -45,19 +50,27 @@ class MemoryPinStore:
     def __init__(self, pins: dict[str, dict[str, Pin]] | None = None):
         self._pins: dict[str, dict[str, Pin]] = pins or {}
         self._lock = threading.Lock()
+        self._version = 0
 
     def get(self, route: str, name: str) -> Pin | None:
         return self._pins.get(route, {}).get(name)
 
     def put(self, route: str, name: str, pin: Pin) -> None:
         with self._lock:
-            self._pins.setdefault(route, {}).setdefault(name, pin)
+            tools = self._pins.setdefault(route, {})
+            if name not in tools:
+                tools[name] = pin
+                self._version += 1
 
     def route(self, route: str) -> dict[str, Pin]:
         return dict(self._pins.get(route, {}))
 
     def flush(self) -> None:
         return None
+
+    @property
+    def version(self) -> int:
+        return self._version
 
 
 class FilePinStore(MemoryPinStore):
@@ -84,6 +97,7 @@ class FilePinStore(MemoryPinStore):
             if name not in tools:
                 tools[name] = pin
                 self._dirty = True
+                self._version += 1
 
     def flush(self) -> None:
         with self._lock:
