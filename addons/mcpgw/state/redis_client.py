@@ -17,7 +17,7 @@ _clients: dict[tuple, Any] = {}
 def _identity(s: RedisSettings) -> tuple:
     secret = lambda v: v.reveal() if v is not None else None  # noqa: E731
     return (s.host, s.port, s.database, secret(s.username), secret(s.password), s.ssl, s.ssl_verify,
-            s.timeout)
+            s.timeout, s.ssl_ca_file, s.server_name)
 
 
 def client(settings: RedisSettings):
@@ -38,10 +38,40 @@ def client(settings: RedisSettings):
             retry_on_timeout=False, retry=Retry(NoBackoff(), 1), health_check_interval=0,
         )
         if settings.ssl:
-            kwargs.update(ssl=True, ssl_cert_reqs=_ssl.CERT_REQUIRED if settings.ssl_verify else _ssl.CERT_NONE,
-                          ssl_check_hostname=settings.ssl_verify)
-        found = _clients[key] = aioredis.Redis(**kwargs)
+            kwargs.update(ssl_cert_reqs=_ssl.CERT_REQUIRED if settings.ssl_verify else _ssl.CERT_NONE,
+                          ssl_check_hostname=settings.ssl_verify, ssl_ca_certs=settings.ssl_ca_file,
+                          server_name=settings.server_name)
+            # a pool of our connection class: redis-py has no setting for the TLS server name
+            pool = aioredis.ConnectionPool(connection_class=_named_tls_connection(), **kwargs)
+            found = _clients[key] = aioredis.Redis(connection_pool=pool)
+        else:
+            found = _clients[key] = aioredis.Redis(**kwargs)
     return found
+
+
+_NamedTLS: Any = None
+
+
+def _named_tls_connection():
+    """redis-py's TLS connection, sending `server_name` (SNI) and checking the certificate
+    against it instead of the host connected to, when one is set."""
+    global _NamedTLS
+    if _NamedTLS is None:
+        from redis.asyncio.connection import SSLConnection
+
+        class NamedTLSConnection(SSLConnection):
+            def __init__(self, *, server_name: str | None = None, **kwargs):
+                self.server_name = server_name
+                super().__init__(**kwargs)
+
+            def _connection_arguments(self):
+                found = dict(super()._connection_arguments())
+                if self.server_name:
+                    found["server_hostname"] = self.server_name
+                return found
+
+        _NamedTLS = NamedTLSConnection
+    return _NamedTLS
 
 
 async def close_all() -> None:
