@@ -26,7 +26,6 @@ from .acl_settings import AclLists, AclSettings, Scope
 
 if TYPE_CHECKING:
     from ..policy.models import Policy
-    from .engine import SubjectView
 
 log = logging.getLogger("mcpgw.governance")
 
@@ -65,7 +64,8 @@ class CompiledAcl:
     resources: dict[str, CompiledLists]  # exact URIs
     resource_patterns: tuple[tuple[re.Pattern[str], CompiledLists], ...]
     defaults: dict[str, CompiledLists]  # by primitive
-    views: dict[frozenset[str], "SubjectView"] = field(default_factory=dict)  # filled by engine.view()
+    # engine.view() caches its SubjectView per subject set here (typed loosely: the engine imports this module)
+    views: dict[frozenset[str], object] = field(default_factory=dict)
 
     @property
     def shadow(self) -> bool:
