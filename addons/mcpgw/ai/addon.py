@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from mitmproxy import http
+from mitmproxy import contentviews, http
 
 from .. import audit, context, redaction
 from . import answers, balancer
 from .relay import relay
+from .ui import LlmContentview
 from .metrics import LlmCollector
 
 if TYPE_CHECKING:
@@ -26,6 +27,10 @@ class LlmAddon:
     def __init__(self, audit_log: "AuditLog", metrics: "Metrics") -> None:
         self.audit_log = audit_log
         metrics.registry.register(LlmCollector())
+
+    def load(self, loader) -> None:
+        # the registry keys views by name: a script reload replaces the previous module's view
+        contentviews.add(LlmContentview)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._tool_calls(flow)
