@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from mitmproxy import contentviews, http
 
 from .. import audit, context, redaction
-from . import answers, balancer
+from ..governance import filtering
+from . import answers, balancer, catalog
 from .relay import relay
 from .ui import LlmContentview
 from .metrics import LlmCollector
@@ -31,6 +32,8 @@ class LlmAddon:
     def load(self, loader) -> None:
         # the registry keys views by name: a script reload replaces the previous module's view
         contentviews.add(LlmContentview)
+        if catalog.observe_list not in filtering.LIST_OBSERVERS:  # passthrough routes' catalogs
+            filtering.LIST_OBSERVERS.append(catalog.observe_list)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._tool_calls(flow)

@@ -3,9 +3,11 @@ default (mcp_tools.py): the names an ACL does not list are only known from the s
 
 The gateway asks the route's upstream itself (initialize, notifications/initialized, tools/list
 with every page) with the route's stored credential, as the caller's credential mediation would
-send it; a passthrough route holds no credential to ask with, so it has no catalog. A catalog is
-kept per policy version, route and credential plan for CATALOG_TTL seconds; a failure is kept
-for FAILURE_TTL, and the caller gets the ACL's explicit names only (fail closed)."""
+send it. A catalog is kept per policy version, route and credential plan for CATALOG_TTL
+seconds; a failure is kept for FAILURE_TTL, and the caller gets the ACL's explicit names only
+(fail closed). A passthrough route holds no credential to ask with: its catalog is the tool
+names its `tools/list` answers carried through the gateway (any caller's, every page, unfiltered;
+governance/filtering.py's observers) within CATALOG_TTL; none seen yet: the ACL's names only."""
 
 from __future__ import annotations
 
@@ -82,11 +84,38 @@ async def _fetch(url: str, headers: dict[str, str]) -> frozenset[str]:
         return frozenset(names)
 
 
+# passthrough routes: route -> tool name -> when a tools/list answer last carried it
+_seen: dict[str, dict[str, float]] = {}
+MAX_SEEN = 10_000  # names kept per route: an upstream cannot grow the gateway's memory without bound
+
+
+def observe_list(route: str, method: str, entries: list[Any]) -> None:
+    """A governed route's list answer as it passes (before the caller's filter)."""
+    if method != "tools/list":
+        return
+    try:
+        names = _seen.setdefault(route, {})
+        now = time.monotonic()
+        for entry in entries:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(name, str) and len(name) <= 256 and (name in names or len(names) < MAX_SEEN):
+                names[name] = now
+    except Exception:  # never in the way of the list answer itself; only the catalog misses it
+        log.exception("could not note route %s's tool names", route)
+
+
+def seen_names(route: str) -> frozenset[str] | None:
+    names = _seen.get(route)
+    now = time.monotonic()
+    fresh = frozenset(n for n, at in (names or {}).items() if now - at < CATALOG_TTL)
+    return fresh or None
+
+
 async def tool_names(ctx: "FlowContext", route_name: str) -> frozenset[str] | None:
     policy = ctx.snapshot.policy
     compiled = credentials.route_credentials(policy, route_name)  # compiled once per policy
     if compiled is None:
-        return None
+        return seen_names(route_name)  # passthrough: what the route's own tools/list answers listed
     ident = ctx.identity
     if (ident is None or ident.method == "anonymous") and not compiled.config.allow_anonymous:
         return None

@@ -36,6 +36,10 @@ LIST_RESULTS: dict[str, tuple[str, str, str]] = {
 }
 _BY_ARRAY = {array: method for method, (array, _, _) in LIST_RESULTS.items()}
 
+# Other concerns that read list answers as they pass, unfiltered: (route, list method, entries).
+# ai/catalog.py keeps a passthrough route's tool names from them. An observer must be quick.
+LIST_OBSERVERS: list[Callable[[str, str, list[Any]], None]] = []
+
 
 def filter_entries(entries: list[Any], member: str, verdict: Callable[[str], Verdict]) -> list[Any]:
     """The entries the caller may see."""
@@ -118,6 +122,8 @@ class ResponseGovernor:
             if type(entries) is not list:  # not a list a client could read as one: shown as none
                 new_result = _with(new_result, array, [])
                 continue
+            for observe in LIST_OBSERVERS:
+                observe(self.route, method, entries)
             kept = filter_entries(entries, member, self._verdicts[primitive])
             self._note(method, len(kept), len(entries))
             if len(kept) != len(entries) and not self.shadow:
