@@ -14,8 +14,9 @@ import uvicorn
 
 
 class ThreadedServer:
-    def __init__(self, app, *, host: str = "127.0.0.1", startup_timeout: float = 10.0) -> None:
+    def __init__(self, app, *, host: str = "127.0.0.1", startup_timeout: float = 10.0, **uvicorn_options) -> None:
         self.app = app
+        self.uvicorn_options = uvicorn_options  # e.g. ssl_certfile / ssl_keyfile for an HTTPS server
         self.host = host
         self.startup_timeout = startup_timeout
         self.port: int | None = None
@@ -35,7 +36,7 @@ class ThreadedServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False, **self.uvicorn_options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{self.port}", daemon=True
