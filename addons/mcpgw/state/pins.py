@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,12 +46,15 @@ class PinStore(Protocol):
 
 
 class MemoryPinStore:
-    """One process's pins; gone at restart."""
+    """One process's pins; gone at restart. The base of the stores that keep them elsewhere:
+    `_pending` holds the pins learned since they were last made durable, which a reload of what
+    is kept elsewhere must not lose."""
 
     def __init__(self, pins: dict[str, dict[str, Pin]] | None = None):
         self._pins: dict[str, dict[str, Pin]] = pins or {}
         self._lock = threading.Lock()
         self._version = 0
+        self._pending: dict[str, dict[str, Pin]] | None = None  # None: nothing kept elsewhere
 
     def get(self, route: str, name: str) -> Pin | None:
         return self._pins.get(route, {}).get(name)
@@ -61,6 +65,8 @@ class MemoryPinStore:
             if name not in tools:
                 tools[name] = pin
                 self._version += 1
+                if self._pending is not None:
+                    self._pending.setdefault(route, {})[name] = pin
 
     def route(self, route: str) -> dict[str, Pin]:
         return dict(self._pins.get(route, {}))
@@ -72,46 +78,109 @@ class MemoryPinStore:
     def version(self) -> int:
         return self._version
 
+    def _replace(self, pins: dict[str, dict[str, Pin]], routes: tuple[str, ...] | None = None) -> None:
+        """Take the pins as kept elsewhere (of every route, or of those named), plus those
+        learned here and not written there yet. Caller holds the lock."""
+        pending = self._pending or {}
+        targets = set(routes) if routes is not None else set(self._pins) | set(pins) | set(pending)
+        changed = False
+        for route in targets:
+            tools = dict(pins.get(route, {}))
+            for name, pin in pending.get(route, {}).items():
+                tools.setdefault(name, pin)
+            if tools != self._pins.get(route, {}):
+                self._pins[route] = tools
+                changed = True
+        if changed:
+            self._version += 1
+
+
+RECHECK = 1.0  # seconds between checks of a pin file's modification time
+
 
 class FilePinStore(MemoryPinStore):
     """Pins kept in a JSON file ({"routes": {route: {tool: pin}}}), rewritten atomically (a
     temporary file renamed into place) once per list answer that added pins, so they survive a
-    restart (a first list of 1,000 tools is one write, not a thousand). An
-    unreadable file is an error at start, not an empty store: starting over with no pins would
-    trust whatever the upstream sends next."""
+    restart (a first list of 1,000 tools is one write, not a thousand).
+
+    An unreadable file is an error at start, not an empty store: starting over with no pins would
+    trust whatever the upstream sends next. The file may be edited while the gateway runs (remove
+    a tool's pin to accept its change): an edit is read within a second, and the pins learned
+    since the gateway last wrote the file are kept and written back with the next list. While the
+    file cannot be read (a half-saved edit) or is gone, the pins held stay in force and the file is
+    not overwritten."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        pins: dict[str, dict[str, Pin]] = {}
-        if self.path.exists():
-            data = json.loads(self.path.read_text("utf-8"))
-            if not isinstance(data, dict) or not isinstance(data.get("routes", {}), dict):
-                raise ValueError(f"{self.path}: not a pin store (expected {{\"routes\": {{...}}}})")
-            pins = data.get("routes", {})
-        super().__init__(pins)
-        self._dirty = False
+        super().__init__(self._read() if self.path.exists() else {})
+        self._pending = {}
+        self._stamp = self._stat()
+        self._checked = time.monotonic()
+        self._unreadable: tuple | None = None  # the stamp of a file that failed to parse
 
-    def put(self, route: str, name: str, pin: Pin) -> None:
+    def _read(self) -> dict[str, dict[str, Pin]]:
+        data = json.loads(self.path.read_text("utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("routes", {}), dict) or \
+                not all(isinstance(t, dict) for t in data.get("routes", {}).values()):
+            raise ValueError(f"{self.path}: not a pin store (expected {{\"routes\": {{...}}}})")
+        return data.get("routes", {})
+
+    def _stat(self) -> tuple | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def refresh(self, force: bool = False) -> None:
+        """Read the file again if it changed since this store last read or wrote it."""
+        now = time.monotonic()
+        if not force and now - self._checked < RECHECK:
+            return
+        self._checked = now
+        stamp = self._stat()
+        if stamp == self._stamp or stamp is None or stamp == self._unreadable:
+            return  # unchanged, gone (pins held stay), or still the edit that could not be read
         with self._lock:
-            tools = self._pins.setdefault(route, {})
-            if name not in tools:
-                tools[name] = pin
-                self._dirty = True
-                self._version += 1
+            try:
+                pins = self._read()
+            except (OSError, ValueError) as e:
+                self._unreadable = stamp
+                log.error("%s: cannot read the edited pin file (%s); the pins held stay in force", self.path, e)
+                return
+            self._unreadable = None
+            self._stamp = stamp
+            self._replace(pins)
+
+    def get(self, route: str, name: str) -> Pin | None:
+        self.refresh()
+        return super().get(route, name)
+
+    @property
+    def version(self) -> int:
+        self.refresh()
+        return self._version
 
     def flush(self) -> None:
+        if not self._pending:
+            return
+        self.refresh(force=True)  # an edit made since the last look is merged, not overwritten
         with self._lock:
-            if self._dirty:
-                self._write()
-                self._dirty = False
+            if not self._pending or (self._unreadable is not None and self._unreadable == self._stat()):
+                return  # never overwrite an edit that could not be read; the pins stay pending
+            self._stamp = self._write()
+            self._pending = {}
 
-    def _write(self) -> None:
+    def _write(self) -> tuple:
+        """Write the file; its stamp (taken before the rename, so an edit right after is not mistaken for ours)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".pins-", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({"routes": self._pins}, f, indent=1, sort_keys=True, ensure_ascii=False)
+            st = os.stat(tmp)
             os.replace(tmp, self.path)
+            return st.st_mtime_ns, st.st_size, st.st_ino
         except BaseException:  # cleanup only: re-raised, the old pin file stays in place
             Path(tmp).unlink(missing_ok=True)
             raise
