@@ -15,7 +15,6 @@ count, when the response has ended: a streamed (SSE) response is never held for 
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -30,9 +29,10 @@ from pydantic import ValidationError
 from .. import context
 from ..audit import match_decisions
 from ..headers import header
-from . import conventions as conv, propagation
+from . import answers, conventions as conv, propagation
 from .kong_log import kong_record
 from .routes import RouteSinks
+from .sessions import SessionClock, attributes as session_attributes
 from .settings import TelemetrySettings
 from .spans import UNSET
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcpgw.telemetry")
 
 MAX_TOOLS = 200  # tool names kept as a metric attribute; the rest are counted without one
-MAX_ERROR_BODY = 64 * 1024
 
 
 class _Spans:
@@ -65,7 +64,9 @@ class Telemetry:
         store.listeners.append(self._policy_loaded)
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, _Spans] = weakref.WeakKeyDictionary()
         self._tools: set[str] = set()
+        self._sessions = SessionClock()
         self._startup_error: str | None = None
+        answers.enabled = lambda route: self._pipeline(route) is not None  # the response phase reads answers
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -206,7 +207,9 @@ class Telemetry:
         end_ns = int(end * 1e9)
         version = header(req.headers, "mcp-protocol-version")
         http_version = req.http_version.removeprefix("HTTP/")
-        rpc_errors = _gateway_errors(flow, records[0])
+        # JSON-RPC error codes (or tool_error) by request id: of the gateway's own answer, or the upstream's
+        rpc_errors = _gateway_errors(flow) if records[0]["http"]["upstream_status"] is None else \
+            answers.upstream_errors(flow)
         upstream = (req.host, req.port)
         for i, record in enumerate(records):
             pair = spans.pairs[i] if spans is not None and i < len(spans.pairs) else None
@@ -215,18 +218,18 @@ class Telemetry:
                                                      int(req.timestamp_start * 1e9)), None)
             server, client = pair
             rpc_id = (record.get("jsonrpc") or {}).get("id")
-            code = rpc_errors.get(_id_key(rpc_id)) if rpc_errors else None
+            code = rpc_errors.get(answers.id_key(rpc_id)) if rpc_errors else None
             err = conv.error_type(record, code)
             client_start = spans.sent_ns if spans is not None else None
             if client is not None and client.sampled:  # (an unsampled span takes no attribute work)
-                self._finish_client(pipeline, client, record, upstream, flow.error is not None, end_ns)
+                self._finish_client(pipeline, client, record, upstream, flow.error is not None, code, end_ns)
             if server.sampled:
                 status = UNSET
                 attrs = conv.common_attributes(record, version, http_version)
                 attrs.update(conv.gateway_attributes(record))
                 if record.get("client"):
                     attrs["client.address"] = record["client"]
-                if code is not None:
+                if isinstance(code, int):
                     attrs["rpc.response.status_code"] = str(code)
                 if err:
                     attrs["error.type"] = err
@@ -237,10 +240,16 @@ class Telemetry:
                 pipeline.tracer.end(server, llm[0] if llm is not None else conv.span_name(record), SpanKind.SERVER,
                                     attrs, status, end_ns)
             self._measure(pipeline, record, err, version, req.timestamp_start, end, client_start, client is not None)
+        ended = self._sessions.observe(flow, records)
+        if ended is not None:
+            attrs = session_attributes(flow, route, ended[1])
+            pipeline.server_session_duration.record(ended[0], attrs)
+            attrs["server.address"], attrs["server.port"] = upstream
+            pipeline.client_session_duration.record(ended[0], attrs)
 
     @staticmethod
     def _finish_client(pipeline: Pipeline, client: Started, record: dict[str, Any], upstream: tuple[str, int],
-                       failed: bool, end_ns: int) -> None:
+                       failed: bool, code: int | str | None, end_ns: int) -> None:
         status = UNSET
         attrs = conv.client_attributes(record)  # fewer than the SERVER span's: each costs its encoding
         attrs["server.address"], attrs["server.port"] = upstream
@@ -249,6 +258,10 @@ class Telemetry:
             attrs["http.response.status_code"] = upstream_status
         err = "upstream_error" if failed else \
             (str(upstream_status) if upstream_status is not None and upstream_status >= 400 else None)
+        if err is None and code is not None and record["http"]["upstream_status"] is not None:
+            err = str(code)  # the upstream's JSON-RPC error, or tool_error
+            if isinstance(code, int):
+                attrs["rpc.response.status_code"] = err
         if err:
             attrs["error.type"] = err
             status = Status(StatusCode.ERROR)
@@ -280,29 +293,16 @@ def server_name(msg, req: http.Request) -> str:
     return req.method if msg is None else (msg.method or msg.kind)
 
 
-def _id_key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-def _gateway_errors(flow: http.HTTPFlow, first: dict[str, Any]) -> dict[str, int] | None:
+def _gateway_errors(flow: http.HTTPFlow) -> dict[str, int | str] | None:
     """JSON-RPC error codes (by request id) of an answer the gateway wrote itself: small JSON."""
     resp = flow.response
     # (mitmproxy sends the gateway's own answers whole, whatever `stream` says: raw_content is kept)
-    if resp is None or first["http"]["upstream_status"] is not None or resp.raw_content is None:
+    if resp is None or resp.raw_content is None:
         return None
     if header(resp.headers, "content-type", "").split(";")[0].strip().lower() != "application/json":
         return None
-    body = resp.raw_content or b""
-    if len(body) > MAX_ERROR_BODY:
-        return None
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return None
-    out: dict[str, int] = {}
-    for m in doc if isinstance(doc, list) else [doc]:
-        if isinstance(m, dict) and isinstance(m.get("error"), dict) and isinstance(m["error"].get("code"), int):
-            out[_id_key(m.get("id"))] = m["error"]["code"]
+    out: dict[str, int | str] = {}
+    answers.body_errors(resp.raw_content, out)
     return out
 
 

@@ -60,9 +60,10 @@ def span_name(record: dict[str, Any]) -> str:
     return f"{method} {target}" if target else method
 
 
-def error_type(record: dict[str, Any], rpc_code: int | None) -> str | None:
-    """error.type: the JSON-RPC error code the gateway answered, else the HTTP status of a failed
-    answer, else the transport failure; None when the message succeeded."""
+def error_type(record: dict[str, Any], rpc_code: int | str | None) -> str | None:
+    """error.type: the JSON-RPC error code of the answer (the gateway's or the upstream's), or
+    `tool_error` for a tools/call result with isError (answers.py), else the HTTP status of a
+    failed answer, else the transport failure; None when the message succeeded."""
     if rpc_code is not None:
         return str(rpc_code)
     status = record["http"]["status"]
@@ -153,12 +154,12 @@ def metric_attributes(record: dict[str, Any], err: str | None, tool: str | None,
         attrs["gen_ai.tool.name"] = tool
     if err:
         attrs["error.type"] = err
-    if protocol_version in _KNOWN_REVISIONS:
+    if protocol_version in KNOWN_REVISIONS:
         attrs["mcp.protocol.version"] = protocol_version
     return attrs
 
 
-_KNOWN_REVISIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"})
+KNOWN_REVISIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"})
 
 
 def llm_span(record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

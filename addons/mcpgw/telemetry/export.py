@@ -134,6 +134,12 @@ class Pipeline:
             "mcp.client.operation.duration", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
             description="The duration of the MCP request or notification as observed on the sender from the time "
                         "it was sent until the response or ack is received.")
+        self.server_session_duration = meter.create_histogram(
+            "mcp.server.session.duration", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+            description="The duration of the MCP session as observed on the MCP server.")
+        self.client_session_duration = meter.create_histogram(
+            "mcp.client.session.duration", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+            description="The duration of the MCP session as observed on the MCP client.")
 
     def shutdown(self) -> None:
         for provider in (self.tracer_provider, self.meter_provider):
