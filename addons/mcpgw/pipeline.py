@@ -22,6 +22,7 @@ from .limits import phase as limits
 from .limits import tokens as token_limits
 from .integrity import phases as integrity
 from .sessions import binding as sessions
+from .telemetry import answers as telemetry_answers
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
 
@@ -88,6 +89,7 @@ RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
     streaming.prepare_response,
     prm.rewrite_upstream_challenge,
     prm.buffer_upstream_metadata,  # after prepare_response, which would stream it
+    telemetry_answers.watch_upstream,  # last: reads the stream as the upstream sends it (telemetry on)
 )
 
 RESPONSE_PHASES: tuple[Phase, ...] = (
