@@ -12,6 +12,10 @@ stream) and four ways to reach them:
             overhead into what inspecting bodies at all costs and the gateway's own work;
   gateway   mitmdump with addons/mcp_gateway.py and a policy with one route per upstream
             (key-auth and a tool ACL when this tree supports them).
+  open      the same gateway with one open route per upstream and no plugin.
+  seed      the same gateway with the seed recipe's decK file (Kong's "Secure External MCP
+            Gateway", tests/data/kong-recipe.yaml, pointed at the demo upstreams by
+            scripts/bench_cases.py): datakit challenge, key-auth, tool ACL, cors.
   baseline  with --baseline REV: the gateway as it was at git revision REV, with the same policy,
             so that a change's cost is measured against the gateway without it in the same run.
   traced    with --telemetry: this tree's gateway exporting every span (sampling 1.0) and the MCP
@@ -83,6 +87,7 @@ for _path in (ROOT, ROOT / "addons", ROOT / "scripts"):
 from tests.support.procs import (  # noqa: E402
     DEMO_UPSTREAM, DEMO_UPSTREAM_READY, ManagedProcess, ProcessStartError, free_port, start_process,
 )
+from bench_cases import API_KEY, CONSUMER, GITHUB_TOKEN, SEED_ENV, SEED_PATHS, open_policy, seed_deck  # noqa: E402
 
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 GATEWAY_ENTRY = ROOT / "addons" / "mcp_gateway.py"
@@ -91,8 +96,6 @@ OTLP_SINK = Path(__file__).resolve().parent / "bench_otlp_sink.py"
 HOST = "127.0.0.1"  # everything listens and is reached here, nowhere else
 
 PROTOCOL_VERSION = "2025-11-25"
-API_KEY = "bench-api-key"  # sent to every target alike, so that requests have the same size
-CONSUMER = "bench-agent"
 CALL = {"name": "search_repositories", "arguments": {"query": "model context protocol"}}
 WORKFLOW = {"owner": "octocat", "repo": "hello-world", "workflow_id": "ci.yml", "steps": 1, "delay_ms": 10}
 
@@ -223,8 +226,10 @@ class Session:
         return jsonrpc("tools/call", CALL, next(self.ids))
 
 
+# Sent to every target alike, so that requests have the same size: the recipe's consumer key and a
+# GitHub token (the seed recipe's datakit step wants one; the other targets pass it through).
 BASE_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-                "apikey": API_KEY}
+                "apikey": API_KEY, "Authorization": GITHUB_TOKEN}
 
 
 INITIALIZE = {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
@@ -339,10 +344,7 @@ def gateway_policy(upstream_urls: dict[str, str], features: str) -> dict:
     """A policy with one route per upstream. With features "full", each route identifies the
     caller by API key (hidden from the upstream) and applies a tool ACL shaped like Kong's recipe:
     everything denied to developers unless a tool says otherwise."""
-    policy: dict = {"version": 1, "services": {}, "routes": {}}
-    for kind, url in upstream_urls.items():
-        policy["services"][f"github-{kind}"] = {"url": url}
-        policy["routes"][f"github-{kind}"] = {"service": f"github-{kind}", "paths": [f"/github-{kind}"]}
+    policy = open_policy(upstream_urls)
     if features == "plain":
         return policy
     policy["consumer_groups"] = ["admin", "developer"]
@@ -471,11 +473,11 @@ def baseline_entry(workdir: Path, revision: str) -> Path:
 
 
 def start_gateway(workdir: Path, name: str, entry: Path, policy_path: Path,
-                  *options: str) -> tuple[int, ManagedProcess]:
+                  *options: str, env: dict[str, str] | None = None) -> tuple[int, ManagedProcess]:
     port = free_port()
     return port, start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={workdir / (name + '-conf')}",
                                 "-s", str(entry), "--set", f"mcp_policy={policy_path}", *options,
-                                "--mode", f"reverse:http://{HOST}:9@{HOST}:{port}"])
+                                "--mode", f"reverse:http://{HOST}:9@{HOST}:{port}"], env=env)
 
 
 def oauth_policy(upstream_urls: dict[str, str], features: str, auth) -> dict:
@@ -537,6 +539,14 @@ def started_targets(workdir: Path, baseline: str | None = None, telemetry: bool 
         features = write_gateway_policy(policy_path, upstream_urls)
         gateway_port, gateway = start_gateway(workdir, "gateway", GATEWAY_ENTRY, policy_path)
         processes.append(gateway)
+        open_path = workdir / "open-policy.yaml"
+        open_path.write_text(yaml.safe_dump(open_policy(upstream_urls), sort_keys=False))
+        open_port, open_gateway = start_gateway(workdir, "open", GATEWAY_ENTRY, open_path)
+        processes.append(open_gateway)
+        seed_path = workdir / "kong-recipe.yaml"  # the seed recipe's decK file (scripts/bench_cases.py)
+        seed_path.write_text(seed_deck(upstream_urls))
+        seed_port, seed_gateway = start_gateway(workdir, "seed", GATEWAY_ENTRY, seed_path, env=SEED_ENV)
+        processes.append(seed_gateway)
         if baseline is not None:
             baseline_port, baseline_gateway = start_gateway(workdir, "baseline", baseline_entry(workdir, baseline),
                                                             policy_path)
@@ -564,6 +574,8 @@ def started_targets(workdir: Path, baseline: str | None = None, telemetry: bool 
             Target("mitmdump", {kind: f"http://{HOST}:{port}/mcp" for kind, port in bare_ports.items()}, bare),
             Target("buffered", {kind: f"http://{HOST}:{port}/mcp" for kind, port in buffered_ports.items()}, buffered),
             Target("gateway", {kind: f"http://{HOST}:{gateway_port}/github-{kind}" for kind in upstreams}, gateway),
+            Target("open", {kind: f"http://{HOST}:{open_port}/github-{kind}" for kind in upstreams}, open_gateway),
+            Target("seed", {kind: f"http://{HOST}:{seed_port}{SEED_PATHS[kind]}" for kind in upstreams}, seed_gateway),
         ]
         if baseline is not None:
             targets.append(Target("baseline", {kind: f"http://{HOST}:{baseline_port}/github-{kind}"
@@ -577,7 +589,7 @@ def started_targets(workdir: Path, baseline: str | None = None, telemetry: bool 
         for target in targets:
             wait_until_serving(target, deadline)
         for target in targets[3:]:
-            check_enforcement(target, features)
+            check_enforcement(target, {"open": "plain", "seed": "full"}.get(target.name, features))
         yield targets, features
     finally:
         for process in reversed(processes):
@@ -766,6 +778,29 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
     print("buffered/mitmdump is what holding each request until its body is complete costs by itself: mitmproxy")
     print("then runs its `request` hook before forwarding instead of while the upstream works. gateway/buffered")
     print("is the gateway's own work on top of that.")
+    floor_report(bench)
+
+
+FLOOR_TARGETS = {  # (target, metric) -> the most x/buffered may be: the gateway's own work over the held floor
+    ("seed", "json.median"): 1.03, ("seed", "json.p99"): 1.10, ("open", "json.median"): 1.01,
+}
+
+
+def floor_report(bench: Benchmark) -> None:
+    """Each gateway case over the held floor ("buffered"): open route, key-auth + ACL, seed recipe."""
+    cases = [n for n in ("open", "gateway", "seed") if n in {t.name for t in bench.targets}]
+    print()
+    print(f"{'own work over the floor (x/buffered)':{LABEL}}" + "".join(f"{n + '/buffered':>18}" for n in cases)
+          + "   targets")
+    for key, label, _ in METRICS:
+        goals = [f"{n} <= {FLOOR_TARGETS[n, key]:.2f}x  "
+                 f"{'PASS' if bench.ratio(key, n, 'buffered') <= FLOOR_TARGETS[n, key] else 'MISS'}"
+                 for n in cases if (n, key) in FLOOR_TARGETS]
+        print(f"{'ratio ' + label:{LABEL}}" + "".join(f"{bench.ratio(key, n, 'buffered'):17.3f}x" for n in cases)
+              + ("   " + "; ".join(goals) if goals else ""))
+    print("open: one open route, no plugin; gateway: the policy above; seed: the seed recipe's decK file")
+    print("(tests/data/kong-recipe.yaml via scripts/bench_cases.py: datakit challenge, key-auth, tool ACL with")
+    print("payload logging, cors). Ratios within one interleaved run compare; absolute figures on a shared machine do not.")
 
 
 def filtering_benchmark(repeat: int) -> bool:
