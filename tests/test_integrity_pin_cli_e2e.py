@@ -109,3 +109,35 @@ def test_pin_unknown_route(tmp_path):
     assert done.returncode == 2 and "no route 'nope'" in done.stderr
     down = pin(str(policy_file), "github")
     assert down.returncode == 2 and "could not fetch" in down.stderr
+
+
+def explain(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLI), "explain", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_explain_says_what_integrity_would_do(tmp_path):
+    up = DemoUpstream(tmp_path, "--rug-pull", "--json-response")
+    try:
+        policy_file = tmp_path / "policy.yaml"
+        scanned = policy(up)
+        scanned["routes"]["github"]["integrity"]["scan"] = {}
+        scanned["consumers"] = {"dev": {}}
+        policy_file.write_text(yaml.safe_dump(scanned))
+        assert pin(str(policy_file), "github").returncode == 0  # the upstream's first list, approved
+        digest = json.loads((tmp_path / "policy.pins.json").read_text())["routes"]["github"]["tools"]["search_code"]["digest"]
+
+        offline = explain(str(policy_file), "dev", "search_code")
+        assert offline.returncode == 0, offline.stdout + offline.stderr
+        assert (f"route github: integrity of search_code: pin (enforce): approved as {digest[:12]} in the lock file "
+                "policy.pins.json; a listed definition with another digest is withheld") in offline.stdout
+        unpinned = explain(str(policy_file), "dev", "never_listed")
+        assert unpinned.returncode == 1 and "pin (enforce): DENIED, no pin in the lock file" in unpinned.stdout
+
+        live = explain(str(policy_file), "dev", "search_code", "--live")  # the upstream has pulled the rug since
+        assert live.returncode == 1, live.stdout + live.stderr
+        assert "pin (enforce): DENIED, listed now with description changed since it was approved" in live.stdout
+        assert "scan: DENIED, its definition looks poisoned (hidden.instruction-tag:high" in live.stdout
+        other = explain(str(policy_file), "dev", "search_repositories", "--live")
+        assert other.returncode == 0 and "listed now as approved" in other.stdout and "no finding" in other.stdout
+    finally:
+        up.stop()

@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="a consumer's username, id or custom_id, or group:NAME[,NAME] for a caller known by its groups")
     explain.add_argument("tool", metavar="TOOL", help="the tool name, as the upstream lists it")
     explain.add_argument("--route", metavar="ROUTE", help="only this route (default: every route)")
+    explain.add_argument("--live", action="store_true", help="tool integrity: judge the definition the route's upstream "
+                                                             "lists now against its pin and the scan rules")
+    explain.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                         help="--live: a header to send upstream; default: the route's injected credential")
 
     verify = sub.add_parser("verify", help="verify the hash chain of audit log files; report the first broken record",
                             description="Verify audit files as one hash chain, oldest first. Reports the first record "
@@ -113,7 +117,17 @@ def explain(args: argparse.Namespace) -> int:
         return UNANSWERED
     for answer in answers:
         print(answer.line(identity, args.tool))
-    return OK if all(a.decision.allowed for a in answers) else NEGATIVE
+    from .integrity import cli as integrity_cli, explain as integrity
+
+    try:
+        headers = integrity_cli._headers(args.header)
+    except ValueError as e:
+        print(f"mcp-gateway explain: {e}", file=sys.stderr)
+        return UNANSWERED
+    lines, held_back = integrity.offline(loaded[0], str(args.policy), args.tool, args.route, args.live, headers)
+    for line in lines:  # what tool integrity would do (docs/integrity.md)
+        print(line)
+    return OK if all(a.decision.allowed for a in answers) and not held_back else NEGATIVE
 
 
 def verify(args: argparse.Namespace) -> int:
