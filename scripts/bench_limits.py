@@ -3,8 +3,9 @@
 the tool ACL of scripts/bench.py) and
 
   nolimits  no rate_limits;
-  local     rate_limits strategy local: a tools/call rule (every measured call is counted, never
-            refused) and a per-tool rule for another tool (looked at, not counted);
+  local     rate_limits strategy local: a per-request rule (decided at request headers: every
+            measured call is counted, never refused) and a per-tool rule for another tool
+            (looked at once the body is read, not counted): one counter check per call;
   redis     the same rules with strategy redis, against a real valkey-server/redis-server on
             loopback (tests/support/redis_server.py).
 
@@ -39,8 +40,8 @@ from tests.support.procs import DEMO_UPSTREAM, DEMO_UPSTREAM_READY, free_port, s
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 TARGETS = {"local": 1.02, "redis": 1.10}
-RULES = [{"methods": ["tools/call"], "limit": [1_000_000_000], "window_size": [60]},
-         {"tools": ["push_files"], "limit": [10], "window_size": [3600]}]
+RULES = [{"limit": [1_000_000_000], "window_size": [60]},  # every HTTP request: decided at request headers
+         {"tools": ["push_files"], "limit": [10], "window_size": [3600]}]  # looked at with the body, not counted
 
 
 def policy(upstream: str, strategy: str | None, redis: RedisServer) -> dict:

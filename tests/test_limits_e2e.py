@@ -10,6 +10,8 @@ buy a new budget, and a denied call costs nothing."""
 
 from __future__ import annotations
 
+import socket
+
 from datetime import timedelta
 
 import httpx
@@ -50,6 +52,11 @@ def policy(up: DemoUpstream, up_json: DemoUpstream) -> dict:
             "hidden": route("json", "/hidden", hide_client_headers=True, rules=[{**push_limit, "limit": [1]}]),
             "two-windows": route("json", "/two-windows", rules=[{"methods": ["tools/call"], "limit": [2, 100],
                                                                   "window_size": [1, 3600]}]),
+            # per-request rules are decided at request headers, beside per-tool ones decided with the body
+            "early": route("json", "/early", rules=[{"limit": [3], "window_size": [3600], "window_type": "fixed"},
+                                                    {"tools": ["get_me"], "limit": [5], "window_size": [60]}]),
+            "admins": {**route("json", "/admins", rules=[{"limit": [1], "window_size": [3600], "window_type": "fixed"}]),
+                       "access": {"allow": ["admin"], "include_consumer_groups": True}},
         },
     }
 
@@ -221,3 +228,53 @@ async def test_every_window_is_shown_and_the_tightest_one_refuses(env):
                 break
         assert r.headers["x-ratelimit-limit-second"] == "2" and r.headers["x-ratelimit-limit-hour"] == "100"
         assert int(r.headers["x-ratelimit-remaining-hour"]) >= 97
+
+
+INIT = jsonrpc("initialize", {"protocolVersion": types.LATEST_PROTOCOL_VERSION, "capabilities": {},
+                              "clientInfo": {"name": "t", "version": "0"}})
+
+
+def raw_headers_only(gw, path: str, key: str, declared: int) -> bytes:
+    """A POST whose headers promise `declared` bytes of body and none is ever sent: what the gateway
+    answers, read before any body byte left (b"" if it waited for the body until the deadline)."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\napikey: {key}\r\n"
+            f"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+            f"Content-Length: {declared}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as s:
+        s.sendall(head)
+        answer = b""
+        try:
+            while chunk := s.recv(65536):  # the gateway closes after a refusal of an unread body
+                answer += chunk
+        except TimeoutError:
+            pass
+        return answer
+
+
+async def test_a_request_over_a_per_request_limit_is_refused_before_its_body(env):
+    gw, _, up_json = env
+    url = gw.url("/early")
+    async with httpx.AsyncClient(timeout=30) as client:
+        headers = await open_session(client, url, DEV2)  # initialize and initialized: 2 of 3
+        r = await call(client, url, headers, tool="get_me")
+        # both rules' windows: the per-request one (headers) and the per-tool one (body)
+        assert r.status_code == 200 and r.headers["x-ratelimit-remaining-hour"] == "0"
+        assert r.headers["x-ratelimit-limit-minute"] == "5" and r.headers["x-ratelimit-remaining-minute"] == "4"
+        calls = up_json.tool_calls()
+        answer = raw_headers_only(gw, "/early", DEV2["apikey"], 512 * 1024)
+    assert answer.startswith(b"HTTP/1.1 429"), answer[:200]  # answered with 512 KiB of body still unsent
+    assert b"retry-after" in answer.lower() and answer.endswith(b'\r\n\r\n{"message":"API rate limit exceeded"}')
+    assert up_json.tool_calls() == calls
+
+
+async def test_a_request_the_route_refuses_costs_nothing_at_headers(env):
+    gw, _, _ = env
+    url = gw.url("/admins")
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(3):  # refused by route access each time, never by the limit
+            r = await client.post(url, json=INIT, headers={**MCP_HEADERS, **DEV})
+            assert r.status_code == 403, r.text
+        r = await client.post(url, json=INIT, headers={**MCP_HEADERS, **ADMIN})
+        assert r.status_code == 200 and r.headers["x-ratelimit-remaining-hour"] == "0"
+        r = await client.post(url, json=INIT, headers={**MCP_HEADERS, **ADMIN})
+        assert r.status_code == 429

@@ -43,6 +43,22 @@ def env(tmp_path_factory):
                    "model": {"options": {"input_cost": 10000, "output_cost": 30000}}},
             "rate_limits": {"tokens": [{"limit": [0.5], "window_size": [60], "window_type": "fixed",
                                         "tokens_count_strategy": "cost"}]},
+        }, "models": {  # Kong 3.14's policies: a budget per model and consumer, a team's budget by header
+            "service": "openai", "paths": ["/models"], "key_auth": {"key_names": ["apikey"], "hide_credentials": True},
+            "ai": {"route_type": "llm/v1/chat",
+                   "auth": {"header_name": "Authorization", "header_value": "Bearer sk-provider"}},
+            "rate_limits": {"tokens": [
+                {"name": "gpt-4o", "models": ["gpt-4o"], "partition_by": ["consumer", "model"],
+                 "limit": [20], "window_size": [60], "window_type": "fixed"},
+                {"name": "team", "headers": {"X-Team": []}, "partition_by": ["header"],
+                 "limit": [20], "window_size": [60], "window_type": "fixed"},
+                {"name": "rest", "fallback": True, "limit": [100000], "window_size": [60]}]},
+        }, "perip": {  # per client address, whatever the client claims in headers
+            "service": "openai", "paths": ["/perip"], "key_auth": {"key_names": ["apikey"], "hide_credentials": True},
+            "ai": {"route_type": "llm/v1/chat",
+                   "auth": {"header_name": "Authorization", "header_value": "Bearer sk-provider"}},
+            "rate_limits": {"tokens": [{"name": "ip", "ips": ["127.0.0.0/8", "::1"], "partition_by": ["ip"],
+                                        "limit": [20], "window_size": [60], "window_type": "fixed"}]},
         }, "requests": {
             "service": "openai", "paths": ["/requests"], "key_auth": {"key_names": ["apikey"], "hide_credentials": True},
             "ai": {"route_type": "llm/v1/chat",
@@ -90,6 +106,10 @@ def test_the_request_after_the_one_that_crossed_the_budget_is_refused(env):
     assert refused.headers["x-ai-ratelimit-remaining-60-openai"] == "0"
     assert refused.headers["x-ai-ratelimit-remaining-3600-openai"] == str(1000 - len(remaining) * per_call)
     assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ai-ratelimit-retry-after-60-openai"] == refused.headers["retry-after"]
+    assert refused.headers["x-ai-ratelimit-retry-after"] == refused.headers["retry-after"]
+    assert 0 < int(refused.headers["x-ai-ratelimit-reset-60-openai"]) <= 60
+    assert "x-ai-ratelimit-reset-3600-openai" not in refused.headers  # that window still has room
     asked = len(provider.requests)
     with pytest.raises(openai.RateLimitError):
         stream_tokens(c)
@@ -133,4 +153,74 @@ def test_request_limits_apply_to_llm_routes(env):
     with pytest.raises(openai.RateLimitError) as refused:
         c.chat.completions.create(model="gpt-4o", messages=PROMPT)
     assert refused.value.response.json() == {"message": "API rate limit exceeded"}
+    assert len(provider.requests) == asked
+
+
+def until_refused(call, limit: int = 30) -> tuple[int, object]:
+    """Calls until one is refused: (calls answered, the refusal)."""
+    for n in range(limit):
+        try:
+            call()
+        except openai.RateLimitError as e:
+            return n, e.response
+    raise AssertionError(f"{limit} calls and none refused")
+
+
+def test_a_model_budget_refuses_that_model_only(env):
+    gw, provider = env
+    alex = openai.OpenAI(api_key="sk-client", base_url=gw.url("/models"), default_headers={"apikey": ALEX},
+                         max_retries=0)
+
+    def call(c=alex, model="gpt-4o"):
+        raw = c.chat.completions.with_raw_response.create(model=model, messages=PROMPT, stream=True)
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+        return raw.headers
+
+    assert call()["x-ai-ratelimit-limit-60-gpt-4o"] == "20"
+    answered, refused = until_refused(call)
+    assert answered >= 1 and refused.status_code == 429
+    assert refused.json() == {"message": "AI token rate limit exceeded for provider(s): gpt-4o"}
+    assert refused.headers["x-ai-ratelimit-remaining-60-gpt-4o"] == "0"
+    asked = len(provider.requests)
+    headers = call(model="gpt-4o-mini")  # another model: the fallback rule, not gpt-4o's budget
+    assert "x-ai-ratelimit-limit-60-gpt-4o" not in headers and headers["x-ai-ratelimit-limit-60-rest"] == "100000"
+    bob = openai.OpenAI(api_key="sk-client", base_url=gw.url("/models"), default_headers={"apikey": BOB}, max_retries=0)
+    assert call(bob)["x-ai-ratelimit-remaining-60-gpt-4o"] == "20"  # partitioned by consumer and model
+    assert len(provider.requests) == asked + 2
+
+
+def test_a_header_partitioned_budget(env):
+    gw, provider = env
+
+    def team(name: str) -> openai.OpenAI:
+        return openai.OpenAI(api_key="sk-client", base_url=gw.url("/models"), max_retries=0,
+                             default_headers={"apikey": DEV, "X-Team": name})
+
+    def call(c):
+        return c.chat.completions.with_raw_response.create(model="o3", messages=PROMPT).headers
+
+    answered, refused = until_refused(lambda: call(team("blue")))
+    assert answered >= 1 and refused.headers["x-ai-ratelimit-remaining-60-team"] == "0"
+    assert call(team("red"))["x-ai-ratelimit-remaining-60-team"] == "20"  # another value: its own counter
+
+
+def test_attacker_claims_another_address_or_consumer_and_gets_no_new_budget(env):
+    """X-Forwarded-For, X-Real-IP and X-Consumer-* are the client's claims: the counter stays the
+    TCP peer's, and the consumer the key's."""
+    gw, provider = env
+    n = 0
+
+    def call():
+        nonlocal n
+        n += 1
+        spoofed = {"apikey": ALEX, "X-Forwarded-For": f"10.0.0.{n}", "X-Real-IP": f"10.0.1.{n}",
+                   "X-Consumer-Username": f"user{n}", "X-Consumer-ID": f"id{n}"}
+        c = openai.OpenAI(api_key="sk-client", base_url=gw.url("/perip"), max_retries=0, default_headers=spoofed)
+        c.chat.completions.create(model="gpt-4o", messages=PROMPT)
+
+    answered, refused = until_refused(call)
+    assert answered >= 1 and refused.status_code == 429
+    asked = len(provider.requests)
+    with pytest.raises(openai.RateLimitError):
+        call()
     assert len(provider.requests) == asked

@@ -15,6 +15,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from . import canonical, context, destinations, guards, health, mitm_options, pipeline, redaction, request_stream
 from .ai.addon import LlmAddon
+from .limits.addon import LimitsAddon
 from .auditlog import AuditLog
 from .state import introspection_cache
 from .state.redis_sessions import SelectedSessionStore
@@ -59,7 +60,7 @@ class MCPGateway:
         metrics.registry.register(DropCollector(self.telemetry))
         self.addons = [self.audit, metrics, MCPConsole(self.store), self.destinations,
                        TunnelGate(self.store, self.destinations),  # intercept_unmatched: block covers CONNECT too
-                       self.telemetry]
+                       self.telemetry, LimitsAddon()]  # LimitsAddon: token limits charged when an LLM answer ends
         # LLM routes (ai/): their counters among the metrics, an audit record per MCP tool call inside an
         # answer; first, so that on a failed flow it completes the LLM call before the audit log records it
         self.addons.insert(0, LlmAddon(self.audit, next(a for a in self.addons if isinstance(a, Metrics))))

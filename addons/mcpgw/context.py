@@ -81,6 +81,9 @@ class FlowContext:
     audit_fields: dict[str, Any] = field(default_factory=dict)
     # rate limits: the RateLimit-* / X-RateLimit-* headers of a request that passed its limits
     limit_headers: dict[str, str] | None = None
+    limit_results: list[Any] | None = None  # the checks behind them, so a later phase's headers include them
+    # token limits (limits/tokens.py): the counters this LLM call is charged to when its answer ends
+    token_charges: list[Any] | None = None
 
     @property
     def route_name(self) -> str | None:

@@ -42,6 +42,7 @@ HEADER_PHASES: tuple[Phase, ...] = (
     oauth.authenticate,
     keyauth.authenticate,
     sessions.check_session,  # after every identity phase: a session id must be the caller's own
+    limits.check_request_limits,  # rules counting HTTP requests: a caller over them is refused before its body is read
 )
 
 # At request end (body available), for MCP traffic that passed the header phases.

@@ -67,9 +67,10 @@ def test_redis_settings_become_the_gateway_state_and_secrets_stay_references(mon
     plugin = {"name": "rate-limiting-advanced", "route": "mcp-route", "config": {
         "limit": [10], "window_size": [60], "strategy": "redis", "sync_rate": 0, "disable_penalty": True,
         "redis": {"host": "redis.internal", "port": 6380, "database": 2, "password": "{vault://env/REDIS_PASSWORD}",
-                  "timeout": 1500, "ssl": True}}}
+                  "timeout": 1500, "ssl": True, "server_name": "cache.internal"}}}
     native = translate_deck(with_plugin(case(CASE_30), plugin), "kong.yaml", env={}, secret_references=True)
     assert native["gateway"]["state"]["redis"]["password"] == "{vault://env/REDIS_PASSWORD}"  # resolved at load only
+    assert native["gateway"]["state"]["redis"]["server_name"] == "cache.internal"  # TLS: the name checked
     assert native["gateway"]["state"]["redis"]["host"] == "redis.internal"
     assert native["gateway"]["state"]["redis"]["timeout"] == 1.5
     assert native["routes"]["mcp-route"]["rate_limits"]["strategy"] == "redis"
@@ -206,12 +207,36 @@ def test_consumer_group_scoped_instances_become_group_overrides():
     doc["plugins"][-1]["config"]["window_type"] = "fixed"
     with pytest.raises(PolicyError) as refused:
         translate(doc)
-    assert any("may change limit and window_size only" in p for p in refused.value.problems)
+    assert any("may change its windows only" in p for p in refused.value.problems)
     doc["plugins"][-1]["config"]["window_type"] = "sliding"
     doc["plugins"].append({"name": "rate-limiting-advanced", "route": "mcp-route", "consumer": "dev",
                            "config": {"limit": [5], "window_size": [3600]}})
     rule = translate(doc)["routes"]["mcp-route"]["rate_limits"]["rules"][0]
     assert rule["consumers"] == {"dev": {"limit": [5], "window_size": [3600]}}
+
+
+@needs_cases
+async def test_rate_limiting_scoped_to_a_consumer_group_or_consumer_overrides_the_routes(monkeypatch):
+    """Kong's rate-limiting (not -advanced) on a consumer group or a consumer beside the route's:
+    the most specific instance's windows apply to its members."""
+    from mcpgw.limits.counters import LocalCounters
+
+    monkeypatch.setattr(backend, "local", LocalCounters(clock=lambda: 1_080_000.5))
+    doc = case(CASE_29)
+    doc.setdefault("consumer_groups", []).append({"name": "gold"})
+    doc["plugins"] += [
+        {"name": "rate-limiting", "route": "mcp-route", "consumer_group": "gold", "config": {"second": 50, "hour": 9000}},
+        {"name": "rate-limiting", "route": "mcp-route", "consumer": "dev", "config": {"second": 1}}]
+    rule = translate(doc)["routes"]["mcp-route"]["rate_limits"]["rules"][0]
+    assert rule["consumer_groups"] == {"gold": {"limit": [50, 9000], "window_size": [1, 3600]}}
+    assert rule["consumers"] == {"dev": {"limit": [1], "window_size": [1]}}
+    policy = Policy.model_validate(translate(doc))
+    first, second = await run(policy, "dev-key"), await run(policy, "dev-key")
+    assert first is None and second.status_code == 429 and second.headers["X-RateLimit-Limit-Second"] == "1"
+    doc["plugins"][-1]["config"]["limit_by"] = "ip"
+    with pytest.raises(PolicyError) as refused:
+        translate(doc)
+    assert any("may change its windows only" in p for p in refused.value.problems)
 
 
 @needs_cases
@@ -250,25 +275,69 @@ def test_a_group_scoped_instance_without_a_route_level_one_is_refused():
     assert any("scoped to a consumer or consumer group are supported for" in p for p in refused.value.problems)
 
 
-def test_kong_314_policies_form(monkeypatch):
-    """The policies[] form (Kong's "rate limiting with multiple conditions" example)."""
+def _seed_with(monkeypatch, config: dict) -> dict:
     from tests.test_ai_deck_e2e import SEED_002
 
     monkeypatch.setenv("OPENAI_TOKEN", "Bearer sk-test")
     doc = yaml.safe_load(SEED_002)
-    doc["plugins"].append({"name": "ai-rate-limiting-advanced", "service": "mcp-service", "config": {"policies": [
+    doc["plugins"].append({"name": "ai-rate-limiting-advanced", "service": "mcp-service", "config": config})
+    return doc
+
+
+def test_kong_314_policies_form(monkeypatch):
+    """The policies[] form (Kong's "rate limiting with multiple conditions" example): both
+    conditions must hold; the counter is partitioned by provider only, as partition_by says."""
+    doc = _seed_with(monkeypatch, {"policies": [
         {"match": [{"type": "provider", "partition_by": True, "values": ["openai"]},
                    {"type": "consumer", "key": "username", "values": ["chat-client"]}],
-         "limits": [{"limit": 100, "window_size": 60}, {"limit": 1000, "window_size": 3600}]}]}})
+         "limits": [{"limit": 100, "window_size": 60}, {"limit": 1000, "window_size": 3600}]}]})
     native = translate(doc)
     assert native["routes"]["llm-chat"]["rate_limits"]["tokens"] == [
-        {"provider": "openai", "limit": [100, 1000], "window_size": [60, 3600], "window_type": "sliding",
-         "tokens_count_strategy": "total_tokens", "only_consumers": ["chat-client"]}]
+        {"provider": "openai", "name": "policy-1", "limit": [100, 1000], "window_size": [60, 3600],
+         "window_type": "sliding", "tokens_count_strategy": "total_tokens", "partition_by": ["provider"],
+         "providers": ["openai"], "only_consumers": ["chat-client"]}]
     Policy.model_validate(native)
-    doc["plugins"][-1]["config"]["policies"][0]["match"].append({"type": "path", "values": ["/v1/chat"]})
+
+
+def test_kong_314_match_types_model_path_ip_header_group(monkeypatch):
+    """Each of Kong's example pages: model, path, ip, header, consumer group; each limit's own
+    tokens_count_strategy; a policy without match is the fallback."""
+    doc = _seed_with(monkeypatch, {"window_type": "fixed", "policies": [
+        {"match": [{"type": "model", "partition_by": True, "values": ["gpt-5.1"]}],
+         "limits": [{"limit": 100, "window_size": 60}, {"limit": 5, "window_size": 60, "tokens_count_strategy": "cost"}]},
+        {"match": [{"type": "path", "values": ["/v1/chat"]}, {"type": "ip", "values": ["127.0.0.1", "192.0.2.0"]},
+                   {"type": "header", "key": "X-Team", "partition_by": True},
+                   {"type": "consumer_group", "key": "name", "values": ["dev"]}],
+         "window_type": "sliding", "limits": [{"limit": 100, "window_size": 60}]},
+        {"limits": [{"limit": 10, "window_size": 60}]}]})
+    doc.setdefault("consumer_groups", []).append({"name": "dev"})
+    tokens = translate(doc)["routes"]["llm-chat"]["rate_limits"]["tokens"]
+    assert [(t["name"], t["tokens_count_strategy"], t["limit"]) for t in tokens] == [
+        ("policy-1-total_tokens", "total_tokens", [100]), ("policy-1-cost", "cost", [5]),
+        ("policy-2", "total_tokens", [100]), ("policy-3", "total_tokens", [10])]
+    assert tokens[0]["models"] == ["gpt-5.1"] and tokens[0]["partition_by"] == ["model"]
+    assert tokens[0]["window_type"] == "fixed" and tokens[2]["window_type"] == "sliding"
+    assert tokens[2] | {} == {**tokens[2], "paths": ["/v1/chat"], "ips": ["127.0.0.1", "192.0.2.0"],
+                              "headers": {"X-Team": []}, "only_groups": ["dev"], "partition_by": ["header"]}
+    assert tokens[3]["fallback"] is True and tokens[3]["partition_by"] == []
+    Policy.model_validate(translate(doc))
+
+
+@pytest.mark.parametrize("policy, problem", [
+    ({"match": [{"type": "service", "values": ["x"]}], "limits": [{"limit": 1, "window_size": 60}]},
+     "match type 'service' is not supported"),
+    ({"match": [{"type": "header", "values": ["x"]}], "limits": [{"limit": 1, "window_size": 60}]},
+     "a header match needs key"),
+    ({"match": [{"type": "consumer_group", "key": "id", "values": ["x"]}], "limits": [{"limit": 1, "window_size": 60}]},
+     "matched by name"),
+    ({"id": "1b7e1b3c-2a6e-4c5e-9d3e-3f1f0f7b1a11"}, "reusable policy entities are not supported"),
+    ({"match": [], "limits": [{"limit": 1, "window_size": 60, "tokens_count_strategy": "requests"}]},
+     "'requests' is not supported"),
+])
+def test_kong_314_policies_refused(monkeypatch, policy, problem):
     with pytest.raises(PolicyError) as refused:
-        translate(doc)
-    assert any("match type 'path' is not supported" in p for p in refused.value.problems)
+        translate(_seed_with(monkeypatch, {"policies": [policy]}))
+    assert any(problem in p for p in refused.value.problems), refused.value.problems
 
 
 @needs_cases

@@ -41,6 +41,10 @@ class _Sync:
         result = self.counters.check(key, windows, cost, sliding, penalty)
         return await result if self.kind == "redis" else result
 
+    async def check_many(self, checks):
+        result = self.counters.check_many(checks)
+        return await result if self.kind == "redis" else result
+
 
 @pytest.fixture(params=["local", "redis"])
 async def counters(request, server):
@@ -187,3 +191,17 @@ async def test_penalty_counts_refused_requests_too(counters):
     counters.clock.now += 90  # the same calls without the penalty: 2 * 0.5 = 1, room for one
     assert [r.allowed for r in without] == [True, True, False, False]
     assert (await counters.check("other", w, sliding=True)).allowed
+
+
+async def test_several_counters_in_one_call_are_each_decided_on_their_own(counters):
+    """check_many (one Redis round trip for every rule of a phase): each counter passes or is
+    refused as a check of its own would, and only those with room are charged."""
+    one, three = (Window(1, 60),), (Window(3, 60),)
+    assert (await counters.check("full", one)).allowed
+    results = await counters.check_many([("full", one, 1, False, False), ("room", three, 2, True, False),
+                                         ("room2", three, 5, False, False)])
+    assert [r.allowed for r in results] == [False, True, False]
+    assert results[1].windows[0].remaining == 1 and results[0].retry_after == 60
+    assert [r.allowed for r in await counters.check_many([("room", three, 1, True, False)])] == [True]
+    assert not (await counters.check("room", three, 1, True)).allowed  # 2 + 1 charged: the window is full
+    assert (await counters.check("room2", three, 3)).allowed  # the refused 5 cost nothing

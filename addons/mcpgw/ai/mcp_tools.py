@@ -36,6 +36,9 @@ from ..governance.engine import view
 from ..policy.derived import PerPolicy
 from .request import LlmState, ai_error
 
+# Told of each finished mcp_call item (the state, the call as audited): telemetry/llm_tools.py makes spans of them.
+CALL_OBSERVERS: list[Any] = []
+
 if TYPE_CHECKING:
     from ..context import FlowContext
     from ..policy.models import Policy
@@ -247,6 +250,8 @@ def filter_item(state: LlmState, item: Any, final: bool) -> bool:
             "error": bool(item.get("error")),
             # the provider was told which tools are allowed; a call outside them is the provider's doing
             "decision": "allow" if allowed is None or name in allowed else "outside_allowed_tools"})
+        for observe in CALL_OBSERVERS:
+            observe(state, state.mcp_calls[-1])
     return False
 
 

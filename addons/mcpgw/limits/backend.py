@@ -54,6 +54,13 @@ class _Redis:
 
     async def check(self, key: str, windows: tuple[Window, ...], cost: int, sliding: bool, penalty: bool,
                     charge: bool = True) -> Outcome:
+        return (await self._run((key, windows, cost, sliding, penalty, charge), many=False))[0]
+
+    async def check_many(self, checks: list[tuple]) -> list[Outcome]:
+        """Several counters' checks (`(key, windows, cost, sliding, penalty)` each) in one round trip."""
+        return await self._run(checks, many=True)
+
+    async def _run(self, checks, many: bool) -> list[Outcome]:
         global _down_until
         if time.monotonic() >= _down_until:
             try:
@@ -61,7 +68,7 @@ class _Redis:
                 counters = _counters.get(id(client))
                 if counters is None or counters.client is not client:
                     counters = _counters[id(client)] = RedisCounters(client, self.settings.key_prefix, time.time)
-                result = await counters.check(key, windows, cost, sliding, penalty, charge)
+                result = await counters.check_many(checks) if many else [await counters.check(*checks)]
             except Exception as e:  # any failure of the store: the route's fault tolerance decides
                 stats.redis_errors += 1
                 _down_until = time.monotonic() + RETRY_INTERVAL
@@ -79,13 +86,16 @@ class _Redis:
             stats.redis_refusals += 1
             raise Unavailable()
         stats.redis_fallbacks += 1
-        return _fallback.check(key, windows, cost, sliding, penalty, charge)
+        return _fallback.check_many(checks) if many else [_fallback.check(*checks)]
 
 
 class _Local:
     async def check(self, key: str, windows: tuple[Window, ...], cost: int, sliding: bool, penalty: bool,
                     charge: bool = True) -> Outcome:
         return local.check(key, windows, cost, sliding, penalty, charge)
+
+    async def check_many(self, checks: list[tuple]) -> list[Outcome]:
+        return local.check_many(checks)
 
 
 _down_until = 0.0

@@ -54,6 +54,8 @@ class CompiledRule:
 class CompiledLimits:
     settings: RouteLimits
     rules: tuple[CompiledRule, ...]
+    per_request: tuple[CompiledRule, ...] = ()  # no methods/tools: decided at request headers, before the body
+    per_message: tuple[CompiledRule, ...] = ()  # methods/tools: decided once the body's messages are known
 
 
 def _windows(limit: list[int], sizes: list[int]) -> tuple[Window, ...]:
@@ -79,7 +81,8 @@ def _compile(policy) -> dict[str, CompiledLimits]:
                 frozenset(rule.only_groups) if rule.only_groups is not None else None,
                 methods, tools,
                 f"ns:{rule.namespace}" if rule.namespace else f"r:{name}:{i}"))
-        out[name] = CompiledLimits(settings, tuple(rules))
+        out[name] = CompiledLimits(settings, tuple(rules), tuple(r for r in rules if not r.per_message),
+                                   tuple(r for r in rules if r.per_message))
     return out
 
 

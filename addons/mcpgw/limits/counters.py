@@ -114,6 +114,10 @@ class LocalCounters:
             self._sweep(now)
         return outcome(windows, counts, allowed, cost, now, sliding, charge)
 
+    def check_many(self, checks: Sequence[tuple]) -> list[Outcome]:
+        """Several checks, each `(key, windows, cost, sliding, penalty)`, one after the other."""
+        return [self.check(*c) for c in checks]
+
     def _sweep(self, now: float) -> None:
         """Down to 90% of capacity, so that a flood of new keys (callers named by a header, say)
         costs one sweep per 10% of capacity, not one per request."""

@@ -1,5 +1,7 @@
-"""The rate-limit phases: `check_limits` (request, after governance decided each message) and
-`add_headers` (response headers: the windows' state on answers that passed).
+"""The rate-limit phases: `check_request_limits` (request headers, after identity: rules counting
+HTTP requests, so that a refused request's body is never read), `check_limits` (request, after
+governance decided each message: rules counting MCP methods or tools) and `add_headers`
+(response headers: the windows' state on answers that passed).
 
 Refusals answer as Kong's rate-limiting-advanced: the route's error_code (429) with
 {"message": "API rate limit exceeded"}, Retry-After and the RateLimit-* / X-RateLimit-*-<window>
@@ -15,6 +17,7 @@ import logging
 from mitmproxy import http
 
 from ..context import FlowContext
+from ..governance import access
 from ..protocol.jsonrpc import INVALID_REQUEST
 from ..responses import gateway_failure, json_response, jsonrpc_error, jsonrpc_errors_response
 from . import backend
@@ -55,27 +58,49 @@ def _key(rule: CompiledRule, ctx: FlowContext, flow: http.HTTPFlow) -> str:
     return f"{rule.scope}:{digest}"
 
 
-async def check_limits(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
-    """The phase (pipeline: after governance)."""
+async def check_request_limits(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    """The header phase (after identity): rules that count HTTP requests need no body, so a caller
+    over such a limit is refused before its body is read. A request the route's access check
+    will refuse anyway is not counted (as Kong's acl runs before its rate limits)."""
     limits = route_limits(ctx.snapshot.policy).get(ctx.route_name or "") if ctx.match is not None else None
-    if limits is None:
+    if limits is None or not limits.per_request:
         return None
+    if access.check_route_access(ctx, flow) is not None:  # refused later, by the request phases; idempotent
+        return None
+    return await _check(ctx, flow, limits, limits.per_request)
+
+
+async def check_limits(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
+    """The request phase (after governance): rules that count MCP methods or tools."""
+    limits = route_limits(ctx.snapshot.policy).get(ctx.route_name or "") if ctx.match is not None else None
+    if limits is None or not limits.per_message:
+        return None
+    return await _check(ctx, flow, limits, limits.per_message)
+
+
+async def _check(ctx: FlowContext, flow: http.HTTPFlow, limits, rules) -> http.Response | None:
     groups = ctx.identity.groups if ctx.identity is not None else ()
     username = ctx.identity.username if ctx.identity is not None else None
     counters = backend.for_route(limits.settings, ctx.snapshot.policy)
-    shown: list[tuple[CompiledRule, Outcome]] = []
+    shown: list[tuple[CompiledRule, Outcome]] = list(ctx.limit_results or ())  # the header phase's, if any
     refused: list[tuple[CompiledRule, Outcome]] = []
-    for rule in limits.rules:
+    counted, checks = [], []
+    for rule in rules:
         if rule.only_groups is not None and not rule.only_groups.intersection(groups):
             continue
         cost = rule.cost(ctx.messages) if rule.per_message else 1
         if cost == 0:
             continue
-        try:
-            result = await counters.check(_key(rule, ctx, flow), rule.windows_for(groups, username), cost,
-                                          rule.rule.window_type == "sliding", rule.rule.count_refused)
-        except backend.Unavailable:
-            return gateway_failure(flow.request, "reach the rate limit store")
+        counted.append(rule)
+        checks.append((_key(rule, ctx, flow), rule.windows_for(groups, username), cost,
+                       rule.rule.window_type == "sliding", rule.rule.count_refused))
+    if not checks:
+        return None
+    try:  # every rule's counter at once: one Redis round trip however many rules apply
+        results = await counters.check_many(checks)
+    except backend.Unavailable:
+        return gateway_failure(flow.request, "reach the rate limit store")
+    for rule, result in zip(counted, results):
         if result.allowed:
             if not rule.rule.shadow:
                 shown.append((rule, result))
@@ -91,6 +116,7 @@ async def check_limits(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response |
         headers = client_headers(refused + shown) if not settings.hide_client_headers else {}
         headers["Retry-After"] = str(max(o.retry_after for _, o in refused))  # kept when headers are hidden: it is the answer
         return _refusal(ctx, flow, refused, headers)
+    ctx.limit_results = shown
     if shown and not settings.hide_client_headers:
         ctx.limit_headers = client_headers(shown)
     return None

@@ -62,10 +62,31 @@ class RedisCounters:
     async def check(self, key: str, windows: Sequence[Window], cost: int, sliding: bool,
                     penalty: bool = False, charge: bool = True) -> Outcome:
         now = self.clock()
+        found = await self._script(**self._call(key, windows, cost, sliding, penalty, charge, now))
+        return _outcome(found, windows, cost, now, sliding, charge)
+
+    async def check_many(self, checks: Sequence[tuple]) -> list[Outcome]:
+        """Several checks, each `(key, windows, cost, sliding, penalty)`, in one round trip: a
+        pipeline of scripts (not a transaction: each script is atomic on its own counter, as
+        separate checks are, and each counter's keys stay on one Cluster slot)."""
+        if len(checks) == 1:
+            return [await self.check(*checks[0])]
+        now = self.clock()
+        pipe = self.client.pipeline(transaction=False)
+        for key, windows, cost, sliding, penalty in checks:
+            await self._script(**self._call(key, windows, cost, sliding, penalty, True, now), client=pipe)  # queued
+        found = await pipe.execute()
+        return [_outcome(f, c[1], c[2], now, c[3], True) for f, c in zip(found, checks)]
+
+    def _call(self, key: str, windows: Sequence[Window], cost: int, sliding: bool, penalty: bool, charge: bool,
+              now: float) -> dict:
         args: list[object] = [cost, 1 if sliding else 0, 2 if not charge else 1 if penalty else 0]
         for w in windows:
             # passed as text with enough digits: Lua reads it back exactly enough for a comparison
             args += [w.limit, w.size, repr(usage(0, 1, now, w.size, True))]
-        found = await self._script(keys=self.keys(key, windows, now), args=args)
-        counts = [(int(found[2 * i]), int(found[2 * i + 1])) for i in range(len(windows))]
-        return outcome(windows, counts, bool(int(found[-1])), cost, now, sliding, charge)
+        return {"keys": self.keys(key, windows, now), "args": args}
+
+
+def _outcome(found, windows: Sequence[Window], cost: int, now: float, sliding: bool, charge: bool) -> Outcome:
+    counts = [(int(found[2 * i]), int(found[2 * i + 1])) for i in range(len(windows))]
+    return outcome(windows, counts, bool(int(found[-1])), cost, now, sliding, charge)

@@ -6,6 +6,7 @@ counts only the MCP messages it names."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -13,6 +14,7 @@ from pydantic import Field, model_validator
 from ..policy.base import StrictModel
 
 Identifier = Literal["consumer", "credential", "ip", "header", "path", "service"]
+TokenFact = Literal["consumer", "consumer_group", "model", "provider", "ip", "path", "header"]
 
 
 def _check_pairs(limit: list[int], window_size: list[int], where: str) -> None:
@@ -90,9 +92,31 @@ class TokenRule(StrictModel):
                                                     description="Other windows for members of these groups")
     only_groups: list[str] | None = Field(None, description="Apply only to members of these consumer groups")
     only_consumers: list[str] | None = Field(None, description="Apply only to these consumers (username, id or custom_id)")
+    # Kong 3.14's policies[].match: every condition given must hold (AND)
+    models: list[str] | None = Field(None, description="Apply only to calls of these models (the model requested, as "
+                                                       "sent to the provider)")
+    providers: list[str] | None = Field(None, description="Apply only on routes to these providers")
+    paths: list[str] | None = Field(None, description="Apply only to request paths equal to or under these")
+    ips: list[str] | None = Field(None, description="Apply only to callers (the TCP peer) in these addresses or networks")
+    headers: dict[str, list[str]] | None = Field(None, description="Apply only to requests carrying these headers, "
+                                                                   "with one of the values listed ([]: any value)")
+    partition_by: list[TokenFact] = Field(["consumer"], description="Which facts of a call make a separate counter "
+                                                                    "(Kong's partition_by); []: one counter for every "
+                                                                    "call the rule applies to")
+    name: str | None = Field(None, description="Names the X-AI-RateLimit-*-<name> headers and the refusal (default: "
+                                               "provider)")
+    fallback: bool = Field(False, description="Apply only to calls no other token rule of the route applies to "
+                                              "(Kong: a policy without match)")
 
     @model_validator(mode="after")
     def _check(self) -> "TokenRule":
+        if "header" in self.partition_by and not self.headers:
+            raise ValueError("token limit: partition_by header needs headers (whose values partition)")
+        for ip in self.ips or ():
+            try:
+                ipaddress.ip_network(ip, strict=False)
+            except ValueError:
+                raise ValueError(f"token limit: {ip!r} is not an IP address or network") from None
         _check_pairs(self.limit, self.window_size, "token limit")
         if any(n < 0 for n in self.limit) or any(w <= 0 for w in self.window_size):
             raise ValueError("token limit: limits must be >= 0 and window sizes > 0")

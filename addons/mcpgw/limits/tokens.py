@@ -1,19 +1,19 @@
 """Token limits on LLM routes (Kong's ai-rate-limiting-advanced): `rate_limits.tokens`.
 
 Before the call (`check_tokens`, an LLM request phase): refused with 429 while any window of a
-rule that applies to the caller is spent, i.e. the request after the one that crossed the
-limit; the windows' state as X-AI-RateLimit-Limit-<size>-<provider> and
-X-AI-RateLimit-Remaining-<size>-<provider>. After the call: ai/usage.py publishes each finished
-call (JSON or stream, once its usage is known) and `_charge` adds its tokens to every window of
-every applying rule, whatever the limit (a call already answered cannot be refused).
+rule that applies to the call is spent, i.e. the request after the one that crossed the limit;
+the windows' state as X-AI-RateLimit-Limit-<size>-<name> and X-AI-RateLimit-Remaining-<size>-<name>.
+Which rules apply and which counter each charges (consumer, group, model, provider, path, IP,
+header: token_match.py) is decided here, once, and kept on the flow. After the call (`charge`,
+from the limits child addon when the answer has ended, JSON or stream): the usage the provider
+reported (ai/usage.py's Usage) is added to every window of those counters, whatever the limit (a
+call already answered cannot be refused).
 
-Counters are per route, rule and consumer (an anonymous caller: one shared counter), in the
-route's strategy (local or Redis, with the same fallback as request limits)."""
+Counters live in the route's strategy (local or Redis, with the same fallback as request limits)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from ..responses import json_response
 from . import backend
 from .counters import Outcome, Window
 from .settings import RouteLimits, TokenRule
+from .token_match import CallFacts, Matcher
 
 log = logging.getLogger("mcpgw.limits")
 
@@ -39,6 +40,7 @@ class CompiledTokens:
     index: int
     windows: tuple[Window, ...]
     groups: tuple[tuple[str, tuple[Window, ...]], ...]
+    match: Matcher
 
     def windows_for(self, groups: tuple[str, ...]) -> tuple[Window, ...]:
         for name, windows in self.groups:
@@ -46,13 +48,19 @@ class CompiledTokens:
                 return windows
         return self.windows
 
-    def applies(self, groups: tuple[str, ...], subjects: tuple[str, ...] | None) -> bool:
-        """`subjects`: the caller's username, id and custom_id; None when only the name is known
-        (charging: the rule was chosen by the same test when the call began)."""
-        if self.rule.only_groups is not None and not set(self.rule.only_groups).intersection(groups):
-            return False
-        only = self.rule.only_consumers
-        return only is None or subjects is None or bool(set(only).intersection(subjects))
+    @property
+    def label(self) -> str:
+        return self.rule.name or self.rule.provider
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """Decided when the call began: what its usage is charged to when its answer ends."""
+
+    counters: object
+    rule: CompiledTokens
+    key: str
+    windows: tuple[Window, ...]
 
 
 def _windows(limit: list[float], sizes: list[int], scale: int = 1) -> tuple[Window, ...]:
@@ -71,19 +79,29 @@ def _compile(policy) -> dict[str, tuple[RouteLimits, tuple[CompiledTokens, ...]]
             out[name] = (limits, tuple(
                 CompiledTokens(r, i, _windows(r.limit, r.window_size, _scale(r)),
                                tuple((g, _windows(o.limit, o.window_size, _scale(r)))
-                                     for g, o in r.consumer_groups.items()))
+                                     for g, o in r.consumer_groups.items()), Matcher.of(r))
                 for i, r in enumerate(limits.tokens)))
     return out
 
 
 token_limits = PerPolicy(_compile)
-_seen: dict[str, tuple[object, tuple[RouteLimits, tuple[CompiledTokens, ...]]]] = {}  # route -> (policy, limits)
 _pending: set[asyncio.Task] = set()
 
 
-def _key(route: str, rule: CompiledTokens, consumer: str | None) -> str:
-    who = hashlib.blake2b(("c:" + consumer if consumer else "anonymous").encode(), digest_size=12).hexdigest()
-    return f"t:{route}:{rule.index}:{who}"
+def _key(route: str, rule: CompiledTokens, facts: CallFacts) -> str:
+    return f"t:{route}:{rule.index}:{rule.match.counter(facts)}"
+
+
+def _facts(ctx: FlowContext, flow: http.HTTPFlow) -> CallFacts:
+    identity, state = ctx.identity, ctx.ai
+    peer = flow.client_conn.peername
+    return CallFacts(
+        consumer=(identity.username or identity.id) if identity is not None else None,
+        subjects=identity.subjects() if identity is not None else (),
+        groups=identity.groups if identity is not None else (),
+        model=getattr(state, "model", None),
+        provider=state.settings.model.provider if state is not None else "",
+        ip=peer[0] if peer else "", path=flow.request.path.split("?", 1)[0], headers=flow.request.headers)
 
 
 def _headers(results: list[tuple[CompiledTokens, Outcome]]) -> dict[str, str]:
@@ -91,7 +109,7 @@ def _headers(results: list[tuple[CompiledTokens, Outcome]]) -> dict[str, str]:
     for rule, result in results:
         scale = _scale(rule.rule)
         for state in result.windows:
-            suffix = f"{state.window.size}-{rule.rule.provider}"
+            suffix = f"{state.window.size}-{rule.label}"
             headers[f"X-AI-RateLimit-Limit-{suffix}"] = f"{state.window.limit / scale:g}"
             headers[f"X-AI-RateLimit-Remaining-{suffix}"] = f"{state.remaining / scale:g}"
     return headers
@@ -100,64 +118,70 @@ def _headers(results: list[tuple[CompiledTokens, Outcome]]) -> dict[str, str]:
 async def check_tokens(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     """The phase (LLM request phases, once the route's model is known)."""
     policy = ctx.snapshot.policy
-    found = token_limits(policy).get(ctx.route_name or "")
+    route = ctx.route_name or ""
+    found = token_limits(policy).get(route)
     if found is None:
         return None
-    route = ctx.route_name or ""
-    _seen[route] = (policy, found)
     limits, rules = found
-    identity = ctx.identity
-    groups = identity.groups if identity is not None else ()
-    consumer = (identity.username or identity.id) if identity is not None else None
+    facts = _facts(ctx, flow)
     counters = backend.for_route(limits, policy)
-    shown, spent = [], []
-    subjects = identity.subjects() if identity is not None else ()
-    for rule in rules:
-        if not rule.applies(groups, subjects):
-            continue
+    shown, spent, charges = [], [], []
+    applying = [r for r in rules if not r.rule.fallback and r.match.applies(facts)]
+    for rule in applying or [r for r in rules if r.rule.fallback and r.match.applies(facts)]:
+        key, windows = _key(route, rule, facts), rule.windows_for(facts.groups)
         try:
-            result = await counters.check(_key(route, rule, consumer), rule.windows_for(groups), 1,
-                                          rule.rule.window_type == "sliding", False, charge=False)
+            result = await counters.check(key, windows, 1, rule.rule.window_type == "sliding", False, charge=False)
         except backend.Unavailable:
             return json_response(500, {"message": "An unexpected error occurred: the rate limit store is unreachable"})
         (shown if result.allowed else spent).append((rule, result))
+        charges.append(Charge(counters, rule, key, windows))
     headers = _headers(spent + shown) if not limits.hide_client_headers else {}
     if spent:
-        providers = ", ".join(dict.fromkeys(r.rule.provider for r, _ in spent))
-        log.info("route %s: token limit refused %s", route, f"consumer {consumer!r}" if consumer else "an anonymous caller")
+        labels = ", ".join(dict.fromkeys(r.label for r, _ in spent))
+        who = f"consumer {facts.consumer!r}" if facts.consumer else "an anonymous caller"
+        log.info("route %s: token limit refused %s", route, who)
         backend.stats.refused += 1
-        headers["Retry-After"] = str(max(o.retry_after for _, o in spent))
-        return json_response(limits.error_code, {"message": f"AI token rate limit exceeded for provider(s): {providers}"},
+        retry = str(max(o.retry_after for _, o in spent))
+        headers["Retry-After"] = retry  # kept when headers are hidden: it is the answer
+        if not limits.hide_client_headers:  # Kong's, per spent window and overall
+            for rule, result in spent:
+                for state in result.windows:
+                    if state.remaining <= 0:
+                        suffix = f"{state.window.size}-{rule.label}"
+                        headers[f"X-AI-RateLimit-Retry-After-{suffix}"] = str(result.retry_after)
+                        headers[f"X-AI-RateLimit-Reset-{suffix}"] = str(state.reset)
+            headers["X-AI-RateLimit-Retry-After"] = headers["X-AI-RateLimit-Reset"] = retry
+        return json_response(limits.error_code, {"message": f"AI token rate limit exceeded for provider(s): {labels}"},
                              headers)
     if headers:
         ctx.limit_headers = {**(ctx.limit_headers or {}), **headers}
+    ctx.token_charges = charges or None
     return None
 
 
-def _amount(rule: TokenRule, call: usage.LlmCall) -> int:
-    used = call.usage
+def _amount(rule: TokenRule, used: usage.Usage, cost: float | None) -> int:
     if rule.tokens_count_strategy == "cost":  # None when the route sets no input_cost/output_cost
-        return math.ceil((call.cost or 0) * COST_SCALE)
+        return math.ceil((cost or 0) * COST_SCALE)
     return {"total_tokens": used.total_tokens, "prompt_tokens": used.prompt_tokens,
             "completion_tokens": used.completion_tokens}[rule.tokens_count_strategy]
 
 
-def _charge(call: usage.LlmCall) -> None:
-    """ai/usage listener: runs in the event loop once a call's answer has ended; only schedules."""
-    seen = _seen.get(call.route)
-    if seen is None or call.usage is None:
+def charge(ctx: FlowContext) -> None:
+    """Once the call's answer has ended (LimitsAddon: response or error): its usage, as the
+    provider reported it (a stream's usage chunk included), charged to the counters chosen when
+    it began, whatever the limit. Only schedules: the event loop is never held."""
+    charges, ctx.token_charges = ctx.token_charges, None  # once, whichever hook comes
+    state = ctx.ai
+    used = getattr(state, "usage", None)
+    if not charges or used is None:
         return
-    policy, (limits, rules) = seen
-    counters = backend.for_route(limits, policy)
-    for rule in rules:
-        if not rule.applies(call.groups, None if call.consumer else ()):
-            continue
-        amount = _amount(rule.rule, call)
+    cost = usage.cost(used, state.options.input_cost, state.options.output_cost)
+    for c in charges:
+        amount = _amount(c.rule.rule, used, cost)
         if amount <= 0:
             continue
-        task = asyncio.get_running_loop().create_task(counters.check(
-            _key(call.route, rule, call.consumer), rule.windows_for(call.groups), amount,
-            rule.rule.window_type == "sliding", True))
+        task = asyncio.get_running_loop().create_task(
+            c.counters.check(c.key, c.windows, amount, c.rule.rule.window_type == "sliding", True))
         _pending.add(task)
         task.add_done_callback(_done)
 
@@ -166,6 +190,3 @@ def _done(task: asyncio.Task) -> None:
     _pending.discard(task)
     if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), backend.Unavailable):
         log.error("token limits: charging a call failed", exc_info=task.exception())
-
-
-usage.subscribe(_charge)

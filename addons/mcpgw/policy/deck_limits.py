@@ -13,6 +13,7 @@ Both: fault_tolerant, hide_client_headers, error_code, error_message, header_nam
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from .deck_plugins import Plugin, RouteBuild, take_options
@@ -33,7 +34,8 @@ AIRLA_OPTIONS = ("llm_providers", "policies", "window_type", "identifier", "toke
 TOKEN_STRATEGIES = {"total_tokens": "total_tokens", "prompt_tokens": "prompt_tokens",
                     "completion_tokens": "completion_tokens", "cost": "cost"}
 REDIS_FIELDS = {"host": "host", "port": "port", "database": "database", "username": "username",
-                "password": "password", "ssl": "ssl", "ssl_verify": "ssl_verify", "timeout": "timeout"}
+                "password": "password", "ssl": "ssl", "ssl_verify": "ssl_verify", "timeout": "timeout",
+                "server_name": "server_name"}
 _REDIS_ATTRIBUTE = "_deck_limits_redis"  # on the Translator: (plugin, settings) of the first plugin naming Redis
 
 
@@ -51,12 +53,14 @@ def _redis(plugin: Plugin, options: dict[str, Any], t: "Translator") -> None:
                 plugin.problem(t.problems, "Redis Sentinel and Cluster are not supported: name one server (a "
                                "Sentinel-managed primary's address or a proxy; docs/scaling.md)", "config", "redis", key)
             elif key not in ("keepalive_pool_size", "keepalive_backlog", "connect_timeout", "read_timeout",
-                             "send_timeout", "server_name"):
+                             "send_timeout"):
                 plugin.problem(t.problems, "option not supported by this gateway", "config", "redis", key)
             continue
         native[REDIS_FIELDS[key]] = t.secret(value) if key in ("username", "password") else value
     if "timeout" in native:
         native["timeout"] = native["timeout"] / 1000  # Kong: milliseconds
+    if not native.get("ssl"):
+        native.pop("server_name", None)  # Kong sends it only over TLS
     if not native:
         plugin.problem(t.problems, "strategy redis needs redis.host", "config", "redis")
         return
@@ -94,13 +98,12 @@ def _identifier(plugin: Plugin, value: Any, options: dict[str, Any], t: "Transla
 
 def rate_limiting(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
     options = take_options(plugin, RL_OPTIONS, t.problems)
-    windows = [(options[name], size) for name, size in WINDOWS.items() if options.get(name) is not None]
-    if not windows:
-        plugin.problem(t.problems, "needs at least one of second, minute, hour, day, month, year", "config")
+    windows = _fixed_windows(plugin, options, t)
+    if windows is None:
         return
-    rule: dict[str, Any] = {"limit": [n for n, _ in windows], "window_size": [s for _, s in windows],
-                            "window_type": "fixed"}  # Kong's rate-limiting counts fixed windows
+    rule: dict[str, Any] = {**windows, "window_type": "fixed"}  # Kong's rate-limiting counts fixed windows
     _identifier(plugin, options.get("limit_by", "consumer"), options, t, rule)
+    rule.update(_group_overrides(build, t, options, RL))
     limits = _common(plugin, options, options.get("policy", "local"), t)
     limits["rules"] = [rule]
     _add(build, t, plugin, limits)
@@ -116,25 +119,39 @@ def rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator") -
     if options.get("retry_after_jitter_max") not in (None, 0):
         plugin.problem(t.problems, "only 0 is supported (Retry-After is exact)", "config", "retry_after_jitter_max")
     _identifier(plugin, options.get("identifier", "consumer"), options, t, rule)
-    rule.update(_group_overrides(build, t, options))
+    rule.update(_group_overrides(build, t, options, RLA))
     limits = _common(plugin, options, options.get("strategy", "local"), t)
     limits["rules"] = [rule]
     _add(build, t, plugin, limits)
 
 
-def _group_overrides(build: RouteBuild, t: "Translator", route_options: dict[str, Any]) -> dict[str, Any]:
-    """Consumer-group and consumer scoped rate-limiting-advanced instances (Kong's overrides):
-    their windows for the group's members or the consumer; anything else must match the route's."""
+def _fixed_windows(plugin: Plugin, options: dict[str, Any], t: "Translator") -> dict[str, list] | None:
+    """rate-limiting's second .. year -> limit[] / window_size[]."""
+    windows = [(options[name], size) for name, size in WINDOWS.items() if options.get(name) is not None]
+    if not windows:
+        plugin.problem(t.problems, "needs at least one of second, minute, hour, day, month, year", "config")
+        return None
+    return {"limit": [n for n, _ in windows], "window_size": [s for _, s in windows]}
+
+
+def _group_overrides(build: RouteBuild, t: "Translator", route_options: dict[str, Any], name: str) -> dict[str, Any]:
+    """Consumer-group and consumer scoped instances of the same plugin (Kong's overrides: the most
+    specific instance applies): their windows for the group's members or the consumer; anything
+    else must match the route's instance."""
     overrides: dict[str, Any] = {}
+    window_keys = ("limit", "window_size") if name == RLA else tuple(WINDOWS)
     for personal in build.personal:
-        if personal.name != RLA:
+        if personal.name != name:
             continue
-        options = take_options(personal, RLA_OPTIONS, t.problems)
+        options = take_options(personal, RLA_OPTIONS if name == RLA else RL_OPTIONS, t.problems)
         for key, value in options.items():
-            if key not in ("limit", "window_size") and route_options.get(key) != value:
-                personal.problem(t.problems, "a consumer-group instance may change limit and window_size only (the "
-                                 "route's instance decides the rest)", "config", key)
-        windows = {"limit": options.get("limit"), "window_size": options.get("window_size")}
+            if key not in window_keys and route_options.get(key) != value:
+                personal.problem(t.problems, "a consumer-group instance may change its windows only (the route's "
+                                 "instance decides the rest)", "config", key)
+        windows = {"limit": options.get("limit"), "window_size": options.get("window_size")} if name == RLA \
+            else _fixed_windows(personal, options, t)
+        if windows is None:
+            continue
         if "consumer" in personal.scope:  # Kong: a consumer's own instance comes before its groups'
             overrides.setdefault("consumers", {})[personal.scope["consumer"]] = windows
         else:
@@ -143,65 +160,123 @@ def _group_overrides(build: RouteBuild, t: "Translator", route_options: dict[str
 
 
 def ai_rate_limiting_advanced(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
-    """Seed 002's form: llm_providers[{name, window_size[], limit[]}] -> one token rule each."""
+    """Seed 002's form, llm_providers[{name, window_size[], limit[]}] (one token rule each), or
+    Kong 3.14's policies[{match, limits}]."""
     options = take_options(plugin, AIRLA_OPTIONS, t.problems)
     providers = options.get("llm_providers")
     if options.get("policies") is None and (not isinstance(providers, list) or not providers):
         plugin.problem(t.problems, "needs llm_providers: [{name, window_size: [...], limit: [...]}] or policies", "config")
         return
-    if options.get("identifier", "consumer") != "consumer":
-        plugin.problem(t.problems, "only consumer is supported for token limits", "config", "identifier")
-    strategy = str(options.get("tokens_count_strategy", "total_tokens")).replace("-", "_")
-    if strategy not in TOKEN_STRATEGIES:
-        plugin.problem(t.problems, f"{strategy!r} is not supported (total_tokens, prompt_tokens, completion_tokens, "
-                       "cost)", "config", "tokens_count_strategy")
+    partition = TOKEN_IDENTIFIERS.get(options.get("identifier", "consumer"))
+    if partition is None:
+        plugin.problem(t.problems, f"identifier {options.get('identifier')!r} is not supported for token limits "
+                       f"({', '.join(TOKEN_IDENTIFIERS)})", "config", "identifier")
         return
-    tokens = _policies(plugin, options.get("policies") or [], options, TOKEN_STRATEGIES[strategy], t)
+    strategy = _count_strategy(plugin, options.get("tokens_count_strategy", "total_tokens"), t, "config")
+    if strategy is None:
+        return
+    tokens = _policies(plugin, options.get("policies") or [], options, strategy, t)
     for i, entry in enumerate(providers or []):
         if not isinstance(entry, dict) or set(entry) - {"name", "window_size", "limit"}:
             plugin.problem(t.problems, "expected {name, window_size, limit}", "config", "llm_providers", i)
             continue
         tokens.append({"provider": entry.get("name", "openai"), "limit": entry.get("limit"),
                        "window_size": entry.get("window_size"), "window_type": options.get("window_type", "sliding"),
-                       "tokens_count_strategy": TOKEN_STRATEGIES[strategy]})
+                       "tokens_count_strategy": strategy, **({"partition_by": partition} if partition != ["consumer"]
+                                                             else {})})
     limits = _common(plugin, options, options.get("strategy", "local"), t)
     limits["rules"], limits["tokens"] = [], tokens
     _add(build, t, plugin, limits)
 
 
+TOKEN_IDENTIFIERS = {"consumer": ["consumer"], "ip": ["ip"], "path": ["path"], "service": []}
+# Kong 3.14 policies[].match[].type -> the native token rule's condition
+MATCH_FIELDS = {"provider": "providers", "model": "models", "path": "paths", "ip": "ips",
+                "consumer": "only_consumers", "consumer_group": "only_groups"}
+
+
+def _count_strategy(plugin: Plugin, value: Any, t: "Translator", *where: Any) -> str | None:
+    strategy = str(value).replace("-", "_")
+    if strategy not in TOKEN_STRATEGIES:
+        plugin.problem(t.problems, f"{strategy!r} is not supported (total_tokens, prompt_tokens, completion_tokens, "
+                       "cost)", *where, "tokens_count_strategy")
+        return None
+    return TOKEN_STRATEGIES[strategy]
+
+
 def _policies(plugin: Plugin, policies: Any, options: dict[str, Any], strategy: str, t: "Translator") -> list[dict]:
-    """Kong 3.14's policies[{match: [...], limits: [{limit, window_size}]}]: match on provider,
-    consumer (key username, id or custom_id) and consumer_group; other match types are refused."""
-    tokens = []
+    """Kong 3.14's policies[{match: [...], limits: [{limit, window_size, tokens_count_strategy}]}]:
+    every match type (AND), partition_by, each limit's own count strategy (a policy counting two
+    ways becomes one native rule per way). Headers are named policy-<n>, as Kong's page shows."""
+    tokens: list[dict] = []
     if not isinstance(policies, list):
         plugin.problem(t.problems, "expected a list", "config", "policies")
         return tokens
     for i, policy in enumerate(policies):
         where = ("config", "policies", i)
+        if isinstance(policy, dict) and policy.get("id") is not None:
+            plugin.problem(t.problems, "reusable policy entities are not supported: give match and limits inline",
+                           *where, "id")
+            continue
         limits = policy.get("limits") if isinstance(policy, dict) else None
         if not isinstance(limits, list) or not limits or not all(isinstance(x, dict) for x in limits):
             plugin.problem(t.problems, "needs limits: [{limit, window_size}]", *where)
             continue
-        rule: dict[str, Any] = {"provider": "openai", "limit": [x.get("limit") for x in limits],
-                                "window_size": [x.get("window_size") for x in limits],
-                                "window_type": options.get("window_type", "sliding"), "tokens_count_strategy": strategy}
-        for j, match in enumerate(policy.get("match") or []):
-            kind, values = (match.get("type"), match.get("values")) if isinstance(match, dict) else (None, None)
-            if not isinstance(values, list) or not values:
-                plugin.problem(t.problems, "a match needs values", *where, "match", j)
-            elif kind == "provider":
-                if len(values) != 1:
-                    plugin.problem(t.problems, "one provider per policy (a route has one)", *where, "match", j)
-                rule["provider"] = values[0]
-            elif kind == "consumer" and match.get("key", "id") in ("username", "id", "custom_id"):
-                rule["only_consumers"] = [str(v) for v in values]
-            elif kind == "consumer_group":
-                rule["only_groups"] = [str(v) for v in values]
-            else:
-                plugin.problem(t.problems, f"match type {kind!r} is not supported (provider, consumer, consumer_group)",
-                               *where, "match", j)
-        tokens.append(rule)
+        base = _match(plugin, policy.get("match") or [], t, where)
+        if base is None:
+            continue
+        by_strategy: dict[str, list[dict]] = {}
+        for j, entry in enumerate(limits):
+            counted = _count_strategy(plugin, entry.get("tokens_count_strategy", strategy), t, *where, "limits", j)
+            if counted is not None:
+                by_strategy.setdefault(counted, []).append(entry)
+        for counted, entries in by_strategy.items():
+            name = f"policy-{i + 1}" + (f"-{counted}" if len(by_strategy) > 1 else "")
+            tokens.append({"provider": "openai", "name": name,
+                           "limit": [x.get("limit") for x in entries], "window_size": [x.get("window_size") for x in entries],
+                           "window_type": policy.get("window_type", options.get("window_type", "sliding")),
+                           "tokens_count_strategy": counted, **copy.deepcopy(base),
+                           **({"fallback": True} if not policy.get("match") else {})})
     return tokens
+
+
+def _match(plugin: Plugin, matches: Any, t: "Translator", where: tuple) -> dict[str, Any] | None:
+    """A policy's match conditions -> native conditions and partition_by; None when refused."""
+    rule: dict[str, Any] = {"partition_by": []}
+    ok = isinstance(matches, list)
+    for j, match in enumerate(matches if ok else []):
+        kind = match.get("type") if isinstance(match, dict) else None
+        values, key = (match.get("values"), match.get("key")) if isinstance(match, dict) else (None, None)
+        here = (*where, "match", j)
+        if kind not in (*MATCH_FIELDS, "header") or (values is not None and not isinstance(values, list)):
+            plugin.problem(t.problems, f"match type {kind!r} is not supported ({', '.join([*MATCH_FIELDS, 'header'])})",
+                           *here)
+            ok = False
+            continue
+        if kind == "consumer" and key not in (None, "id", "username", "custom_id"):
+            plugin.problem(t.problems, "key must be id, username or custom_id", *here, "key")
+            ok = False
+        if kind == "consumer_group" and key not in (None, "name"):
+            plugin.problem(t.problems, "consumer groups are matched by name (key: name)", *here, "key")
+            ok = False
+        if kind == "header":
+            if not key:
+                plugin.problem(t.problems, "a header match needs key (the header name)", *here, "key")
+                ok = False
+                continue
+            rule.setdefault("headers", {})[str(key)] = [str(v) for v in values or ()]
+        elif values:
+            field, given = MATCH_FIELDS[kind], [str(v) for v in values]
+            # two matches of one type must both hold: only values in both
+            rule[field] = [v for v in rule[field] if v in given] if field in rule else given
+        if match.get("partition_by") is True and kind not in rule["partition_by"]:
+            rule["partition_by"].append(kind)
+    if not ok:
+        return None
+    providers = rule.get("providers")
+    if providers and len(providers) == 1:
+        rule["provider"] = providers[0]  # the provider the refusal names
+    return rule
 
 
 def _add(build: RouteBuild, t: "Translator", plugin: Plugin, limits: dict[str, Any]) -> None:
@@ -228,5 +303,5 @@ def gateway_state(t: "Translator", gateway: dict[str, Any]) -> None:
         gateway["state"] = {"redis": found[1]}
 
 
-PERSONAL = frozenset({RLA})  # accepted consumer-group scoped, beside a route-level instance
+PERSONAL = frozenset({RL, RLA})  # accepted consumer(-group) scoped, beside a route-level instance
 HANDLERS = {RL: rate_limiting, RLA: rate_limiting_advanced, AIRLA: ai_rate_limiting_advanced}

@@ -29,7 +29,8 @@ from pydantic import ValidationError
 from .. import context
 from ..audit import match_decisions
 from ..headers import header
-from . import answers, conventions as conv, propagation
+from . import answers, conventions as conv, llm_tools, propagation
+from ..ai import mcp_tools
 from .kong_log import kong_record
 from .routes import RouteSinks
 from .sessions import SessionClock, attributes as session_attributes
@@ -67,6 +68,9 @@ class Telemetry:
         self._sessions = SessionClock()
         self._startup_error: str | None = None
         answers.enabled = lambda route: self._pipeline(route) is not None  # the response phase reads answers
+        llm_tools.enabled = lambda: self.pipeline is not None or bool(self.routes.pipelines)
+        if llm_tools.seen not in mcp_tools.CALL_OBSERVERS:  # (a script reload makes a new addon, not a new module)
+            mcp_tools.CALL_OBSERVERS.append(llm_tools.seen)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -198,7 +202,10 @@ class Telemetry:
             for sink in sinks:
                 sink.submit(record)
         pipeline = self._pipeline(route)
+        fctx = context.get(flow)
+        llm_state = fctx.ai if fctx is not None else None  # an LLM route's call: the MCP tool calls it made
         if pipeline is None:
+            llm_tools.forget(llm_state)
             return
         spans = self._flows.pop(flow, None)
         req, resp = flow.request, flow.response
@@ -240,6 +247,12 @@ class Telemetry:
                 pipeline.tracer.end(server, llm[0] if llm is not None else conv.span_name(record), SpanKind.SERVER,
                                     attrs, status, end_ns)
             self._measure(pipeline, record, err, version, req.timestamp_start, end, client_start, client is not None)
+        if llm_state is not None:
+            client = spans.pairs[0][1] if spans is not None and spans.pairs else None
+            if client is not None and client.sampled:
+                llm_tools.end_spans(pipeline.tracer, client, llm_state, end_ns)
+            else:
+                llm_tools.forget(llm_state)
         ended = self._sessions.observe(flow, records)
         if ended is not None:
             attrs = session_attributes(flow, route, ended[1])
