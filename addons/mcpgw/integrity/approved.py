@@ -36,7 +36,10 @@ _SENTINEL_BYTES = _SENTINEL.encode()
 _SENTINEL_VALUE = json.loads(_SENTINEL)
 _TOOLS_KEY = re.compile(r'"tools"\s*:\s*')
 _DECODER = json.JSONDecoder()
-_SCREEN = prefilter.Patterns([b'"tools"', b"\\u", STAND_IN_PREFIX.encode()], [True] * 3) if prefilter.AVAILABLE else None
+# "tools", what could hide it, a stand-in id; then the lists pinned when a route asks (pin_also)
+_SCREEN = prefilter.Patterns([b'"tools"', b"\\u", STAND_IN_PREFIX.encode(), b'"prompts"', b'"resources"',
+                              b'"resourceTemplates"'], [True] * 6) if prefilter.AVAILABLE else None
+_OTHERS = frozenset({3, 4, 5})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +57,15 @@ def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     return len(a) == len(b) and all(x is y or (type(x) is int and x == y) for x, y in zip(a, b))
 
 
-def passes(route: str, key: tuple[Any, ...], data: bytes) -> bool:
-    """Whether an answer's raw bytes certainly need no judging: no list in them, or a kept one."""
+def passes(route: str, key: tuple[Any, ...], data: bytes, others: bool = False) -> bool:
+    """Whether an answer's raw bytes certainly need no judging: no list in them, or a kept one.
+    `others`: prompts and resources are pinned too, so an answer naming their lists is judged."""
     if _SCREEN is None:
         return False
     found = _SCREEN.present(data)
+    if others and found & _OTHERS:
+        return False
+    found -= _OTHERS
     if not found:
         return True  # no "tools" key can be spelled without those bytes or a \u escape
     if found != {0}:

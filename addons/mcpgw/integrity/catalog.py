@@ -23,6 +23,10 @@ class CatalogError(Exception):
     pass
 
 
+class MethodNotFound(CatalogError):
+    pass
+
+
 def route_headers(route: Any) -> dict[str, str]:
     """The headers the gateway would inject upstream on this route (its stored credential)."""
     creds = route.credentials
@@ -56,12 +60,21 @@ def _rpc(client: httpx.Client, url: str, headers: dict[str, str], message: dict[
     for m in _messages(resp):
         if m.get("id") == message["id"]:
             if "error" in m:
-                raise CatalogError(f"{message['method']}: {m['error'].get('message')}")
+                error = m["error"] if isinstance(m["error"], dict) else {}
+                raise (MethodNotFound if error.get("code") == -32601 else CatalogError)(
+                    f"{message['method']}: {error.get('message')}")
             return m.get("result"), resp
     raise CatalogError(f"{message['method']}: no answer from {url}")
 
 
 def fetch_tools(url: str, headers: dict[str, str] | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
+    return fetch_catalog(url, headers, timeout)["tools"]
+
+
+def fetch_catalog(url: str, headers: dict[str, str] | None = None, timeout: float = 30.0,
+                  lists: tuple[tuple[str, str, str], ...] = (("tools/list", "tools", "name"),)) -> dict[str, list]:
+    """Every page of each list: (method, result member, id member) -> {member: entries}. A list
+    the server does not have (method not found) is empty; tools/list must answer."""
     base = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json", **(headers or {})}
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -72,24 +85,33 @@ def fetch_tools(url: str, headers: dict[str, str] | None = None, timeout: float 
         version = (result or {}).get("protocolVersion", PROTOCOL_VERSION)
         h = {**base, "MCP-Protocol-Version": version, **({"Mcp-Session-Id": session} if session else {})}
         _rpc(client, url, h, {"jsonrpc": "2.0", "method": "notifications/initialized"})
-        tools: list[dict[str, Any]] = []
-        cursor = None
+        ids = iter(range(2, 10**9))
         try:
-            for page in range(MAX_PAGES):
-                params = {"cursor": cursor} if cursor else {}
-                result, _ = _rpc(client, url, h, {"jsonrpc": "2.0", "id": page + 2, "method": "tools/list",
-                                                  "params": params})
-                entries = (result or {}).get("tools")
-                if not isinstance(entries, list):
-                    raise CatalogError("tools/list: the answer has no tools array")
-                tools += [t for t in entries if isinstance(t, dict) and isinstance(t.get("name"), str)]
-                cursor = (result or {}).get("nextCursor")
-                if not cursor:
-                    return tools
-            raise CatalogError(f"tools/list: more than {MAX_PAGES} pages")
+            return {member: _pages(client, url, h, method, member, ident, ids) for method, member, ident in lists}
         finally:
             if session:
                 try:
                     client.delete(url, headers=h)
                 except httpx.HTTPError:
                     pass
+
+
+def _pages(client: httpx.Client, url: str, h: dict[str, str], method: str, member: str, ident: str, ids) -> list:
+    entries: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(MAX_PAGES):
+        params = {"cursor": cursor} if cursor else {}
+        try:
+            result, _ = _rpc(client, url, h, {"jsonrpc": "2.0", "id": next(ids), "method": method, "params": params})
+        except MethodNotFound:
+            if method == "tools/list":
+                raise
+            return []  # the server has no such list
+        found = (result or {}).get(member)
+        if not isinstance(found, list):
+            raise CatalogError(f"{method}: the answer has no {member} array")
+        entries += [e for e in found if isinstance(e, dict) and isinstance(e.get(ident), str)]
+        cursor = (result or {}).get("nextCursor")
+        if not cursor:
+            return entries
+    raise CatalogError(f"{method}: more than {MAX_PAGES} pages")

@@ -56,7 +56,8 @@ def _headers(values: list[str]) -> dict[str, str]:
 def run_pin(args: argparse.Namespace) -> int:
     from ..policy.loader import PolicyError, load_policy_file
     from . import lockfile
-    from .catalog import CatalogError, fetch_tools, route_headers
+    from .catalog import CatalogError, fetch_catalog, route_headers
+    from .kinds import TOOLS, also
     from .pinning import lock_path
 
     try:
@@ -70,9 +71,11 @@ def run_pin(args: argparse.Namespace) -> int:
         print(f"mcp-gateway pin: no route {args.route!r} (routes: {', '.join(sorted(policy.routes))})", file=sys.stderr)
         return UNANSWERED
     url = args.url or policy.services[route.service].url
+    kinds = also(route.integrity.pin_also if route.integrity else ())  # prompts, resources: pinned too
     try:
         headers = _headers(args.header) if args.header else route_headers(route)
-        tools = fetch_tools(url, headers)
+        catalog = fetch_catalog(url, headers, lists=tuple((k.list_method, k.list_key, k.id_field) for k in (TOOLS, *kinds)))
+        tools, others = catalog["tools"], {k: catalog[k.list_key] for k in kinds}
     except (ValueError, CatalogError) as e:
         print(f"mcp-gateway pin: {e}", file=sys.stderr)
         return UNANSWERED
@@ -86,18 +89,22 @@ def run_pin(args: argparse.Namespace) -> int:
         print(f"mcp-gateway pin: {e}", file=sys.stderr)
         return UNANSWERED
     if old is not None:
-        changes = lockfile.diff(old, tools)
+        changes = lockfile.diff(old, tools, others)
         if not changes:
-            print(f"{path}: {args.route}: {len(tools)} tool(s), up to date")
+            print(f"{path}: {args.route}: {_counted(tools, others)}, up to date")
             return OK
         print("\n".join(changes))
         if not args.update:
             print(f"{path}: {args.route}: the catalog changed since it was approved; review the diff above and "
                   "run again with --update to approve it", file=sys.stderr)
             return NEGATIVE
-    lockfile.write(path, args.route, tools)
-    print(f"{path}: {args.route}: {len(tools)} tool(s) pinned")
+    lockfile.write(path, args.route, tools, others)
+    print(f"{path}: {args.route}: {_counted(tools, others)} pinned")
     return OK
+
+
+def _counted(tools: list, others: dict) -> str:
+    return ", ".join([f"{len(tools)} tool(s)", *(f"{len(v)} {k.list_key}" for k, v in others.items())])
 
 
 def _saved_tools(path: Path) -> list:

@@ -16,7 +16,9 @@ from typing import Any
 
 from ..governance.ledger import BoundedMap
 
-PINNED_FIELDS: tuple[str, ...] = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+from .kinds import TOOL_FIELDS
+
+PINNED_FIELDS = TOOL_FIELDS
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -25,9 +27,9 @@ def canonical(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-def pinned_part(tool: dict[str, Any]) -> dict[str, Any]:
-    """The members of a tool definition a pin covers (absent ones stay absent)."""
-    return {k: tool[k] for k in PINNED_FIELDS if k in tool}
+def pinned_part(tool: dict[str, Any], fields: tuple[str, ...] = PINNED_FIELDS) -> dict[str, Any]:
+    """The members of a tool definition (or another kind's entry) a pin covers (absent ones stay absent)."""
+    return {k: tool[k] for k in fields if k in tool}
 
 
 def sha256(text: str) -> str:
@@ -46,23 +48,24 @@ _AS_SENT = (lambda v: "".join(_c(v, 0))) if (_c := c_make_encoder and c_make_enc
 _digests: BoundedMap[bytes, str] = BoundedMap(50_000)
 
 
-def tool_digest(tool: dict[str, Any]) -> str:
+def tool_digest(tool: dict[str, Any], fields: tuple[str, ...] = PINNED_FIELDS) -> str:
     """The pin digest, cached by the tool as sent: a catalog listed again costs one unsorted
     encoding per tool instead of a sorted one (sorting every object's keys is most of the cost).
     Equal encodings are equal definitions, so the cache never gives another tool's digest."""
-    key = hashlib.sha256(_AS_SENT(tool).encode("utf-8", "surrogatepass")).digest()
+    kind = b"" if fields is PINNED_FIELDS else ",".join(fields).encode() + b"\0"  # another kind: another digest
+    key = hashlib.sha256(kind + _AS_SENT(tool).encode("utf-8", "surrogatepass")).digest()
     found = _digests.get(key)
     if found is None:
-        found = sha256(canonical(pinned_part(tool)))
+        found = sha256(canonical(pinned_part(tool, fields)))
         _digests.put(key, found)
     return found
 
 
-def field_digests(tool: dict[str, Any]) -> dict[str, str]:
+def field_digests(tool: dict[str, Any], fields: tuple[str, ...] = PINNED_FIELDS) -> dict[str, str]:
     """One digest per pinned member: what the audit record compares to name the changed fields.
     Computed only when a tool's digest differs from its pin (or when a pin is written)."""
-    return {k: sha256(canonical(tool[k])) for k in PINNED_FIELDS if k in tool}
+    return {k: sha256(canonical(tool[k])) for k in fields if k in tool}
 
 
-def changed_fields(old: dict[str, str], new: dict[str, str]) -> list[str]:
-    return [k for k in PINNED_FIELDS if old.get(k) != new.get(k)]
+def changed_fields(old: dict[str, str], new: dict[str, str], fields: tuple[str, ...] = PINNED_FIELDS) -> list[str]:
+    return [k for k in fields if old.get(k) != new.get(k)]

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..state.pins import Pin
 from .digest import PINNED_FIELDS, changed_fields, field_digests, pinned_part, tool_digest
+from .kinds import ALL, TOOLS, Kind
 
 VERSION = 1
 RECHECK = 1.0  # seconds between checks of the lock file's modification time
@@ -40,22 +41,49 @@ def read(path: Path) -> dict[str, dict[str, Pin]]:
         tools = entry.get("tools") if isinstance(entry, dict) else None
         if not isinstance(tools, dict):
             raise ValueError(f"{path}: route {route!r} has no \"tools\" object")
-        for name, pin in tools.items():
-            if not isinstance(pin, dict) or not isinstance(pin.get("digest"), str):
-                raise ValueError(f"{path}: route {route!r} tool {name!r} has no digest")
-        routes[route] = tools
+        flat: dict[str, Pin] = {}
+        for kind in ALL:  # prompts and resources (integrity.pin_also) beside the tools, keyed as in a pin store
+            section = entry.get(kind.list_key, {})
+            if not isinstance(section, dict):
+                raise ValueError(f"{path}: route {route!r}: \"{kind.list_key}\" is not an object")
+            for name, pin in section.items():
+                if not isinstance(pin, dict) or not isinstance(pin.get("digest"), str):
+                    raise ValueError(f"{path}: route {route!r} {kind.record_key} {name!r} has no digest")
+                flat[kind.prefix + name] = pin
+        routes[route] = flat
     return routes
 
 
-def pin_of(tool: dict[str, Any]) -> Pin:
-    return {"digest": tool_digest(tool), "fields": field_digests(tool), "definition": pinned_part(tool)}
+def _sections(flat: dict[str, Pin]) -> dict[str, dict[str, Pin]]:
+    """A route's pins as the lock file writes them: one object per kind (tools always)."""
+    out: dict[str, dict[str, Pin]] = {"tools": {}}
+    for key, pin in flat.items():
+        kind = next((k for k in ALL[1:] if key.startswith(k.prefix)), TOOLS)
+        out.setdefault(kind.list_key, {})[key[len(kind.prefix):]] = pin
+    return out
 
 
-def write(path: Path, route: str, tools: list[dict[str, Any]]) -> None:
-    """Replace one route's pins (other routes kept), atomically."""
+def pin_of(tool: dict[str, Any], kind: Kind = TOOLS) -> Pin:
+    return {"digest": tool_digest(tool, kind.fields), "fields": field_digests(tool, kind.fields),
+            "definition": pinned_part(tool, kind.fields)}
+
+
+def _entries(tools: list[dict[str, Any]], others: dict[Kind, list] | None) -> dict[str, tuple[Kind, dict[str, Any]]]:
+    """pin store key -> (kind, entry) of a fetched catalog."""
+    out = {}
+    for kind, entries in ((TOOLS, tools), *(others or {}).items()):
+        for entry in entries:
+            if (key := kind.key(entry)) is not None:
+                out[key] = (kind, entry)
+    return out
+
+
+def write(path: Path, route: str, tools: list[dict[str, Any]], others: dict[Kind, list] | None = None) -> None:
+    """Replace one route's pins (other routes kept), atomically. `others`: prompts, resources,
+    resource templates (integrity.pin_also)."""
     data: dict[str, Any] = {"version": VERSION, "routes": read(path)}
-    data["routes"] = {**{r: {"tools": t} for r, t in data["routes"].items()},
-                      route: {"tools": {t["name"]: pin_of(t) for t in tools}}}
+    data["routes"] = {**{r: _sections(t) for r, t in data["routes"].items()},
+                      route: _sections({key: pin_of(e, kind) for key, (kind, e) in _entries(tools, others).items()})}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".lock-", dir=path.parent)
     try:
@@ -68,24 +96,26 @@ def write(path: Path, route: str, tools: list[dict[str, Any]]) -> None:
         raise
 
 
-def diff(old: dict[str, Pin], tools: list[dict[str, Any]]) -> list[str]:
-    """What `pin --update` would change, readably: added and removed tools, and for a changed
-    tool the fields that changed with a unified diff of each."""
+def diff(old: dict[str, Pin], tools: list[dict[str, Any]], others: dict[Kind, list] | None = None) -> list[str]:
+    """What `pin --update` would change, readably: added and removed entries, and for a changed
+    one the fields that changed with a unified diff of each (prompts and resources are named by
+    their pin store key, `prompt:NAME`, `resource:URI`)."""
     lines: list[str] = []
-    new = {t["name"]: t for t in tools}
+    new = _entries(tools, others)
     for name in sorted(set(old) - set(new)):
         lines.append(f"- removed: {name}")
     for name in sorted(set(new) - set(old)):
         lines.append(f"+ added: {name}")
     for name in sorted(set(new) & set(old)):
-        if old[name].get("digest") == tool_digest(new[name]):
+        kind, entry = new[name]
+        if old[name].get("digest") == tool_digest(entry, kind.fields):
             continue
-        fields = changed_fields(old[name].get("fields", {}), field_digests(new[name]))
+        fields = changed_fields(old[name].get("fields", {}), field_digests(entry, kind.fields), kind.fields)
         lines.append(f"~ changed: {name} ({', '.join(fields) or 'definition'})")
         before = old[name].get("definition", {})
         for field in fields:
             a = _text(before.get(field)) if field in before else []
-            b = _text(new[name].get(field)) if field in new[name] else []
+            b = _text(entry.get(field)) if field in entry else []
             lines += ["    " + d.rstrip("\n") for d in difflib.unified_diff(a, b, f"{name}.{field} (pinned)",
                                                                           f"{name}.{field} (now)", lineterm="")]
     return lines

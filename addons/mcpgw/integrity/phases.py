@@ -26,7 +26,8 @@ from ..protocol.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, Message, dumps
 from ..responses import jsonrpc_error, jsonrpc_errors_response
 from ..sessions.caller import caller_key
 from . import leaks, record
-from .pinning import Judgement, judge_call, store_for
+from .kinds import TOOLS, also
+from .pinning import Judgement, judge_call, judge_use, store_for
 from .scanning import blocked, scanner_for
 from .settings import IntegritySettings
 from .transform import ToolTransform
@@ -39,11 +40,24 @@ class Refusal:
     rule: str
     reason: str
     shadow: bool
+    name: str = ""  # the tool, prompt or resource refused
 
 
 def settings_of(ctx: FlowContext) -> IntegritySettings | None:
     route = ctx.match.route.route if ctx.match is not None else None
     return getattr(route, "integrity", None)
+
+
+async def sync_pins(ctx: FlowContext, flow: http.HTTPFlow) -> None:
+    """Pins shared through Redis (state/pins_redis.py): brought up to date before this request's
+    calls and answers are judged (one GET when nothing changed). A Redis error fails the request."""
+    settings = settings_of(ctx)
+    if settings is None or settings.pin == "off" or settings.pins != "tofu" or flow.request.method not in ("GET", "POST"):
+        return None
+    sync = getattr(store_for(ctx.snapshot, ctx.route_name or "", settings), "sync", None)
+    if sync is not None:
+        await sync(ctx.route_name or "")
+    return None
 
 
 def check_tools(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
@@ -91,27 +105,34 @@ def check_tools(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
 
 def _withheld_calls(ctx: FlowContext, flow: http.HTTPFlow, route: str, settings: IntegritySettings, store,
                     scanning: bool, messages: list[Message]) -> list[Refusal]:
+    """tools/call of a withheld tool; with pin_also, prompts/get and resources/read of a withheld
+    prompt or resource."""
+    uses = {k.call: k for k in (TOOLS, *(also(settings.pin_also) if store is not None else ())) if k.call}
     out = []
     for m in messages:
-        params = m.params
-        if m.method != "tools/call" or type(params) is not dict or type(params.get("name")) is not str:
+        kind, params = uses.get(m.method or ""), m.params
+        if kind is None or type(params) is not dict or type(params.get(kind.call_param)) is not str:
             continue
-        name = params["name"]
-        found = judge_call(store, route, name, settings) if store is not None else None
+        name = params[kind.call_param]
         shadow = settings.pin == "shadow"
-        if found is None and scanning:
-            entry = blocked.get((route, name))
-            found = Judgement(name, "blocked", entry[0], rules=entry[1]) if entry is not None else None
-            shadow = False  # only an enforcing scan blocks
+        if kind is not TOOLS:
+            found = judge_use(store, route, kind.prefix + name, settings)
+        else:
+            found = judge_call(store, route, name, settings) if store is not None else None
+            if found is None and scanning:
+                entry = blocked.get((route, name))
+                found = Judgement(name, "blocked", entry[0], rules=entry[1]) if entry is not None else None
+                shadow = False  # only an enforcing scan blocks
         if found is None:
             continue
         rule = "integrity.scan" if found.status == "blocked" else "integrity.pin"
-        record(ctx, {**found.record("would_refuse" if shadow else "refused"), "method": "tools/call"})
-        text = f"Tool '{annotate.printable(name, 256)}' is withheld by the gateway: {found.reason()}"
-        data = {"reason": f"tool_{found.status}", "tool": name, "pinned_digest": found.pinned,
+        record(ctx, {**found.record("would_refuse" if shadow else "refused"), "method": m.method})
+        text = f"{kind.label} '{annotate.printable(name, 256)}' is withheld by the gateway: {found.reason()}"
+        data = {"reason": f"{kind.record_key}_{found.status}", kind.record_key: name, "pinned_digest": found.pinned,
                 "digest": found.digest or None, "changed_fields": list(found.fields),
                 **({"rules": list(found.rules)} if found.rules else {})}
-        out.append(Refusal(m, jsonrpc_error(m.id, INVALID_PARAMS, text, data), rule, f"tool {found.status}", shadow))
+        out.append(Refusal(m, jsonrpc_error(m.id, INVALID_PARAMS, text, data), rule,
+                           f"{kind.record_key} {found.status}", shadow, name))
     _annotate(flow, out)
     return out
 
@@ -167,9 +188,10 @@ def _credentials_sent(ctx: FlowContext, flow: http.HTTPFlow, settings: Integrity
 def _annotate(flow: http.HTTPFlow, refusals: list[Refusal]) -> None:
     if not refusals:
         return
-    names = ", ".join(annotate.printable(r.message.params["name"]) for r in refusals)
+    names = ", ".join(annotate.printable(r.name) for r in refusals)
+    methods = "/".join(sorted({r.message.method or "" for r in refusals}))
     shadow = all(r.shadow for r in refusals)
-    annotate.note(flow, f"integrity tools/call {names}: {'WOULD_DENY (shadow)' if shadow else 'DENIED'} "
+    annotate.note(flow, f"integrity {methods} {names}: {'WOULD_DENY (shadow)' if shadow else 'DENIED'} "
                         f"({', '.join(sorted({r.reason for r in refusals}))})")
     annotate.mark(flow, denied=not shadow, would_deny=shadow)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..governance.ledger import BoundedMap
 from ..state.pins import FilePinStore, MemoryPinStore, PinStore
 from .digest import changed_fields, field_digests, tool_digest
+from .kinds import TOOLS, Kind
 from .lockfile import LockFilePins, pin_of
 from .settings import IntegritySettings
 
@@ -36,6 +37,12 @@ class Judgement:
     pinned: str | None = None  # the approved digest, if any
     fields: tuple[str, ...] = ()  # members that differ from the pin
     rules: tuple[str, ...] = ()  # blocked: the scan rules that withheld it
+    kind: Kind = TOOLS  # `name` is its pin store key (a tool's name, `prompt:NAME`, ...)
+
+    @property
+    def bare(self) -> str:
+        """The name (or URI) as the upstream lists it."""
+        return self.name[len(self.kind.prefix):]
 
     @property
     def withheld(self) -> bool:
@@ -43,7 +50,7 @@ class Judgement:
 
     def record(self, action: str) -> dict[str, Any]:
         """The audit finding."""
-        return {"check": "integrity.pin", "tool": self.name, "status": self.status, "action": action,
+        return {"check": "integrity.pin", self.kind.record_key: self.bare, "status": self.status, "action": action,
                 "pinned_digest": self.pinned, "digest": self.digest, "changed_fields": list(self.fields)}
 
     def reason(self) -> str:
@@ -73,7 +80,7 @@ def store_for(snapshot: "Snapshot", route: str, settings: IntegritySettings) -> 
     """The pin store of a route; one per file for the process, so a policy reload keeps pins
     (and a trust-on-first-use memory store keeps them until restart)."""
     if settings.pins == "lock":
-        key = ("lock", str(lock_path(snapshot.source, settings)))
+        key: tuple = ("lock", str(lock_path(snapshot.source, settings)))
     elif settings.pin_store:
         key = ("file", str(_beside_policy(snapshot.source, settings.pin_store)))
     else:
@@ -87,24 +94,27 @@ def store_for(snapshot: "Snapshot", route: str, settings: IntegritySettings) -> 
 
 
 def judge(store: PinStore, route: str, tool: dict[str, Any], settings: IntegritySettings,
-          digest: str | None = None) -> Judgement:
-    name = tool["name"]
-    digest = digest or tool_digest(tool)
+          digest: str | None = None, kind: Kind = TOOLS) -> Judgement:
+    """A list entry (a tool, or a prompt, resource or template: `kind`) against its pin."""
+    name = kind.key(tool)
+    assert name is not None
+    digest = digest or tool_digest(tool, kind.fields)
     pin = store.get(route, name)
     if pin is None and settings.pins == "tofu":
-        store.put(route, name, {k: v for k, v in pin_of(tool).items() if k != "definition"})
+        store.put(route, name, {k: v for k, v in pin_of(tool, kind).items() if k != "definition"})
         pin = store.get(route, name)  # another flow may have pinned it first: its pin counts
         if pin is not None and pin.get("digest") == digest:
-            found = Judgement(name, "pinned", digest, digest)
+            found = Judgement(name, "pinned", digest, digest, kind=kind)
             observed.put((route, name), found)
             return found
     if pin is None:
-        found = Judgement(name, "unpinned", digest)
+        found = Judgement(name, "unpinned", digest, kind=kind)
     elif pin.get("digest") == digest:
-        found = Judgement(name, "ok", digest, digest)
+        found = Judgement(name, "ok", digest, digest, kind=kind)
     else:
         found = Judgement(name, "changed", digest, pin.get("digest"),
-                          tuple(changed_fields(pin.get("fields") or {}, field_digests(tool))))
+                          tuple(changed_fields(pin.get("fields") or {}, field_digests(tool, kind.fields), kind.fields)),
+                          kind=kind)
     observed.put((route, name), found)
     if found.withheld and _warned.get((route, name, digest)) is None:
         _warned.put((route, name, digest), True)
@@ -124,4 +134,19 @@ def judge_call(store: PinStore, route: str, name: str, settings: IntegritySettin
         return None  # trust on first use: pinned when it is first listed
     if seen is not None and seen.digest != pin.get("digest"):
         return Judgement(name, "changed", seen.digest, pin.get("digest"), seen.fields)
+    return None
+
+
+def judge_use(store: PinStore, route: str, key: str, settings: IntegritySettings) -> Judgement | None:
+    """A prompt or resource (`key` as in the pin store): refused while the definition listed last
+    differs from its pin (or, in lock mode, has none). One never listed is not judged: a resource
+    read through a template, or a prompt the client knew otherwise, has no definition to hold to."""
+    seen = observed.get((route, key))
+    if seen is None:
+        return None
+    pin = store.get(route, key)
+    if pin is None:
+        return Judgement(key, "unpinned", seen.digest, kind=seen.kind) if settings.pins == "lock" else None
+    if seen.digest != pin.get("digest"):
+        return Judgement(key, "changed", seen.digest, pin.get("digest"), seen.fields, kind=seen.kind)
     return None

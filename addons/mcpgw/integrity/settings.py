@@ -86,6 +86,10 @@ class IntegritySettings(StrictModel):
                                                     "(default: <policy name>.pins.json beside the policy)")
     pin_store: str | None = Field(None, description="tofu: file the pins are kept in, relative to the policy file's "
                                                     "directory, so they survive a restart (default: memory only)")
+    pin_also: list[Literal["prompts", "resources"]] = Field(
+        default_factory=list, description="Pin these lists too, the same way: prompts (prompts/list; prompts/get of a "
+                                          "withheld prompt is refused) and resources (resources/list and "
+                                          "resources/templates/list; resources/read of a withheld resource is refused)")
     scan: ScanSettings | None = Field(None, description="Scan tool definitions for poisoning (hidden instructions, "
                                                         "invisible Unicode, cross-tool shadowing, look-alike names)")
 

@@ -23,6 +23,7 @@ from ..governance import annotate, ledger
 from ..state.pins import PinStore
 from . import approved, record
 from .digest import tool_digest
+from .kinds import TOOLS, Kind, also
 from .pinning import judge
 from .scanning import Scanner, blocked
 from .settings import IntegritySettings
@@ -38,6 +39,7 @@ class ToolTransform:
         self.scanner = scanner  # None: scanning off
         self.caller = caller
         self.pin_shadow = settings.pin == "shadow"
+        self.others = also(settings.pin_also) if store is not None else ()  # prompts, resources: pinned too
         self._raw: bytes | None = None  # the bytes `passes` saw last: the full path keeps a clean list's
 
     def _key(self) -> tuple:
@@ -46,7 +48,7 @@ class ToolTransform:
     def passes(self, data: bytes) -> bool:
         """protocol/messages.py: an answer with no list, or with a list judged clean before, passes unparsed."""
         self._raw = data
-        return approved.passes(self.route, self._key(), data)
+        return approved.passes(self.route, self._key(), data, bool(self.others))
 
     def __call__(self, message: dict[str, Any]) -> dict[str, Any]:
         if "method" in message:
@@ -55,11 +57,20 @@ class ToolTransform:
         if stand_in is not None:  # a call refused here, on the legacy transport (phases.py)
             return stand_in.error
         result = message.get("result")
-        if type(result) is not dict or "tools" not in result:
+        if type(result) is not dict:
             return message
+        new = self._tools(result) if "tools" in result else result
+        for kind in self.others:
+            if kind.list_key in new:
+                new = self._entries(kind, new)
+        if new is result:
+            return message
+        return {k: (new if k == "result" else v) for k, v in message.items()}  # key order kept
+
+    def _tools(self, result: dict[str, Any]) -> dict[str, Any]:
         tools = result["tools"]
         if type(tools) is not list:
-            return {**message, "result": {**result, "tools": []}}  # not a list a client could read as one
+            return {**result, "tools": []}  # not a list a client could read as one
         # one canonical encoding per tool and list, shared by the pin and the scan cache
         digests = {id(t): tool_digest(t) for t in tools if type(t) is dict and type(t.get("name")) is str}
         findings = self.scanner.scan_list(tools, digests) if self.scanner is not None else {}
@@ -88,11 +99,34 @@ class ToolTransform:
         raw, self._raw = self._raw, None
         approved.judged(self.route, self._key(), tools, not records and len(kept) == len(tools), raw)
         if records:
-            self._note(records, notes, hidden, len(tools))
+            self._note(records, notes, hidden, len(tools), TOOLS.list_method)
         if len(kept) == len(tools):
-            return message
-        new_result = {k: (kept if k == "tools" else v) for k, v in result.items()}  # key order kept
-        return {k: (new_result if k == "result" else v) for k, v in message.items()}
+            return result
+        return {k: (kept if k == "tools" else v) for k, v in result.items()}  # key order kept
+
+    def _entries(self, kind: Kind, result: dict[str, Any]) -> dict[str, Any]:
+        """Prompts, resources or resource templates: held to their pins like tools (not scanned)."""
+        entries = result[kind.list_key]
+        if type(entries) is not list:
+            return {**result, kind.list_key: []}
+        assert self.store is not None
+        kept, records, notes = [], [], []
+        for entry in entries:
+            if type(entry) is not dict or kind.key(entry) is None:
+                continue  # nothing to judge it by: not shown
+            j = judge(self.store, self.route, entry, self.settings, kind=kind)
+            if j.withheld:
+                records.append(j.record("would_withhold" if self.pin_shadow else "withheld"))
+                notes.append(f"{annotate.printable(j.bare)} {j.status}" + (f" ({', '.join(j.fields)})" if j.fields else ""))
+                if not self.pin_shadow:
+                    continue
+            kept.append(entry)
+        self.store.flush()
+        if records:
+            self._note(records, notes, len(entries) - len(kept), len(entries), kind.list_method)
+        if len(kept) == len(entries):
+            return result
+        return {k: (kept if k == kind.list_key else v) for k, v in result.items()}
 
     def _scanned(self, tool: dict, digest: str, found: tuple, records: list, notes: list) -> bool:
         """Record a tool's scan findings; whether they withhold it."""
@@ -114,7 +148,7 @@ class ToolTransform:
         notes.append(f"{annotate.printable(name)} {action.upper()} ({', '.join(f'{f.rule}:{f.severity}' for f in found)})")
         return bool(blocking)
 
-    def _note(self, records: list, notes: list, hidden: int, total: int) -> None:
+    def _note(self, records: list, notes: list, hidden: int, total: int, method: str) -> None:
         flow = self._flow()
         if flow is None:
             return
@@ -122,6 +156,6 @@ class ToolTransform:
         if ctx is not None:
             record(ctx, *records)
         shown = "; ".join(notes[:10]) + (f"; and {len(notes) - 10} more" if len(notes) > 10 else "")
-        annotate.note(flow, f"integrity tools/list: {hidden} of {total} WITHHELD: {shown}")
+        annotate.note(flow, f"integrity {method}: {hidden} of {total} WITHHELD: {shown}")
         annotate.mark(flow, denied=hidden > 0, would_deny=hidden == 0)
 
