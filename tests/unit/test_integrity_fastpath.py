@@ -166,3 +166,16 @@ def test_a_list_that_differs_every_time_is_not_parsed_twice(tmp_path, monkeypatc
         listed = [{**t, "_meta": {"at": i}} for t in CATALOG]  # same definitions, other bytes
         assert not through(flow_for(snap, LIST)[0], raw({"tools": listed}))[0]
     assert finds == []
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32-le"])
+def test_a_body_in_utf16_or_utf32_is_never_passed_unparsed(tmp_path, encoding):
+    """JSON parsers (the client's too) read UTF-16 and UTF-32 bodies; the byte screen spells its
+    patterns in UTF-8, so such a body takes the full path."""
+    snap = tofu(tmp_path)
+    judged_twice(snap, CATALOG)
+    ctx, _, _ = flow_for(snap, LIST)
+    text = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": [POISONED, *CATALOG[6:]],
+                                                             "note": f"token {GHP}"}})
+    unparsed, out = through(ctx, text.encode(encoding))
+    assert not unparsed and POISONED not in out["result"]["tools"] and GHP not in json.dumps(out)

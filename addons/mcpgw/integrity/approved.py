@@ -6,7 +6,8 @@ costs several times the relay itself. So when the same list answer is judged twi
 nothing in it is withheld or recorded, the exact bytes of its `tools` array are kept (per route,
 at most a few lists). A later answer is passed unparsed when:
 
-1. nothing in it could hide a `"tools"` key or a stand-in id: no `\\u` escape, no stand-in prefix;
+1. nothing in it could hide a `"tools"` key or a stand-in id: no `\\u` escape, no NUL byte (a
+   UTF-16 or UTF-32 body, which JSON parsers read too), no stand-in prefix;
 2. it contains those exact bytes, and
 3. with them replaced by a random string, the (now small) rest parses as an answer whose
    `result.tools` is that string: the bytes stand exactly where the list is read, whatever else
@@ -36,9 +37,10 @@ _SENTINEL_BYTES = _SENTINEL.encode()
 _SENTINEL_VALUE = json.loads(_SENTINEL)
 _TOOLS_KEY = re.compile(r'"tools"\s*:\s*')
 _DECODER = json.JSONDecoder()
-# "tools", what could hide it, a stand-in id; then the lists pinned when a route asks (pin_also)
+# "tools", what could hide it (a \u escape; a NUL byte: UTF-16 or UTF-32, which JSON parsers
+# read too), a stand-in id; then the lists pinned when a route asks (pin_also)
 _SCREEN = prefilter.Patterns([b'"tools"', b"\\u", STAND_IN_PREFIX.encode(), b'"prompts"', b'"resources"',
-                              b'"resourceTemplates"'], [True] * 6) if prefilter.AVAILABLE else None
+                              b'"resourceTemplates"', b"\x00"], [True] * 7) if prefilter.AVAILABLE else None
 _OTHERS = frozenset({3, 4, 5})
 
 

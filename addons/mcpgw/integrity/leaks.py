@@ -109,7 +109,8 @@ class LeakScanner:
         escapes that could spell a token differently (\\u, \\/) and the gateway's secrets as
         JSON writes them."""
         own = [d.pattern.pattern.encode("utf-8") for d in self.detectors]
-        exact = [b"\\u", b"\\/", *{_escaped(s).encode("utf-8", "surrogatepass") for s in self.known if s}]
+        # a NUL byte: a UTF-16 or UTF-32 body (JSON parsers read those too), which UTF-8 patterns miss
+        exact = [b"\\u", b"\\/", b"\x00", *{_escaped(s).encode("utf-8", "surrogatepass") for s in self.known if s}]
         return prefilter.Patterns(own + exact, [False] * len(own) + [True] * len(exact),
                                   [bool(d.pattern.flags & re.S) for d in self.detectors])
 

@@ -16,7 +16,6 @@ platform), `Patterns` is unavailable and callers take their full path: slower, n
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from typing import Sequence
 
@@ -43,7 +42,7 @@ class Patterns:
             if not literal[i]:
                 f |= _hs.HS_FLAG_PREFILTER | (_hs.HS_FLAG_DOTALL if i < len(dotall) and dotall[i] else 0)
             flags.append(f)
-        exprs = [re.escape(p) if lit else p for p, lit in zip(patterns, literal)]
+        exprs = [_literal(p) if lit else p for p, lit in zip(patterns, literal)]
         self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
         self._db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
         self._scratch = threading.local()  # a scratch space is one scan's: one per thread
@@ -55,6 +54,12 @@ class Patterns:
             scratch = self._scratch.s = _hs.Scratch(self._db)
         self._db.scan(data, match_event_handler=_collect, context=found, scratch=scratch)
         return found
+
+
+def _literal(pattern: bytes) -> bytes:
+    """A byte string as a Hyperscan expression matching exactly it: every byte but letters and
+    digits written as \\xHH (expressions are C strings: a NUL byte must be spelt, not included)."""
+    return b"".join(bytes([c]) if chr(c).isalnum() and c < 128 else b"\\x%02x" % c for c in pattern)
 
 
 def _collect(pattern: int, start: int, end: int, flags: int, found: set[int]) -> None:
