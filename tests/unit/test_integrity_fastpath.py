@@ -179,3 +179,14 @@ def test_a_body_in_utf16_or_utf32_is_never_passed_unparsed(tmp_path, encoding):
                                                              "note": f"token {GHP}"}})
     unparsed, out = through(ctx, text.encode(encoding))
     assert not unparsed and POISONED not in out["result"]["tools"] and GHP not in json.dumps(out)
+
+
+def test_an_invalid_utf8_byte_does_not_get_a_list_past_the_checks(tmp_path):
+    """A client decoding with replacement (as browsers do) reads this JSON; so does the gateway."""
+    snap = tofu(tmp_path)
+    through(flow_for(snap, LIST)[0], raw({"tools": CATALOG[:10]}))
+    ctx, _, _ = flow_for(snap, LIST)
+    body = raw({"tools": [POISONED, *CATALOG[6:10]], "x": "?"}).replace(b'"?"', b'"\xff"')
+    new = transform_json_body(body, ctx.server_transforms)
+    out = json.loads(new)
+    assert POISONED not in out["result"]["tools"] and out["result"]["x"] == "\ufffd"

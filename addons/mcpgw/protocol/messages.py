@@ -72,7 +72,12 @@ def transform_json_body(body: bytes, transforms: list[MessageTransform]) -> byte
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return None
+        try:  # invalid UTF-8: a client decoding with replacement (as browsers do) still reads the JSON
+            obj = json.loads(body.decode("utf-8", "replace"))
+        except ValueError:
+            return None  # not JSON to anyone
+        new = apply_transforms(obj, transforms)
+        return _dumps(new).encode()  # re-encoded even if unchanged: never the bytes no check could read
     new = apply_transforms(obj, transforms)
     return None if new is obj else _dumps(new).encode()
 
