@@ -16,6 +16,7 @@ count, when the response has ended: a streamed (SSE) response is never held for 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -80,9 +81,11 @@ class Telemetry:
         loader.add_option("mcp_otlp_sampling", str, "1", "OpenTelemetry: share of new traces recorded (0 to 1); "
                                                          "a client's sampled flag is followed.")
         loader.add_option("mcp_otlp_service", str, "mcp-gateway", "OpenTelemetry: service.name of the gateway.")
+        loader.add_option("mcp_otlp_protocol", str, "", "OpenTelemetry: http/protobuf or grpc (the otlp-grpc extra); "
+                                                        "empty: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.")
 
     def configure(self, updated: set[str]) -> None:
-        if not updated & {"mcp_otlp", "mcp_otlp_sampling", "mcp_otlp_service"}:
+        if not updated & {"mcp_otlp", "mcp_otlp_sampling", "mcp_otlp_service", "mcp_otlp_protocol"}:
             return
         try:
             settings = self._settings()
@@ -98,8 +101,9 @@ class Telemetry:
 
             self.pipeline = Pipeline(settings)
             self._observe_while_needed()
-            log.info("OpenTelemetry: exporting MCP spans and metrics to %s (sampling %s, %s)",
-                     settings.signal_url("traces"), settings.sampling, conv.SEMCONV)
+            log.info("OpenTelemetry: exporting MCP spans and metrics to %s (%s, sampling %s, %s)",
+                     settings.endpoint if settings.protocol == "grpc" else settings.signal_url("traces"),
+                     settings.protocol, settings.sampling, conv.SEMCONV)
 
     @staticmethod
     def _settings() -> TelemetrySettings | None:
@@ -107,8 +111,10 @@ class Telemetry:
         if not endpoint:
             return None
         try:
+            protocol = ctx.options.mcp_otlp_protocol.strip() or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
             return TelemetrySettings(endpoint=endpoint, sampling=float(ctx.options.mcp_otlp_sampling),
-                                     service_name=ctx.options.mcp_otlp_service or "mcp-gateway")
+                                     service_name=ctx.options.mcp_otlp_service or "mcp-gateway",
+                                     protocol=protocol or "http/protobuf")
         except (ValidationError, ValueError) as e:
             detail = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
             raise exceptions.OptionsError(f"mcp_otlp: {detail}") from None

@@ -5,7 +5,7 @@ slow or absent receiver never holds a request: spans beyond the queue are droppe
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Sequence
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -79,6 +79,31 @@ class DirectOTLPSpanExporter(OTLPSpanExporter):
         return SpanExportResult.SUCCESS if client.export(data).success else SpanExportResult.FAILURE
 
 
+def _exporters(settings: TelemetrySettings) -> tuple[SpanExporter, Any]:
+    if settings.protocol != "grpc":
+        return (DirectOTLPSpanExporter(endpoint=settings.signal_url("traces")),
+                OTLPMetricExporter(endpoint=settings.signal_url("metrics")))
+    # (imported only here: grpcio is the otlp-grpc extra's)
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    encoder = Encoder()
+
+    class DirectGrpcSpanExporter(GrpcSpanExporter):
+        """The SDK's OTLP/gRPC exporter with the spans encoded by otlp_encode: the request message is
+        parsed from those bytes in protobuf's C code instead of built field by field in Python."""
+
+        def _translate_data(self, data):
+            if not encoder.supports(data):
+                return super()._translate_data(data)
+            return ExportTraceServiceRequest.FromString(encoder.encode(data))
+
+    insecure = settings.endpoint.startswith("http://")
+    return (DirectGrpcSpanExporter(endpoint=settings.endpoint, insecure=insecure),
+            GrpcMetricExporter(endpoint=settings.endpoint, insecure=insecure))
+
+
 class _DropCountingProcessor(SpanProcessor):
     """The batch processor, counting the spans its full queue refuses (the SDK only logs them)."""
 
@@ -118,12 +143,13 @@ class Pipeline:
         resource = Resource.create({"service.name": settings.service_name, **settings.resource_attributes})
         sampler = ParentBased(TraceIdRatioBased(settings.sampling))
         self.tracer_provider = TracerProvider(resource=resource, sampler=sampler)
-        exporter = _CountingExporter(DirectOTLPSpanExporter(endpoint=settings.signal_url("traces")), self.counts)
+        span_exporter, metric_exporter = _exporters(settings)
+        exporter = _CountingExporter(span_exporter, self.counts)
         processor = _DropCountingProcessor(BatchSpanProcessor(exporter), self.counts)
         self.tracer_provider.add_span_processor(processor)  # (so that its shutdown flushes the queue)
         self.tracer = Tracer(self.tracer_provider, sampler, processor,
                              InstrumentationScope("mcpgw", None, None, {"mcpgw.semconv": SEMCONV}))
-        reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=settings.signal_url("metrics")))
+        reader = PeriodicExportingMetricReader(metric_exporter)
         self.meter_provider = MeterProvider(metric_readers=[reader], resource=resource)
         meter = self.meter_provider.get_meter("mcpgw")
         self.server_duration = meter.create_histogram(

@@ -23,6 +23,17 @@ class TelemetrySettings(StrictModel):
     sampling: float = Field(1.0, ge=0.0, le=1.0, description="Share of new traces recorded; a client's sampled "
                                                               "flag is followed (parent-based), as OTel SDKs do")
     resource_attributes: dict[str, str] = Field(default_factory=dict, description="Extra resource attributes")
+    protocol: Literal["http/protobuf", "grpc"] = Field("http/protobuf", description="OTLP transport: HTTP with "
+                                                       "protobuf bodies, or gRPC (endpoint http(s)://host:4317)")
+
+    @field_validator("protocol")
+    @classmethod
+    def _grpc_installed(cls, value: str) -> str:
+        import importlib.util
+
+        if value == "grpc" and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None:
+            raise ValueError("OTLP/gRPC needs the otlp-grpc extra (opentelemetry-exporter-otlp-proto-grpc, grpcio)")
+        return value
 
     @field_validator("endpoint")
     @classmethod
