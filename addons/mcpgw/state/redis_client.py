@@ -75,6 +75,10 @@ def _named_tls_connection():
 
 
 async def close_all() -> None:
-    while _clients:
-        _, c = _clients.popitem()
-        await c.aclose()
+    """Close the running loop's clients; forget those of other loops (their connections belong to
+    a loop that is gone or not ours to use)."""
+    loop = asyncio.get_running_loop()
+    for key in list(_clients):
+        found = _clients.pop(key)
+        if key[-1] is loop:
+            await found.aclose()
