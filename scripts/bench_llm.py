@@ -8,9 +8,14 @@ measures each target in a rotating order, over keep-alive connections:
 
   - time to first token: a streamed chat completion (100 words), to the first content chunk;
   - stream total: the same request to `data: [DONE]`;
-  - JSON latency: a non-streamed chat completion.
+  - JSON latency: a non-streamed chat completion;
+  - CPU per call: the serving process's CPU time (user + system) over its measured calls, a
+    figure the other processes on a loaded machine disturb far less than latencies.
 
-It reports medians over all samples and gateway/mitmdump ratios (target 1.10x, informational).
+A second route of the same gateway, balanced over two targets (the same provider) with answer
+statuses in `failover_criteria`, sends each call through the retry relay (ai/relay.py): its rows
+show what that extra loopback hop costs. It reports medians over all samples and
+gateway/mitmdump ratios (target 1.10x, informational).
 
     scripts/bench_llm.py              # about half a minute
     scripts/bench_llm.py --rounds 3   # quicker, noisier
@@ -26,6 +31,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,7 +54,14 @@ def policy(provider_url: str) -> dict:
             "routes": {"llm": {"service": "llm", "paths": ["/llm"], "key_auth": {"key_names": ["apikey"]},
                                "ai": {"route_type": "llm/v1/chat",
                                       "auth": {"header_name": "Authorization", "header_value": f"Bearer {PROVIDER_KEY}"},
-                                      "model": {"options": {"temperature": 0.5}}}}}}
+                                      "model": {"options": {"temperature": 0.5}}}},
+                       # the same, balanced over two targets with status criteria: every call goes through the relay
+                       "relay": {"service": "llm", "paths": ["/relay"], "key_auth": {"key_names": ["apikey"]},
+                                 "ai": {"route_type": "llm/v1/chat",
+                                        "auth": {"header_name": "Authorization", "header_value": f"Bearer {PROVIDER_KEY}"},
+                                        "model": {"options": {"temperature": 0.5}},
+                                        "targets": [{"url": provider_url + "/v1"}, {"url": provider_url + "/v1"}],
+                                        "balancer": {"failover_criteria": ["error", "timeout", "http_429", "http_503"]}}}}}
 
 
 def first_token_and_total(client: httpx.Client, url: str) -> tuple[float, float]:
@@ -74,6 +87,11 @@ def json_latency(client: httpx.Client, url: str) -> float:
     return time.perf_counter() - start
 
 
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()  # the process and its threads (the gateway's audit writer included)
+    return times.user + times.system
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8)
@@ -95,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             gport, gproc = start_gateway(work, "gateway", ROOT / "addons" / "mcp_gateway.py", work / "policy.yaml")
             processes.append(gproc)
             urls = {"mitmdump": f"http://{HOST}:{mport}/v1/chat/completions",
-                    "gateway": f"http://{HOST}:{gport}/llm/chat/completions"}
+                    "gateway": f"http://{HOST}:{gport}/llm/chat/completions",
+                    "relay": f"http://{HOST}:{gport}/relay/chat/completions"}
+            procs = {"mitmdump": psutil.Process(processes[1].popen.pid), "gateway": psutil.Process(gproc.popen.pid)}
+            procs["relay"] = procs["gateway"]
             headers = {"apikey": KEY, "Authorization": f"Bearer {PROVIDER_KEY}"}  # the same bytes to both
-            results = {name: {"ttft": [], "total": [], "json": []} for name in urls}
+            results = {name: {"ttft": [], "total": [], "json": [], "cpu": 0.0, "calls": 0} for name in urls}
             with httpx.Client(headers=headers, timeout=30) as client:
                 deadline = time.monotonic() + 30
                 for url in urls.values():  # until every target answers
@@ -111,20 +132,28 @@ def main(argv: list[str] | None = None) -> int:
                             time.sleep(0.2)
                 names = list(urls)
                 for r in range(args.rounds):
-                    for name in names[r % 2:] + names[:r % 2]:
+                    for name in names[r % 3:] + names[:r % 3]:
+                        before = _cpu(procs[name])
                         for _ in range(args.samples):
                             ttft, total = first_token_and_total(client, urls[name])
                             results[name]["ttft"].append(ttft)
                             results[name]["total"].append(total)
                             results[name]["json"].append(json_latency(client, urls[name]))
+                        results[name]["cpu"] += _cpu(procs[name]) - before
+                        results[name]["calls"] += 2 * args.samples
             print(f"LLM route benchmark: {args.rounds} rounds x {args.samples} samples per measure")
             print(f"{'measure (median ms)':<28}{'mitmdump':>10}{'gateway':>10}{'ratio':>8}  target <= {TARGET:.2f}x")
-            for measure, label in (("ttft", "time to first token"), ("total", "stream total (100 words)"),
-                                   ("json", "JSON latency")):
-                m = statistics.median(results["mitmdump"][measure]) * 1000
-                g = statistics.median(results["gateway"][measure]) * 1000
-                ratio = g / m
-                print(f"{label:<28}{m:>10.2f}{g:>10.2f}{ratio:>7.2f}x  {'ok' if ratio <= TARGET else 'over target'}")
+            for prefix, name in (("", "gateway"), ("relay ", "relay")):
+                if prefix:
+                    print("the retry relay (a balanced route with http_* failover_criteria), against the same mitmdump:")
+                for measure, label in (("ttft", "time to first token"), ("total", "stream total (100 words)"),
+                                       ("json", "JSON latency")):
+                    m = statistics.median(results["mitmdump"][measure]) * 1000
+                    g = statistics.median(results[name][measure]) * 1000
+                    ratio = g / m
+                    print(f"{prefix + label:<28}{m:>10.2f}{g:>10.2f}{ratio:>7.2f}x  {'ok' if ratio <= TARGET else 'over target'}")
+                m, g = (results[n]["cpu"] * 1000 / results[n]["calls"] for n in ("mitmdump", name))
+                print(f"{prefix + 'CPU per call':<28}{m:>10.2f}{g:>10.2f}{g / m:>7.2f}x  (the process's user + system time)")
     finally:
         for p in processes:
             p.terminate()

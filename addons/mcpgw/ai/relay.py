@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -89,7 +90,14 @@ class Relay:
             if self._server is None:
                 self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
                 self.port = self._server.sockets[0].getsockname()[1]
-                self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=_verify())
+                # TCP_NODELAY: httpcore writes a request's headers and body separately, and with Nagle
+                # the body would wait for the provider's delayed ACK of the headers (milliseconds)
+                transport = httpx.AsyncHTTPTransport(verify=_verify(), socket_options=[
+                    (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+                self._client = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
+                # mitmproxy lets every logger through at DEBUG; httpcore's per-step trace records
+                # would cost more than the relay's own work
+                logging.getLogger("httpcore").setLevel(logging.INFO)
                 log.info("LLM retry relay listening on 127.0.0.1:%d", self.port)
 
     async def close(self) -> None:
@@ -120,15 +128,23 @@ class Relay:
     # -- the server side -----------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection from mitmproxy: requests one after the other (keep-alive, as mitmproxy
+        reuses a server connection for the flows of one client connection)."""
         conn = h11.Connection(h11.SERVER)
         try:
-            token = await self._read_request(conn, reader)
-            job = self.jobs.pop(token, None) if token else None
-            if job is None:
-                await self._send_simple(conn, writer, 403, b'{"error":{"message":"not a gateway request","type":"forbidden"}}')
-                return
-            job.state.relay_token = None
-            await self._forward(job, conn, writer)
+            while True:
+                token = await self._read_request(conn, reader)
+                if token is None:
+                    return  # closed between requests
+                job = self.jobs.pop(token, None) if token else None
+                if job is None:
+                    await self._send_simple(conn, writer, 403, b'{"error":{"message":"not a gateway request","type":"forbidden"}}')
+                    return
+                job.state.relay_token = None
+                await self._forward(job, conn, writer)
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
         except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError) as e:
             log.debug("relay connection ended: %s", e)
         except Exception:  # the flow gets a broken answer (an error for mitmproxy), never another target's data
@@ -137,17 +153,17 @@ class Relay:
             writer.close()
 
     async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> str | None:
-        token = None
+        """The next request's token ("" without one); None: the connection closed before one."""
+        token = ""
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                if not data and conn.their_state is not h11.DONE:
-                    raise ConnectionError("client closed before the request ended")
+                conn.receive_data(await reader.read(65536))
                 continue
+            if isinstance(event, h11.ConnectionClosed):
+                return None
             if isinstance(event, h11.Request):
-                token = next((v.decode("latin-1") for k, v in event.headers if k == RELAY_HEADER.encode()), None)
+                token = next((v.decode("latin-1") for k, v in event.headers if k == RELAY_HEADER.encode()), "")
             elif isinstance(event, h11.EndOfMessage):
                 return token  # the body is the job's (as the gateway prepared it), not what arrived here
 
@@ -229,12 +245,14 @@ class Relay:
     async def _relay(self, resp: httpx.Response, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
         try:
             headers = [(k, v) for k, v in resp.headers.raw if k.lower() not in _HOP]
-            writer.write(conn.send(h11.Response(status_code=resp.status_code, headers=[*headers, (b"connection", b"close")],
+            writer.write(conn.send(h11.Response(status_code=resp.status_code, headers=headers,
                                                 reason=resp.reason_phrase.encode("latin-1", "replace"))))
             await writer.drain()
+            transport = writer.transport
             async for chunk in resp.aiter_raw():  # as the provider sends it: streams are never held
                 writer.write(conn.send(h11.Data(data=chunk)))
-                await writer.drain()
+                if transport.get_write_buffer_size() > MAX_ERROR_BODY:  # (written at once otherwise: no wait)
+                    await writer.drain()
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
         finally:
