@@ -122,3 +122,45 @@ def test_every_target_down_is_a_503_in_openais_form(tmp_path):
         assert e.value.status_code == 503 and "No provider" in str(e.value)
     finally:
         gw.stop()
+
+
+def test_priority_falls_back_to_a_lower_weight_only_when_the_higher_fail(providers, tmp_path):
+    for p in providers:
+        p.requests.clear()
+    dead = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]
+    targets = [{"url": dead[0], "weight": 70}, {"url": providers[0].base + "/v1", "weight": 70},
+               {"url": providers[1].base + "/v1", "weight": 25}]
+    gw = start(tmp_path, targets, algorithm="priority", retries=2, probe_after=0, failure_cooldown=60)
+    try:
+        for _ in range(6):
+            client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o")
+    finally:
+        gw.stop()
+    assert (len(providers[0].requests), len(providers[1].requests)) == (6, 0)
+    targets = [{"url": dead[0], "weight": 70}, {"url": dead[1], "weight": 70}, {"url": providers[1].base + "/v1", "weight": 25}]
+    gw = start(tmp_path, targets, algorithm="priority", retries=2, probe_after=0, failure_cooldown=60)
+    try:
+        for _ in range(3):
+            client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o")
+    finally:
+        gw.stop()
+    assert len(providers[1].requests) == 3
+
+
+def test_consistent_hashing_keeps_each_user_on_one_target(providers, tmp_path):
+    for p in providers:
+        p.requests.clear()
+    gw = start(tmp_path, [{"url": p.base + "/v1"} for p in providers], algorithm="consistent-hashing",
+               hash_on_header="X-User")
+    try:
+        for user in range(8):
+            for _ in range(3):
+                client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o", extra_headers={"X-User": f"u{user}"})
+    finally:
+        gw.stop()
+    where = {}
+    for i, p in enumerate(providers):
+        for r in p.requests:
+            where.setdefault(r["headers"]["x-user"], set()).add(i)
+    assert len(where) == 8 and all(len(s) == 1 for s in where.values())
+    assert len(set().union(*where.values())) > 1  # the users are spread, not all on one target

@@ -60,8 +60,9 @@ def test_upstream_url_and_consumer_scoped_overrides():
      "algorithm 'semantic' is not supported"),
     ({"name": "ai-proxy-advanced", "config": {"targets": [target()], "balancer": {"failover_criteria": ["invalid_header"]}}},
      "failover_criteria: only error, timeout"),
-    ({"name": "ai-proxy-advanced", "config": {"targets": [target(), target()], "balancer": {"algorithm": "lowest-usage"}}},
-     "algorithm 'lowest-usage' is not supported"),
+    ({"name": "ai-proxy-advanced", "config": {"targets": [target(), target()], "balancer": {"algorithm": "semantic"}}},
+     "algorithm 'semantic' is not supported (round-robin, least-connections, lowest-latency, lowest-usage, "
+     "consistent-hashing, priority)"),
     ({"name": "ai-proxy-advanced", "config": {"targets": [target(), target(route_type="llm/v1/responses")]}},
      "every target needs the same route_type"),
     ({"name": "ai-proxy", "config": target(route_type="llm/v1/embeddings")}, "route_type 'llm/v1/embeddings' is not supported"),
@@ -103,3 +104,15 @@ def test_lowest_latency_and_status_criteria_are_translated():
     b = policy.routes["r"].ai.balancer
     assert (b.algorithm, b.latency_strategy, b.retries) == ("lowest-latency", "e2e", 2)
     assert b.retry_statuses == {429, 503} and "non_idempotent" in b.failover_criteria
+
+
+@pytest.mark.parametrize(("balancer", "expected"), [
+    ({"algorithm": "lowest-usage", "tokens_count_strategy": "prompt-tokens"}, ("lowest-usage", "tokens_count_strategy", "prompt-tokens")),
+    ({"algorithm": "consistent-hashing", "hash_on_header": "X-Hashing-Header"}, ("consistent-hashing", "hash_on_header", "X-Hashing-Header")),
+    ({"algorithm": "priority"}, ("priority", "hash_on_header", "X-Kong-LLM-Request-ID")),
+])
+def test_kongs_other_algorithms_are_translated(balancer, expected):
+    policy = translate(deck({"name": "ai-proxy-advanced", "config": {"targets": [target(weight=70), target(weight=25)],
+                                                                      "balancer": balancer}}))
+    b = policy.routes["r"].ai.balancer
+    assert (b.algorithm, getattr(b, expected[1])) == (expected[0], expected[2])

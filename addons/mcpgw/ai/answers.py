@@ -194,9 +194,7 @@ def publish(ctx: "FlowContext", flow: http.HTTPFlow, state: LlmState) -> None:
         latency_ms=round((end - state.started) * 1000, 3),
         ttft_ms=round((state.first_token - state.started) * 1000, 3) if state.first_token else None,
         streamed=state.stream)
-    balancer.observe(state, call.status, end - state.started,
-                     state.first_token - state.started if state.first_token else None,
-                     state.usage.completion_tokens if state.usage else None)
+    balancer.observe(state, call)  # lowest-latency and lowest-usage measures
     if state.settings.logging.log_statistics:
         u = call.usage
         ctx.audit_fields["llm"] = {

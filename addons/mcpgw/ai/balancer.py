@@ -3,7 +3,11 @@
 Round-robin is nginx's smooth weighted round-robin (weights honoured, no bursts to one target);
 least-connections picks the target with the fewest requests in flight (ties: the first);
 lowest-latency the one with the lowest peak EWMA of its latency (time per output token, or end
-to end), decayed with time so that a target once slow is tried again. Health is passive: a
+to end), decayed with time so that a target once slow is tried again; lowest-usage the one with
+the fewest tokens (or least cost) lately; consistent-hashing ranks the targets by rendezvous
+hashing of a header's value (one value, one target, and the same failover order); priority
+tries the targets of the highest weight first, in turn, and a lower weight's only when all of
+those fail. Health is passive: a
 target that could not be connected to, timed out, or answered 5xx or 429 is skipped for
 `failure_cooldown` seconds. Before a request goes to a target that has not answered well within
 `probe_after` seconds, the gateway opens a TCP connection to it (at most `connect_timeout`): a
@@ -16,6 +20,7 @@ marks the target. State is per process and per policy version."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -34,9 +39,11 @@ from .settings import AiSettings, AiTarget
 if TYPE_CHECKING:
     from ..context import FlowContext
     from ..policy.models import Policy
+    from .usage import LlmCall
 
 log = logging.getLogger("mcpgw.ai")
 LATENCY_DECAY = 10.0  # seconds: how fast a latency measure is forgotten (Kong's EWMA decay time)
+USAGE_DECAY = 60.0  # seconds: how fast a target's usage is forgotten (lowest-usage)
 
 
 @dataclass(slots=True, eq=False)
@@ -53,6 +60,15 @@ class TargetState:
     down_until: float = 0.0
     latency: float = 0.0  # lowest-latency: peak EWMA of the latency_strategy's measure (seconds)
     latency_at: float = 0.0  # when it was last measured (0: never)
+    usage: float = 0.0  # lowest-usage: the tokens_count_strategy's sum, decaying
+    usage_at: float = 0.0
+
+    def usage_score(self, now: float) -> float:
+        return self.usage * math.exp(-(now - self.usage_at) / USAGE_DECAY) if self.usage_at else 0.0
+
+    def used(self, amount: float) -> None:
+        now = time.monotonic()
+        self.usage, self.usage_at = self.usage_score(now) + amount, now
 
     def latency_score(self, now: float) -> float:
         """The measure decayed toward 0 with time, so a target once slow is tried again later."""
@@ -84,14 +100,29 @@ class TargetState:
 class RoutePool:
     settings: AiSettings
     targets: list[TargetState] = field(default_factory=list)
+    turns: dict[int, int] = field(default_factory=dict)  # priority: the next turn within each weight's group
 
-    def order(self) -> list[TargetState]:
+    def order(self, hash_key: str | None = None) -> list[TargetState]:
         """Every target, the one the algorithm picks first, then the others in their turn."""
-        if self.settings.balancer.algorithm == "least-connections":
+        algorithm = self.settings.balancer.algorithm
+        if algorithm == "least-connections":
             return sorted(self.targets, key=lambda t: t.in_flight)
-        if self.settings.balancer.algorithm == "lowest-latency":  # never measured first, so each gets measured
+        if algorithm in ("lowest-latency", "lowest-usage"):  # never measured first, so each gets measured
             now = time.monotonic()
-            return sorted(self.targets, key=lambda t: (t.latency_score(now), t.in_flight))
+            score = TargetState.latency_score if algorithm == "lowest-latency" else TargetState.usage_score
+            return sorted(self.targets, key=lambda t: (score(t, now), t.in_flight))
+        if algorithm == "consistent-hashing" and hash_key:
+            # rendezvous hashing: a key ranks the targets the same way every time (its failover order
+            # too), and a target added or removed moves only the keys it wins or held
+            return sorted(self.targets, reverse=True, key=lambda t: hashlib.blake2b(
+                f"{t.index}\0{t.target.url}\0{hash_key}".encode(), digest_size=8).digest())
+        if algorithm == "priority":  # Kong's groups are the targets of one weight, the highest first
+            out = []
+            for weight in sorted({t.target.weight for t in self.targets}, reverse=True):
+                group = [t for t in self.targets if t.target.weight == weight]
+                turn = self.turns[weight] = (self.turns.get(weight, -1) + 1) % len(group)
+                out += group[turn:] + group[:turn]
+            return out
         total = sum(t.target.weight for t in self.targets)
         for t in self.targets:
             t.current += t.target.weight
@@ -136,7 +167,8 @@ async def choose_target(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Respons
     pool = _pools_of(ctx.snapshot.policy)[ctx.match.name]
     balancer = settings.balancer
     now = time.monotonic()
-    order = [t for t in pool.order() if t.down_until <= now][: balancer.retries + 1]
+    key = flow.request.headers.get(balancer.hash_on_header) if balancer.algorithm == "consistent-hashing" else None
+    order = [t for t in pool.order(key) if t.down_until <= now][: balancer.retries + 1]
     attempts = 0
     for i, t in enumerate(order):
         attempts += 1
@@ -181,16 +213,24 @@ def switch(state: LlmState, t: TargetState) -> None:
     state.target, state.attempts = t, state.attempts + 1
 
 
-def observe(state: LlmState, status: int | None, latency: float, ttft: float | None, completion_tokens: int | None) -> None:
-    """A finished call's latency for lowest-latency: time per output token (tpot: after the
-    first token for a stream, the whole answer for JSON) or end to end (e2e)."""
+def observe(state: LlmState, call: "LlmCall") -> None:
+    """A finished call, for lowest-latency (time per output token, tpot: after the first token
+    for a stream, the whole answer for JSON; or end to end, e2e) and lowest-usage (its tokens or
+    cost, by tokens_count_strategy)."""
     t: TargetState | None = state.target
-    if t is None or status is None or status >= 400 or state.settings.balancer.algorithm != "lowest-latency":
+    b = state.settings.balancer
+    if t is None or call.status is None or call.status >= 400:
         return
-    sample = latency
-    if state.settings.balancer.latency_strategy == "tpot" and completion_tokens:
-        sample = (latency - (ttft if state.stream and ttft else 0.0)) / completion_tokens
-    t.measured(max(sample, 0.0))
+    u = call.usage
+    if b.algorithm == "lowest-latency":
+        sample = call.latency_ms / 1000
+        if b.latency_strategy == "tpot" and u is not None and u.completion_tokens:
+            before = (call.ttft_ms or 0.0) / 1000 if call.streamed else 0.0
+            sample = (sample - before) / u.completion_tokens
+        t.measured(max(sample, 0.0))
+    elif b.algorithm == "lowest-usage" and u is not None:
+        t.used({"total-tokens": u.total_tokens, "prompt-tokens": u.prompt_tokens,
+                "completion-tokens": u.completion_tokens, "cost": call.cost or 0.0}[b.tokens_count_strategy])
 
 
 def answered(state: LlmState, status: int | None, *, reached: bool = True) -> None:

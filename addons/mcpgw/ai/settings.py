@@ -116,11 +116,18 @@ FailoverCriterion = Literal["error", "timeout", "http_403", "http_404", "http_42
 class AiBalancer(StrictModel):
     """How a request picks its target, and what happens when one fails (ai/balancer.py, ai/relay.py)."""
 
-    algorithm: Literal["round-robin", "least-connections", "lowest-latency"] = Field(
-        "round-robin", description="round-robin honours weights; lowest-latency picks the target with the lowest "
-                                   "decaying peak EWMA of latency_strategy")
+    algorithm: Literal["round-robin", "least-connections", "lowest-latency", "lowest-usage", "consistent-hashing",
+                       "priority"] = Field(
+        "round-robin", description="round-robin honours weights; lowest-latency / lowest-usage pick the target with the "
+                                   "lowest decaying latency_strategy / tokens_count_strategy measure; consistent-hashing "
+                                   "keeps one hash_on_header value on one target; priority: the highest weight's targets "
+                                   "first, a lower weight's only when those fail")
     latency_strategy: Literal["tpot", "e2e"] = Field("tpot", description="lowest-latency: time per output token (Kong's "
                                                                          "default) or end-to-end latency")
+    tokens_count_strategy: Literal["total-tokens", "prompt-tokens", "completion-tokens", "cost"] = Field(
+        "total-tokens", description="lowest-usage: what a call adds to its target's usage")
+    hash_on_header: str = Field("X-Kong-LLM-Request-ID", description="consistent-hashing: the request header whose value "
+                                                                    "picks the target (absent: round-robin)")
     retries: int = Field(5, ge=0, le=32, description="Other targets tried when one fails (Kong's default 5)")
     failover_criteria: list[FailoverCriterion] = Field(
         default_factory=lambda: ["error", "timeout"],
@@ -132,6 +139,13 @@ class AiBalancer(StrictModel):
                                                                 "(a TCP connection) before a request is sent to it")
 
     _retry_statuses: frozenset[int] = PrivateAttr(frozenset())
+
+    @field_validator("hash_on_header")
+    @classmethod
+    def _header(cls, v: str) -> str:
+        if not _HEADER_NAME.match(v):
+            raise ValueError(f"hash_on_header: {v!r} is not a header name")
+        return v
 
     def model_post_init(self, _context: object) -> None:
         self._retry_statuses = frozenset(int(c[5:]) for c in self.failover_criteria if c.startswith("http_"))

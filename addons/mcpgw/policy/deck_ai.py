@@ -11,12 +11,12 @@ servers that are none of the file's routes (`ai.mcp.allow_unknown_servers`); the
 can govern them.
 
 ai-proxy-advanced: one target becomes the route's settings; several become `ai.targets` (each
-its URL, auth, model and weight) under `ai.balancer`: algorithm round-robin, least-connections
-or lowest-latency (with `latency_strategy`), `retries`, `connect_timeout` (ms -> s),
+its URL, auth, model and weight) under `ai.balancer`: algorithm round-robin, least-connections,
+lowest-latency (`latency_strategy`), lowest-usage (`tokens_count_strategy`), consistent-hashing
+(`hash_on_header`) or priority, `retries`, `connect_timeout` (ms -> s),
 `failover_criteria` (error, timeout, http_403/404/429/500/502/503/504, non_idempotent; an answer
-status is retried before any byte reached the client, ai/relay.py). Other algorithms and
-criteria (invalid_header) are refused; the token strategy, slots and the other timeouts change
-nothing here."""
+status is retried before any byte reached the client, ai/relay.py). Semantic routing and
+invalid_header are refused; slots and the other timeouts change nothing here."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ PROXY_FIELDS = ("route_type", "auth", "model", "logging", "model_name_header", "
                 "max_request_body_size", "llm_format")
 AUTH_FIELDS = ("header_name", "header_value", "param_name", "param_value", "param_location", "allow_override")
 OPTION_FIELDS = ("max_tokens", "temperature", "top_p", "input_cost", "output_cost", "upstream_url")
-ALGORITHMS = ("round-robin", "least-connections", "lowest-latency")
+ALGORITHMS = ("round-robin", "least-connections", "lowest-latency", "lowest-usage", "consistent-hashing", "priority")
 CRITERIA = get_args(FailoverCriterion)
 BALANCER_FIELDS = ("algorithm", "tokens_count_strategy", "latency_strategy", "retries", "connect_timeout",
                    "read_timeout", "write_timeout", "slots", "hash_on_header", "failover_criteria")
@@ -175,8 +175,10 @@ def _balancer(plugin: Plugin, value: Any, t: "Translator") -> dict[str, Any]:
         plugin.problem(t.problems, f"algorithm {algorithm!r} is not supported ({', '.join(ALGORITHMS)})",
                        "config", "balancer", "algorithm")
     native["algorithm"] = algorithm
-    if algorithm == "lowest-latency" and "latency_strategy" in options:
-        native["latency_strategy"] = options["latency_strategy"]
+    for name, used_by in (("latency_strategy", "lowest-latency"), ("tokens_count_strategy", "lowest-usage"),
+                          ("hash_on_header", "consistent-hashing")):
+        if algorithm == used_by and name in options:
+            native[name] = options[name]
     if "retries" in options:
         native["retries"] = options["retries"]
     if "connect_timeout" in options:
