@@ -73,7 +73,14 @@ class GatewayHttpStream(_Base):  # type: ignore[misc, valid-type]
     _linger: commands.RequestWakeup | None = None  # set once the answer is out
 
     def handle_event(self, event: events.Event):
-        # Every event passes here first, also while a hook runs and mitmproxy would queue it.
+        # Every event passes here first, also while a hook runs and mitmproxy would queue it. A
+        # plain method that hands back mitmproxy's own generator, except for the two kinds of event
+        # it must look at first: no generator of ours to resume on every event of every stream.
+        if isinstance(event, (RequestData, events.Wakeup)):
+            return self._screen(event)
+        return super().handle_event(event)
+
+    def _screen(self, event: events.Event):
         if isinstance(event, RequestData):
             self._received += len(event.data)
             if self._answered or self._over_limit:
