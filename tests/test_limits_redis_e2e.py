@@ -18,13 +18,16 @@ from mcp import types
 from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, jsonrpc, parse_mcp_body
 from tests.support.authserver import AuthServer
 from tests.support.redis_server import RedisServer
+from tests.support.threaded_server import ThreadedServer
+from scripts.demo_llm_provider import Provider
 
 pytestmark = pytest.mark.e2e
 
 DEV, DEV2 = {"apikey": "dev-key"}, {"apikey": "dev2-key"}
+TOKEN_BUDGET = 60  # tokens a day per consumer and model, shared by both gateways
 
 
-def policy(up: DemoUpstream, redis: RedisServer, auth: AuthServer) -> dict:
+def policy(up: DemoUpstream, redis: RedisServer, auth: AuthServer, llm: str) -> dict:
     key_auth = {"key_names": ["apikey"], "hide_credentials": True}
     twenty = {"methods": ["tools/call"], "limit": [20], "window_size": [60]}
     per_request = {"limit": [20], "window_size": [60]}
@@ -36,11 +39,17 @@ def policy(up: DemoUpstream, redis: RedisServer, auth: AuthServer) -> dict:
     return {
         "gateway": {"state": {"backend": "redis", "redis": {**redis.policy, "timeout": 0.5}}},
         "consumers": {"dev": {"keys": ["dev-key"]}, "dev2": {"keys": ["dev2-key"]}},
-        "services": {"up": {"url": up.url}},
+        "services": {"up": {"url": up.url}, "llm": {"url": f"{llm}/v1"}},
         "routes": {"root": {"service": "up", "paths": ["/"]},  # would match /healthz, were it routed
                    "shared": route("/shared"),
                    "open": route("/open", rules=[per_request]),
                    "strict": route("/strict", rules=[per_request], fault_tolerant=False),
+                   "chat": {"service": "llm", "paths": ["/chat"], "key_auth": key_auth,
+                            "ai": {"route_type": "llm/v1/chat",
+                                   "auth": {"header_name": "Authorization", "header_value": "Bearer sk-provider"}},
+                            "rate_limits": {"strategy": "redis", "tokens": [
+                                {"limit": [TOKEN_BUDGET], "window_size": [86400], "window_type": "fixed",
+                                 "partition_by": ["consumer", "model"]}]}},
                    "introspected": {"service": "up", "paths": ["/introspected"], "oauth": {
                        "authorization_servers": [auth.url], "introspection_endpoint": auth.introspection_url,
                        "client_id": auth.introspection_client[0], "client_secret": auth.introspection_client[1],
@@ -55,14 +64,18 @@ def env(tmp_path_factory):
     up = DemoUpstream(workdir, "--json-response", name="up")
     auth = AuthServer(token_format="opaque")
     auth.start()
+    provider = Provider()
+    llm = ThreadedServer(provider.app)
+    llm.start()
     started = []
     try:
         for name in ("a", "b"):
-            started.append(Gateway(workdir, policy(up, redis, auth), intercept=False, name=f"gw-{name}",
+            started.append(Gateway(workdir, policy(up, redis, auth, llm.base_url), intercept=False, name=f"gw-{name}",
                                    extra=["--set", "mcp_metrics=127.0.0.1:0", "--set", "mcp_health=/healthz"]))
         yield started, up, redis, auth
     finally:
         auth.stop()
+        llm.stop()
         for gw in started:
             gw.stop()
         up.stop()
@@ -202,3 +215,46 @@ async def test_a_token_introspected_through_one_gateway_is_not_introspected_agai
 
 def redis_keys(redis: RedisServer) -> str:
     return redis.command("KEYS", "*").decode(errors="replace")
+
+
+def charged_tokens(redis: RedisServer) -> int:
+    """What the gateways charged to token counters, read from the server itself (raw RESP)."""
+    lines = redis.command("KEYS", "mcpgw:rl:{t:chat:*").decode().split("\r\n")
+    total = 0
+    for key in (line for line in lines if line.startswith("mcpgw:rl:")):
+        value = redis.command("GET", key).decode().split("\r\n")  # $<length>, <value>
+        total += int(value[1]) if value[0].startswith("$") and value[0] != "$-1" else 0
+    return total
+
+
+def test_a_token_budget_is_one_across_both_gateways(env):
+    """A consumer alternating between the gateways: each call's usage is charged to the one
+    shared counter; the call after the one that crossed the budget is refused, whichever
+    gateway it reaches, and another model has its own budget (partition_by consumer, model)."""
+    import openai
+
+    (a, b), _, redis, _ = env
+    inside_one_window(86400, need=120)
+
+    def client(gw):
+        return openai.OpenAI(api_key="sk-client", base_url=gw.url("/chat"), default_headers=DEV, max_retries=0)
+
+    before, totals = charged_tokens(redis), []
+    refused = None
+    for i in range(40):
+        try:
+            answer = client((a, b)[i % 2]).chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "one two three four"}])
+        except openai.RateLimitError as e:
+            refused = (i, e.response)
+            break
+        totals.append(answer.usage.total_tokens)
+        deadline = time.monotonic() + 10  # charged once the answer ended: wait until the server has it
+        while charged_tokens(redis) - before != sum(totals):
+            assert time.monotonic() < deadline, (charged_tokens(redis) - before, totals)
+            time.sleep(0.05)
+    assert refused is not None and len(totals) >= 2, totals
+    assert sum(totals[:-1]) < TOKEN_BUDGET <= sum(totals)  # answered until one crossed it, then refused
+    assert refused[1].headers["x-ai-ratelimit-remaining-86400-openai"] == "0"
+    assert client((a, b)[(refused[0] + 1) % 2]).with_options().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]).status_code == 200  # another model

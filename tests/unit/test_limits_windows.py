@@ -205,3 +205,6 @@ async def test_several_counters_in_one_call_are_each_decided_on_their_own(counte
     assert [r.allowed for r in await counters.check_many([("room", three, 1, True, False)])] == [True]
     assert not (await counters.check("room", three, 1, True)).allowed  # 2 + 1 charged: the window is full
     assert (await counters.check("room2", three, 3)).allowed  # the refused 5 cost nothing
+    asked = await counters.check_many([("ask", three, 1, False, False, False), ("ask2", three, 1, False, False, False)])
+    assert [r.allowed for r in asked] == [True, True] and asked[0].windows[0].remaining == 3  # only asked:
+    assert (await counters.check("ask", three, 3)).allowed  # nothing was charged

@@ -57,7 +57,7 @@ class _Redis:
         return (await self._run((key, windows, cost, sliding, penalty, charge), many=False))[0]
 
     async def check_many(self, checks: list[tuple]) -> list[Outcome]:
-        """Several counters' checks (`(key, windows, cost, sliding, penalty)` each) in one round trip."""
+        """Several counters' checks (`(key, windows, cost, sliding, penalty[, charge])` each) in one round trip."""
         return await self._run(checks, many=True)
 
     async def _run(self, checks, many: bool) -> list[Outcome]:

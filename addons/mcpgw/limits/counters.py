@@ -115,7 +115,7 @@ class LocalCounters:
         return outcome(windows, counts, allowed, cost, now, sliding, charge)
 
     def check_many(self, checks: Sequence[tuple]) -> list[Outcome]:
-        """Several checks, each `(key, windows, cost, sliding, penalty)`, one after the other."""
+        """Several checks, each `(key, windows, cost, sliding, penalty[, charge])`, one after the other."""
         return [self.check(*c) for c in checks]
 
     def _sweep(self, now: float) -> None:

@@ -66,17 +66,18 @@ class RedisCounters:
         return _outcome(found, windows, cost, now, sliding, charge)
 
     async def check_many(self, checks: Sequence[tuple]) -> list[Outcome]:
-        """Several checks, each `(key, windows, cost, sliding, penalty)`, in one round trip: a
-        pipeline of scripts (not a transaction: each script is atomic on its own counter, as
-        separate checks are, and each counter's keys stay on one Cluster slot)."""
+        """Several checks, each `(key, windows, cost, sliding, penalty[, charge])`, in one round
+        trip: a pipeline of scripts (not a transaction: each script is atomic on its own counter,
+        as separate checks are, and each counter's keys stay on one Cluster slot)."""
         if len(checks) == 1:
             return [await self.check(*checks[0])]
         now = self.clock()
         pipe = self.client.pipeline(transaction=False)
-        for key, windows, cost, sliding, penalty in checks:
-            await self._script(**self._call(key, windows, cost, sliding, penalty, True, now), client=pipe)  # queued
+        for key, windows, cost, sliding, penalty, *charge in checks:
+            call = self._call(key, windows, cost, sliding, penalty, charge[0] if charge else True, now)
+            await self._script(**call, client=pipe)  # queued: sent with execute()
         found = await pipe.execute()
-        return [_outcome(f, c[1], c[2], now, c[3], True) for f, c in zip(found, checks)]
+        return [_outcome(f, c[1], c[2], now, c[3], c[5] if len(c) > 5 else True) for f, c in zip(found, checks)]
 
     def _call(self, key: str, windows: Sequence[Window], cost: int, sliding: bool, penalty: bool, charge: bool,
               now: float) -> dict:

@@ -125,16 +125,19 @@ async def check_tokens(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response |
     limits, rules = found
     facts = _facts(ctx, flow)
     counters = backend.for_route(limits, policy)
-    shown, spent, charges = [], [], []
+    shown, spent = [], []
     applying = [r for r in rules if not r.rule.fallback and r.match.applies(facts)]
-    for rule in applying or [r for r in rules if r.rule.fallback and r.match.applies(facts)]:
-        key, windows = _key(route, rule, facts), rule.windows_for(facts.groups)
-        try:
-            result = await counters.check(key, windows, 1, rule.rule.window_type == "sliding", False, charge=False)
-        except backend.Unavailable:
-            return json_response(500, {"message": "An unexpected error occurred: the rate limit store is unreachable"})
+    applying = applying or [r for r in rules if r.rule.fallback and r.match.applies(facts)]
+    if not applying:
+        return None
+    charges = [Charge(counters, rule, _key(route, rule, facts), rule.windows_for(facts.groups)) for rule in applying]
+    try:  # only asks (charge False): a call's tokens are known when it ends; one Redis round trip for all
+        results = await counters.check_many([(c.key, c.windows, 1, c.rule.rule.window_type == "sliding", False, False)
+                                             for c in charges])
+    except backend.Unavailable:
+        return json_response(500, {"message": "An unexpected error occurred: the rate limit store is unreachable"})
+    for rule, result in zip(applying, results):
         (shown if result.allowed else spent).append((rule, result))
-        charges.append(Charge(counters, rule, key, windows))
     headers = _headers(spent + shown) if not limits.hide_client_headers else {}
     if spent:
         labels = ", ".join(dict.fromkeys(r.label for r, _ in spent))
@@ -155,7 +158,7 @@ async def check_tokens(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response |
                              headers)
     if headers:
         ctx.limit_headers = {**(ctx.limit_headers or {}), **headers}
-    ctx.token_charges = charges or None
+    ctx.token_charges = charges
     return None
 
 
@@ -176,12 +179,13 @@ def charge(ctx: FlowContext) -> None:
     if not charges or used is None:
         return
     cost = usage.cost(used, state.options.input_cost, state.options.output_cost)
+    checks = []
     for c in charges:
         amount = _amount(c.rule.rule, used, cost)
-        if amount <= 0:
-            continue
-        task = asyncio.get_running_loop().create_task(
-            c.counters.check(c.key, c.windows, amount, c.rule.rule.window_type == "sliding", True))
+        if amount > 0:  # penalty: charged whatever the limit, the call being answered already
+            checks.append((c.key, c.windows, amount, c.rule.rule.window_type == "sliding", True))
+    if checks:  # every counter of a route shares the route's strategy: one call, one round trip
+        task = asyncio.get_running_loop().create_task(charges[0].counters.check_many(checks))
         _pending.add(task)
         task.add_done_callback(_done)
 
