@@ -226,14 +226,20 @@ def test_intercept_mode_with_the_sdk_through_the_proxy(gw, provider):
     provider.requests.clear()
     http = openai.DefaultHttpxClient(proxy=gw.proxy_url)
     oai = client(f"{provider.base}/v1", http_client=http)
-    answer = oai.chat.completions.create(model="demo", messages=MESSAGES)  # the first route of that origin: chat
+    answer = oai.chat.completions.create(model="demo", messages=MESSAGES)  # the first chat route of that origin
     assert answer.choices[0].message.content == "echo: say hello to the gateway"
     seen = provider.requests[-1]
     assert seen["headers"]["authorization"] == f"Bearer {PROVIDER_KEY}" and "apikey" not in seen["headers"]
     with pytest.raises(openai.AuthenticationError):
         client(f"{provider.base}/v1", key=None, http_client=http).chat.completions.create(model="demo", messages=MESSAGES)
-    with pytest.raises(openai.NotFoundError):  # this origin's route serves chat only
-        oai.responses.create(model="demo", input="hi")
+    # the same origin's Responses route serves /v1/responses (its model and options), both from one policy
+    reply = oai.responses.create(model="gpt-4o", input="hi")
+    assert reply.output_text == "echo: hi" and provider.requests[-1]["body"]["max_output_tokens"] == 512
+    assert provider.requests[-1]["headers"]["authorization"] == f"Bearer {PROVIDER_KEY}"
+    count = len(provider.requests)
+    with pytest.raises(openai.APIStatusError) as e:  # any other path of a governed provider: refused, never passed
+        oai.models.list()
+    assert e.value.status_code == 405 and len(provider.requests) == count
 
 
 def test_first_token_arrives_while_the_provider_still_streams(gw, provider):

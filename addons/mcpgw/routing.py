@@ -60,6 +60,12 @@ def _join(base: str, rest: str) -> str:
     return base + (rest if rest.startswith("/") else "/" + rest)
 
 
+def _llm_endpoint(route: CompiledRoute) -> str | None:
+    """An LLM route's endpoint under its service URL (docs/ai.md); None for an MCP route."""
+    ai = getattr(route.route, "ai", None)
+    return ai.endpoint if ai is not None else None
+
+
 class RouteTable:
     """Compiled once per policy version; lookups are a short scan of sorted prefixes."""
 
@@ -72,7 +78,9 @@ class RouteTable:
         by_origin: dict[Origin, list[CompiledRoute]] = {}
         for r in routes:  # first route per service URL wins: file order is the tie-break
             key = origin_of(r.service)
-            if not any(o.service.url == r.service.url for o in by_origin.get(key, [])):
+            # (LLM routes of one provider URL with different endpoints, chat and Responses, are both kept)
+            if not any(o.service.url == r.service.url and _llm_endpoint(o) == _llm_endpoint(r)
+                       for o in by_origin.get(key, [])):
                 by_origin.setdefault(key, []).append(r)
         for lst in by_origin.values():
             lst.sort(key=lambda r: len(r.service.path), reverse=True)
@@ -103,11 +111,15 @@ class RouteTable:
         prm_route = self._intercept_prm.get(origin, {}).get(path_only)
         if prm_route is not None:
             return RouteMatch(prm_route, "prm", None)
+        covering = None
         for route in self._intercept.get(origin, ()):
             base = route.service.path
             if not base or path_only == base or path_only.startswith(base + "/"):
-                return RouteMatch(route, "mcp", None)
-        return None
+                endpoint = _llm_endpoint(route)
+                if endpoint is None or path_only == base + endpoint:
+                    return RouteMatch(route, "mcp", None)
+                covering = covering or route  # an LLM route, another endpoint: the one it answers 404 for
+        return RouteMatch(covering, "mcp", None) if covering is not None else None
 
     def match_intercept(self, scheme: str, host: str, port: int, path: str) -> RouteMatch | None:
         """match_origin for the origin a request names literally (no resolution)."""
