@@ -43,6 +43,8 @@ and gateway/buffered as the median over rounds of each round's ratio. Finally it
 (scripts/bench_filter.py). With --llm it then runs the LLM route case (scripts/bench_llm.py:
 time to first token, stream total and JSON latency through an llm/v1/chat route, as
 gateway/mitmdump ratios against bare mitmdump in front of the demo OpenAI-compatible provider).
+With --limits it then runs the rate-limit case (scripts/bench_limits.py: the same gateway
+without limits, with local and with Redis counters, interleaved, as ratios against the first).
 
 The performance targets (gateway/mitmdump: median tools/call latency and time to the first SSE
 event at most 1.10x, throughput at least 0.90x; filtering at most 1.5x a json.loads + json.dumps)
@@ -127,6 +129,7 @@ class Config:
     baseline: str | None = None  # a git revision whose gateway runs beside this tree's ("baseline")
     telemetry: bool = False  # also run this tree's gateway exporting OTLP ("traced")
     llm: bool = False  # also run the LLM route case (scripts/bench_llm.py)
+    limits: bool = False  # also run the rate-limit case (scripts/bench_limits.py)
     oauth: bool = False  # also run this tree's gateway with OAuth + token exchange ("oauth")
 
     def describe(self) -> str:
@@ -166,6 +169,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--llm", action="store_true",
                         help="also run the LLM route case (scripts/bench_llm.py: time to first token, stream total "
                              "and JSON latency through an llm/v1/chat route, gateway/mitmdump)")
+    parser.add_argument("--limits", action="store_true",
+                        help="also run the rate-limit case (scripts/bench_limits.py: local and Redis counters, "
+                             "each against the same gateway without limits)")
     parser.add_argument("--no-filter", action="store_true",
                         help="skip the tools/list filtering benchmark (scripts/bench_filter.py)")
     args = parser.parse_args(argv)
@@ -182,7 +188,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         rounds=rounds, requests=requests, first_event_requests=max(5, requests // 2), concurrency=args.concurrency,
         throughput_requests=throughput, warmup=max(5, min(50, requests // 4)),
         filter_repeat=0 if args.no_filter else (10 if args.quick else 30), baseline=args.baseline,
-        telemetry=args.telemetry, llm=args.llm, oauth=args.oauth,
+        telemetry=args.telemetry, llm=args.llm, oauth=args.oauth, limits=args.limits,
     )
 
 
@@ -900,6 +906,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import bench_llm  # scripts/, beside this file
 
             ok = bench_llm.main(["--rounds", str(config.rounds), "--samples", str(max(5, config.requests // 10))]) == 0 and ok
+        if config.limits:
+            import bench_limits  # scripts/, beside this file
+
+            ok = bench_limits.main(["--rounds", str(config.rounds), "--requests", str(max(60, config.requests))]) == 0 and ok
     except BenchError as e:
         progress(f"error: {e}")
         return 1

@@ -21,3 +21,10 @@ def test_bench_limits_reports_ratios_for_local_and_redis():
     assert done.returncode in (0, 2), done.stderr  # 2: a target ratio missed on this machine
     rows = dict(re.findall(r"^(nolimits|local|redis)\s+[\d.]+\s+[\d.]+\s+([\d.]+)", done.stdout, re.M))
     assert set(rows) == {"nolimits", "local", "redis"} and float(rows["nolimits"]) == 1.0, done.stdout
+
+
+def test_scripts_bench_runs_the_limits_case_on_request():
+    sys.path[:0] = [str(ROOT / "scripts")]
+    import bench
+
+    assert bench.parse_args(["--limits"]).limits and not bench.parse_args([]).limits
