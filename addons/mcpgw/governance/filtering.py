@@ -35,8 +35,6 @@ LIST_RESULTS: dict[str, tuple[str, str, str]] = {
     "resources/templates/list": ("resourceTemplates", "uriTemplate", "resource"),
 }
 _BY_ARRAY = {array: method for method, (array, _, _) in LIST_RESULTS.items()}
-# What a message this governor acts on must spell out (ResponseGovernor.passes).
-_SCREENED = (*(f'"{array}"'.encode() for array in _BY_ARRAY), ledger.STAND_IN_PREFIX.encode())
 
 # Other concerns that read list answers as they pass, unfiltered: (route, list method, entries).
 # ai/catalog.py keeps a passthrough route's tool names from them. An observer must be quick.
@@ -86,23 +84,6 @@ class ResponseGovernor:
         if expected is not None and expected.tool is not None:
             self._remember_task(message.get("result"), expected)
         return message
-
-    def passes(self, data: bytes) -> bool:
-        """From the raw bytes (protocol/messages.py still_needed): True when no message in them can
-        be one this governor changes or learns from, so they need not be parsed. That takes a list
-        result's member name or a stand-in id spelt out in the bytes; so none of them appears, no
-        backslash (an escape could spell them otherwise), no NUL byte (UTF-16 and UTF-32, which a
-        JSON parser may read, spell them otherwise), valid UTF-8 (a lenient decoder may read an
-        overlong sequence as a letter; the message layer re-encodes such bytes anyway), and no task
-        answer expected anywhere."""
-        if self.expected or len(ledger.expected) or b"\\" in data or b"\x00" in data:
-            return False
-        if not data.isascii():
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                return False
-        return not any(word in data for word in _SCREENED)
 
     def _session(self) -> str | None:
         flow = self._flow()
