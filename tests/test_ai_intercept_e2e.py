@@ -3,7 +3,8 @@ and reaches it through the gateway's proxy listener by HTTPS_PROXY (the environm
 are configured), trusting the gateway's CA by SSL_CERT_FILE. The demo provider serves HTTPS with
 its own certificate; the official `openai` SDK is the client.
 
-- JSON and streamed chat answers equal the direct answers; the provider receives the injected
+- JSON and streamed chat and Responses answers (one provider, a route for each API) equal the
+  direct answers; the provider receives the injected
   key only, never the agent's own nor its gateway key; usage is audited per call (mode
   intercept) and matches the provider's;
 - without the gateway key, or with a wrong one, nothing reaches the provider (401)."""
@@ -38,9 +39,10 @@ def env(workdir):
     base = f"https://localhost:{server.port}/v1"
     policy = {"version": 1, "consumers": {"agent": {"keys": [GATEWAY_KEY]}},
               "services": {"openai": {"url": base}},
-              "routes": {"llm": {"service": "openai", "paths": ["/llm"], "key_auth": {"key_names": ["apikey"]},
-                                 "ai": {"route_type": "llm/v1/chat", "model": {"name": "gpt-4o"},
-                                        "auth": {"header_name": "Authorization", "header_value": f"Bearer {PROVIDER_KEY}"}}}}}
+              "routes": {kind: {"service": "openai", "paths": [f"/{kind}"], "key_auth": {"key_names": ["apikey"]},
+                                "ai": {"route_type": f"llm/v1/{kind}", "model": {"name": "gpt-4o"},
+                                       "auth": {"header_name": "Authorization", "header_value": f"Bearer {PROVIDER_KEY}"}}}
+                         for kind in ("chat", "responses")}}  # one provider, both APIs, as an agent uses it
     audit = workdir / "audit.jsonl"
     gw = Gateway(workdir, policy, extra=["--set", f"mcp_audit={audit}"])  # both listeners (ssl_insecure: a self-signed provider)
     yield {"gw": gw, "provider": provider, "base": base, "cert": cert, "audit": audit}
@@ -96,6 +98,20 @@ def test_json_and_stream_through_https_proxy_equal_direct(env, through_proxy):
     records = llm_records(env, 2)
     assert {r["mode"] for r in records[-2:]} == {"intercept"}
     assert records[-2]["llm"]["total_tokens"] == answer.usage.total_tokens and records[-1]["llm"]["stream"] is True
+
+
+def test_responses_json_and_stream_through_https_proxy_equal_direct(env, through_proxy):
+    provider = env["provider"]
+    provider.requests.clear()
+    answer = agent(env).responses.create(model="gpt-4o", input="over tls please")
+    events = list(agent(env).responses.create(model="gpt-4o", input="over tls please", stream=True))
+    through = list(provider.requests)
+    want = direct(env).responses.create(model="gpt-4o", input="over tls please")
+    assert answer.output_text == want.output_text
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == want.output_text
+    assert events[-1].type == "response.completed" and events[-1].response.usage.total_tokens == want.usage.total_tokens
+    assert [r["path"] for r in through] == ["/v1/responses"] * 2
+    assert all(r["headers"]["authorization"] == f"Bearer {PROVIDER_KEY}" for r in through)
 
 
 def test_no_or_a_wrong_gateway_key_reaches_nothing(env, through_proxy):
