@@ -4,8 +4,15 @@
 - digest.py: canonical JSON and SHA-256 pins of tool definitions;
 - lockfile.py: the reviewable lock file beside the policy, and readable diffs;
 - pinning.py: the per-route judge (lock file or trust on first use) and what it withheld;
-- phases.py: the pipeline phases (refuse calls to withheld tools, install the list transform);
-- transform.py: the server -> client transform that withholds changed tools from lists.
+- kinds.py: what is pinned (tools; prompts, resources and templates with `pin_also`);
+- phases.py: the pipeline phases (shared pins synced, calls to withheld tools refused, the list
+  transform installed);
+- transform.py: the server -> client transform that withholds changed tools from lists;
+- prefilter.py, approved.py: the raw-bytes screen that lets answers with nothing to act on pass
+  unparsed (Hyperscan; lists judged clean before, recognised by their bytes);
+- scanning.py, rules.yaml: description scanning; leaks.py: secret scanning;
+- explain.py: what integrity would do (mcp.explain, `mcp-gateway explain`); cli.py, catalog.py:
+  `mcp-gateway pin` and `scan`.
 """
 
 
