@@ -22,19 +22,6 @@ _W3C = TraceContextTextMapPropagator()
 KEYS = ("traceparent", "tracestate")
 
 
-class _HeaderGetter:
-    """mitmproxy Headers as an OTel getter: one value per name (a repeated traceparent is invalid)."""
-
-    @staticmethod
-    def get(carrier: http.Headers, key: str) -> list[str] | None:
-        values = carrier.get_all(key)
-        return values or None
-
-    @staticmethod
-    def keys(carrier: http.Headers) -> list[str]:
-        return list(carrier.keys())
-
-
 class _MetaGetter:
     @staticmethod
     def get(carrier: dict, key: str) -> list[str] | None:
@@ -46,12 +33,16 @@ class _MetaGetter:
         return [k for k in carrier if isinstance(k, str)]
 
 
+_EMPTY = Context()
+
+
 def from_headers(headers: http.Headers) -> Context:
-    if "traceparent" not in headers:
-        return Context()
-    if len(headers.get_all("traceparent")) > 1:
-        return Context()  # two parents: neither is believed
-    return _W3C.extract(headers, getter=_HeaderGetter)
+    parents = headers.get_all("traceparent")
+    if len(parents) != 1:
+        return _EMPTY  # none, or two parents: neither is believed
+    states = headers.get_all("tracestate")
+    carrier = {"traceparent": parents[0], "tracestate": ",".join(states)} if states else {"traceparent": parents[0]}
+    return _W3C.extract(carrier, getter=_MetaGetter)  # (a plain dict: mitmproxy's Headers is slow to read)
 
 
 def from_meta(message: dict[str, Any]) -> Context | None:
@@ -67,10 +58,12 @@ def from_meta(message: dict[str, Any]) -> Context | None:
 
 
 def set_headers(request: http.Request, carrier: dict[str, str]) -> None:
-    for key in KEYS:
-        request.headers.pop(key, None)
-        if key in carrier:
-            request.headers[key] = carrier[key]
+    headers = request.headers
+    headers["traceparent"] = carrier["traceparent"]  # (replaces every value the client sent)
+    if "tracestate" in carrier:
+        headers["tracestate"] = carrier["tracestate"]
+    elif "tracestate" in headers:
+        del headers["tracestate"]
 
 
 def inject_body(request: http.Request, carriers: list[dict[str, str] | None]) -> bool:
