@@ -124,26 +124,26 @@ def test_every_target_down_is_a_503_in_openais_form(tmp_path):
         gw.stop()
 
 
+def served(tmp_path, targets: list[dict], calls: int, **balancer) -> None:
+    """`calls` chat completions through a gateway balancing over `targets`."""
+    gw = start(tmp_path, targets, **balancer)
+    try:
+        for _ in range(calls):
+            client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o")
+    finally:
+        gw.stop()
+
+
 def test_priority_falls_back_to_a_lower_weight_only_when_the_higher_fail(providers, tmp_path):
     for p in providers:
         p.requests.clear()
     dead = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]
-    targets = [{"url": dead[0], "weight": 70}, {"url": providers[0].base + "/v1", "weight": 70},
-               {"url": providers[1].base + "/v1", "weight": 25}]
-    gw = start(tmp_path, targets, algorithm="priority", retries=2, probe_after=0, failure_cooldown=60)
-    try:
-        for _ in range(6):
-            client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o")
-    finally:
-        gw.stop()
+    balancer = {"algorithm": "priority", "retries": 2, "probe_after": 0, "failure_cooldown": 60}
+    served(tmp_path, [{"url": dead[0], "weight": 70}, {"url": providers[0].base + "/v1", "weight": 70},
+                      {"url": providers[1].base + "/v1", "weight": 25}], 6, **balancer)
     assert (len(providers[0].requests), len(providers[1].requests)) == (6, 0)
-    targets = [{"url": dead[0], "weight": 70}, {"url": dead[1], "weight": 70}, {"url": providers[1].base + "/v1", "weight": 25}]
-    gw = start(tmp_path, targets, algorithm="priority", retries=2, probe_after=0, failure_cooldown=60)
-    try:
-        for _ in range(3):
-            client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o")
-    finally:
-        gw.stop()
+    served(tmp_path, [{"url": dead[0], "weight": 70}, {"url": dead[1], "weight": 70},
+                      {"url": providers[1].base + "/v1", "weight": 25}], 3, **balancer)
     assert len(providers[1].requests) == 3
 
 

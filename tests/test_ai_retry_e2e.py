@@ -14,6 +14,7 @@ a real mitmdump, the official openai SDK as the client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -86,12 +87,23 @@ def clear(providers):
         p.requests.clear()
 
 
-def test_a_503_is_retried_on_the_next_target_with_its_own_key_and_model(providers, tmp_path):
+@contextlib.contextmanager
+def gateway(providers, tmp_path, first: str, second: str, route_type: str = "llm/v1/chat",
+            models: tuple[str, str] = ("gpt-4o", "gpt-4o"), **balancer):
+    """A gateway over two of the providers (each its own key and model), requests cleared first."""
     clear(providers)
-    down, good = providers["down"], providers["good"]
-    gw = start(tmp_path, [target(down, FIRST_KEY, "gpt-4o"), target(good, SECOND_KEY, "gpt-4o-mini")],
-               failover_criteria=CRITERIA, retries=1)
+    gw = start(tmp_path, [target(providers[first], FIRST_KEY, models[0]), target(providers[second], SECOND_KEY, models[1])],
+               route_type, **balancer)
     try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def test_a_503_is_retried_on_the_next_target_with_its_own_key_and_model(providers, tmp_path):
+    down, good = providers["down"], providers["good"]
+    with gateway(providers, tmp_path, "down", "good", models=("gpt-4o", "gpt-4o-mini"),
+                 failover_criteria=CRITERIA, retries=1) as gw:
         oai = client(gw)
         for i in range(10):
             if i % 2:
@@ -100,8 +112,6 @@ def test_a_503_is_retried_on_the_next_target_with_its_own_key_and_model(provider
             else:
                 assert oai.chat.completions.create(messages=MESSAGES, model=openai.omit).choices[0].message.content
         llm = llm_records(tmp_path, 10)
-    finally:
-        gw.stop()
     assert len(down.requests) == 1 and len(good.requests) == 10  # the failed target skipped for its cooldown
     assert down.requests[0]["headers"]["authorization"] == f"Bearer {FIRST_KEY}"
     assert down.requests[0]["body"]["model"] == "gpt-4o"
@@ -114,64 +124,41 @@ def test_a_503_is_retried_on_the_next_target_with_its_own_key_and_model(provider
 
 
 def test_a_retried_stream_is_relayed_event_by_event(providers, tmp_path):
-    clear(providers)
-    gw = start(tmp_path, [target(providers["limited"], FIRST_KEY, "gpt-4o"), target(providers["good"], SECOND_KEY, "gpt-4o")],
-               failover_criteria=CRITERIA, retries=1)
-    try:
+    with gateway(providers, tmp_path, "limited", "good", failover_criteria=CRITERIA, retries=1) as gw:
         start_at = time.monotonic()
         stream = client(gw).chat.completions.create(
             model="gpt-4o", messages=MESSAGES, stream=True, extra_headers={"x-demo-delay": "0.5", "x-demo-words": "5"})
         times = [time.monotonic() - start_at for _ in stream]
-    finally:
-        gw.stop()
     assert len(providers["limited"].requests) == 1 and len(providers["good"].requests) == 1
     assert times[-1] > 3.0  # 7 events, 0.5 s apart
     assert times[0] < times[-1] - 2.0  # the first reached the client as the provider sent it
 
 
 def test_spent_retries_or_no_status_criteria_pass_the_providers_answer(providers, tmp_path):
-    clear(providers)
-    down, limited = providers["down"], providers["limited"]
-    gw = start(tmp_path, [target(limited, FIRST_KEY, "gpt-4o"), target(down, SECOND_KEY, "gpt-4o")],
-               failover_criteria=CRITERIA, retries=1)
-    try:
+    with gateway(providers, tmp_path, "limited", "down", failover_criteria=CRITERIA, retries=1) as gw:
         with pytest.raises(openai.InternalServerError) as e:  # 429, then 503 from the last try: relayed as is
             client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o")
         assert e.value.status_code == 503
-    finally:
-        gw.stop()
-    clear(providers)
-    gw = start(tmp_path, [target(down, FIRST_KEY, "gpt-4o"), target(providers["good"], SECOND_KEY, "gpt-4o")])
-    try:
+    with gateway(providers, tmp_path, "down", "good") as gw:
         with pytest.raises(openai.InternalServerError):  # Kong's default criteria: error, timeout
             client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o")
-    finally:
-        gw.stop()
     assert providers["good"].requests == []
 
 
 def test_mcp_tools_are_not_sent_again_unless_non_idempotent(providers, tmp_path):
     tool = {"type": "mcp", "server_label": "x", "server_url": "https://mcp.example.com/mcp", "require_approval": "always"}
     for criteria, fails in ((CRITERIA, True), ([*CRITERIA, "non_idempotent"], False)):
-        clear(providers)
-        gw = start(tmp_path, [target(providers["down"], FIRST_KEY, "gpt-4o"), target(providers["good"], SECOND_KEY, "gpt-4o")],
-                   "llm/v1/responses", failover_criteria=criteria, retries=1)
-        try:
+        with gateway(providers, tmp_path, "down", "good", "llm/v1/responses", failover_criteria=criteria, retries=1) as gw:
             if fails:
                 with pytest.raises(openai.InternalServerError):
                     client(gw).responses.create(model="gpt-4o", input="hi", tools=[tool])
             else:
                 assert client(gw).responses.create(model="gpt-4o", input="hi").output_text
-        finally:
-            gw.stop()
         assert len(providers["good"].requests) == (0 if fails else 1)
 
 
 def test_the_relay_serves_only_the_gateways_requests(providers, tmp_path):
-    clear(providers)
-    gw = start(tmp_path, [target(providers["down"], FIRST_KEY, "gpt-4o"), target(providers["good"], SECOND_KEY, "gpt-4o")],
-               failover_criteria=CRITERIA, retries=1)
-    try:
+    with gateway(providers, tmp_path, "down", "good", failover_criteria=CRITERIA, retries=1) as gw:
         client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o")
         port = int(re.search(r"LLM retry relay listening on 127\.0\.0\.1:(\d+)", gw.log()).group(1))
         seen = len(providers["good"].requests)
@@ -179,22 +166,14 @@ def test_the_relay_serves_only_the_gateways_requests(providers, tmp_path):
             r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"messages": MESSAGES}, headers=headers)
             assert r.status_code == 403
         assert len(providers["good"].requests) == seen and FIRST_KEY not in gw.log() and SECOND_KEY not in gw.log()
-    finally:
-        gw.stop()
 
 
 def test_lowest_latency_prefers_the_fast_target(providers, tmp_path):
-    clear(providers)
     slow, fast = providers["slow"], providers["other"]
     for strategy in ("e2e", "tpot"):
-        clear(providers)
-        gw = start(tmp_path, [target(slow, FIRST_KEY, "gpt-4o"), target(fast, SECOND_KEY, "gpt-4o")],
-                   algorithm="lowest-latency", latency_strategy=strategy)
-        try:
+        with gateway(providers, tmp_path, "slow", "other", algorithm="lowest-latency", latency_strategy=strategy) as gw:
             oai = client(gw)
             for _ in range(20):
                 oai.chat.completions.create(messages=MESSAGES, model="gpt-4o")
-        finally:
-            gw.stop()
         # each is measured once; after that the slow one scores higher until its measure decays (tens of seconds)
         assert len(slow.requests) <= 2 and len(fast.requests) >= 18, (strategy, len(slow.requests))
