@@ -44,6 +44,7 @@ log = logging.getLogger("mcpgw.ai")
 
 RELAY_HEADER = "x-mcpgw-relay"
 MAX_ERROR_BODY = 64 * 1024  # an answer that is retried is read at most this far, then dropped
+MAX_JOBS = 10_000  # requests registered and not yet at the relay (each normally arrives at once)
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
                   b"proxy-connection", b"proxy-authenticate"})
 
@@ -114,6 +115,8 @@ class Relay:
         state: LlmState = ctx.ai
         req = flow.request
         token = secrets.token_urlsafe(24)
+        while len(self.jobs) >= MAX_JOBS:  # flows that never reached the relay nor failed: the oldest go (403)
+            self.jobs.pop(next(iter(self.jobs)))
         self.jobs[token] = Job(ctx, state, req.method, list(req.headers.fields), req.raw_content or b"",
                                req.path.partition("?")[2])
         state.relay_token = token
