@@ -265,14 +265,29 @@ def test_an_override_for_an_undeclared_consumer_is_refused():
 
 
 @needs_cases
-def test_a_group_scoped_instance_without_a_route_level_one_is_refused():
+async def test_group_and_consumer_scoped_instances_alone_limit_only_those_callers(monkeypatch):
+    """No route-level instance: Kong applies a consumer-group or consumer scoped instance to those
+    callers only (the consumer's instance before its group's); everyone else is not limited."""
+    from mcpgw.limits.counters import LocalCounters
+
+    monkeypatch.setattr(backend, "local", LocalCounters(clock=lambda: 1_080_000.0))
     doc = case(CASE_30)
     doc["plugins"] = [p for p in doc["plugins"] if p["name"] != "rate-limiting-advanced"] + [
         {"name": "rate-limiting-advanced", "route": "mcp-route", "consumer_group": "admin",
-         "config": {"limit": [1000], "window_size": [3600]}}]
+         "config": {"limit": [2], "window_size": [3600]}},
+        {"name": "rate-limiting-advanced", "consumer": "dev", "config": {"limit": [1], "window_size": [3600]}}]
+    rule = translate(doc)["routes"]["mcp-route"]["rate_limits"]["rules"][0]
+    assert rule["only_groups"] == ["admin"] and rule["only_consumers"] == ["dev"]
+    assert rule["consumer_groups"] == {"admin": {"limit": [2], "window_size": [3600]}}
+    assert rule["consumers"] == {"dev": {"limit": [1], "window_size": [3600]}}
+    policy = Policy.model_validate(translate(doc))
+    assert [await run(policy, "admin-key") is None for _ in range(3)] == [True, True, False]
+    assert [await run(policy, "dev-key") is None for _ in range(2)] == [True, False]
+    assert all([await run(policy, "other-key") is None for _ in range(5)])  # in no scoped instance: not limited
+    doc["plugins"][-1]["config"]["window_type"] = "fixed"  # the instances disagree beyond their windows
     with pytest.raises(PolicyError) as refused:
         translate(doc)
-    assert any("scoped to a consumer or consumer group are supported for" in p for p in refused.value.problems)
+    assert any("may change its windows only" in p for p in refused.value.problems)
 
 
 def _seed_with(monkeypatch, config: dict) -> dict:

@@ -18,6 +18,7 @@ class CompiledRule:
     groups: tuple[tuple[str, tuple[Window, ...]], ...]  # consumer-group overrides, in policy order
     consumers: dict[str, tuple[Window, ...]]  # consumer overrides, by username
     only_groups: frozenset[str] | None
+    only_consumers: frozenset[str] | None
     methods: frozenset[str] | None  # None: counts HTTP requests
     tools: frozenset[str] | None
     scope: str  # the counter key's fixed part: namespace, or route and rule
@@ -25,6 +26,13 @@ class CompiledRule:
     @property
     def per_message(self) -> bool:
         return self.methods is not None or self.tools is not None
+
+    def applies(self, groups: tuple[str, ...], username: str | None) -> bool:
+        """only_groups and only_consumers: a member of one of the groups, or one of the consumers."""
+        if self.only_groups is None and self.only_consumers is None:
+            return True
+        return bool(self.only_groups and self.only_groups.intersection(groups)) or \
+            (self.only_consumers is not None and username in self.only_consumers)
 
     def windows_for(self, groups: tuple[str, ...], username: str | None = None) -> tuple[Window, ...]:
         if username is not None and (own := self.consumers.get(username)) is not None:
@@ -79,6 +87,7 @@ def _compile(policy) -> dict[str, CompiledLimits]:
                 tuple((g, _windows(o.limit, o.window_size)) for g, o in rule.consumer_groups.items()),
                 {c: _windows(o.limit, o.window_size) for c, o in rule.consumers.items()},
                 frozenset(rule.only_groups) if rule.only_groups is not None else None,
+                frozenset(rule.only_consumers) if rule.only_consumers is not None else None,
                 methods, tools,
                 f"ns:{rule.namespace}" if rule.namespace else f"r:{name}:{i}"))
         out[name] = CompiledLimits(settings, tuple(rules), tuple(r for r in rules if not r.per_message),

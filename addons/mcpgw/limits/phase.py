@@ -86,7 +86,7 @@ async def _check(ctx: FlowContext, flow: http.HTTPFlow, limits, rules) -> http.R
     refused: list[tuple[CompiledRule, Outcome]] = []
     counted, checks = [], []
     for rule in rules:
-        if rule.only_groups is not None and not rule.only_groups.intersection(groups):
+        if not rule.applies(groups, username):
             continue
         cost = rule.cost(ctx.messages) if rule.per_message else 1
         if cost == 0:

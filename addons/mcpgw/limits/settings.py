@@ -58,6 +58,8 @@ class LimitRule(StrictModel):
                                               description="Other windows for these consumers (by username); before "
                                                           "consumer_groups, as Kong's consumer-scoped instances")
     only_groups: list[str] | None = Field(None, description="Apply this rule only to members of these consumer groups")
+    only_consumers: list[str] | None = Field(None, description="Apply this rule only to these consumers (username); "
+                                                               "with only_groups: to members or these consumers")
     namespace: str | None = Field(None, description="Counter namespace; rules sharing one share counters")
     error: Literal["http", "jsonrpc"] = Field("http", description="http: Kong's 429; jsonrpc: a JSON-RPC error per "
                                                                   "limited message (rules with methods or tools only)")
@@ -153,6 +155,6 @@ def check_route(route_name: str, limits: RouteLimits | None, groups: dict, state
             if g not in groups:
                 raise ValueError(f"route {route_name!r}: rate limit names consumer group {g!r}, which is not declared")
     for rule in limits.rules:
-        for c in rule.consumers:
+        for c in [*rule.consumers, *(rule.only_consumers or ())]:
             if consumers is not None and c not in consumers:
                 raise ValueError(f"route {route_name!r}: rate limit names consumer {c!r}, which is not declared")

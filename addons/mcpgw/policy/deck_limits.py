@@ -303,5 +303,26 @@ def gateway_state(t: "Translator", gateway: dict[str, Any]) -> None:
         gateway["state"] = {"redis": found[1]}
 
 
+def personal_only(build: RouteBuild, t: "Translator") -> None:
+    """Consumer or consumer-group scoped rate-limiting(-advanced) instances that apply to a route
+    with no instance of that plugin at route, service or global level: in Kong they limit those
+    callers only, the most specific instance (the consumer's) winning. -> one rule that applies
+    only to those groups and consumers, each with its own windows (the overrides); the first
+    instance's other settings stand for all (the others must agree, as overrides must)."""
+    for name in (RL, RLA):
+        found = [p for p in build.personal if p.name == name]
+        if not found or name in build.plugins:
+            continue
+        before = len((build.native.get("rate_limits") or {}).get("rules", ()))
+        HANDLERS[name](found[0], build, t)
+        rules = (build.native.get("rate_limits") or {}).get("rules", [])
+        if len(rules) == before:
+            continue  # refused: the problem is recorded
+        rule = rules[-1]
+        groups = [p.scope["consumer_group"] for p in found if "consumer" not in p.scope]
+        consumers = [p.scope["consumer"] for p in found if "consumer" in p.scope]
+        rule.update({"only_groups": groups} if groups else {}, **({"only_consumers": consumers} if consumers else {}))
+
+
 PERSONAL = frozenset({RL, RLA})  # accepted consumer(-group) scoped, beside a route-level instance
 HANDLERS = {RL: rate_limiting, RLA: rate_limiting_advanced, AIRLA: ai_rate_limiting_advanced}

@@ -318,12 +318,13 @@ def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
             continue
         for plugin in build.personal:
             if plugin.name != RTA and not (plugin.name in deck_ai.PERSONAL and deck_ai.HANDLERS.keys() & build.plugins) \
-                    and not (plugin.name in deck_limits.PERSONAL and plugin.name in build.plugins):
+                    and plugin.name not in deck_limits.PERSONAL:
                 plugin.problem(t.problems, "plugins scoped to a consumer or consumer group are supported for "
                                "request-transformer-advanced only (as credentials overrides)")
         for name in NATIVE_ORDER:
             if name in build.plugins and name in handlers:
                 handlers[name](build.plugins[name], build, t)
+        deck_limits.personal_only(build, t)  # consumer(-group) rate limits with no route-level instance
         deck_transformers.translate_transformers(build, t)
         _discovery(build, t)
         if build.body_limits:
