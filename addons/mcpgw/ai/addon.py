@@ -38,8 +38,8 @@ class LlmAddon:
     def response(self, flow: http.HTTPFlow) -> None:
         self._tool_calls(flow)
 
-    async def done(self) -> None:
-        await relay.close()  # its listening socket, on shutdown and script reloads
+    def done(self) -> None:  # (sync: mitmproxy calls done from sync code when a script reloads)
+        relay.close()  # its listening socket, on shutdown and script reloads
 
     def error(self, flow: http.HTTPFlow) -> None:
         fctx = context.get(flow)

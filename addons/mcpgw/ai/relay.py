@@ -101,13 +101,18 @@ class Relay:
                 logging.getLogger("httpcore").setLevel(logging.INFO)
                 log.info("LLM retry relay listening on 127.0.0.1:%d", self.port)
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Synchronous (mitmproxy calls `done` from sync code on script reloads): the listening
+        socket closes now, the client's pooled connections as soon as the event loop runs."""
         if self._server is not None:
             self._server.close()
             self._server = None
         if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+            client, self._client = self._client, None
+            try:
+                asyncio.get_running_loop().create_task(client.aclose())
+            except RuntimeError:  # no loop any more (shutdown): the process ends them
+                pass
         self.jobs.clear()
 
     def register(self, ctx: "FlowContext", flow: http.HTTPFlow) -> None:
