@@ -36,7 +36,8 @@ def gateway(workdir, upstream, auth):
                 "client_secret": "{env://EXCHANGE_SECRET}",
                 "request": {"resource": UPSTREAM_AUDIENCE, "scopes": ["mcp:read"]}}
     policy = {
-        "services": {"gh": {"url": upstream.url}},
+        # the echo answers with every header it received (the MCP upstream records only some)
+        "services": {"gh": {"url": upstream.url}, "echo": {"url": upstream.base + "/_test/echo"}},
         "routes": {
             "exchange-mcp": {"service": "gh", "paths": ["/exchange-mcp"], "upstream_identity_headers": True,
                              "oauth": {**jwt_oauth, "token_exchange": exchange}},
@@ -53,6 +54,14 @@ def gateway(workdir, upstream, auth):
                                                       "actor_token_header": "X-Actor-Token"}}}},
             "nocache-mcp": {"service": "gh", "paths": ["/nocache-mcp"],
                             "oauth": {**jwt_oauth, "token_exchange": {**exchange, "cache": {"enabled": False}}}},
+            "claims-echo": {"service": "echo", "paths": ["/claims-echo"],
+                           "oauth": {**jwt_oauth, "token_exchange": exchange, "upstream_headers": [
+                               {"header": "X-Org-Id", "path": ["org", "id"]},
+                               {"header": "X-Token-Client", "path": ["client_id"]}]}},
+            "acl-mcp": {"service": "gh", "paths": ["/acl-mcp"],
+                        "oauth": {**jwt_oauth, "token_exchange": exchange},
+                        "acl": {"acl_attribute_type": "oauth_access_token", "access_token_claim_field": ".team",
+                                "default_acl": [{"scope": "tools", "allow": ["agents"]}]}},
             "down-mcp": {"service": "gh", "paths": ["/down-mcp"],
                          "oauth": {**jwt_oauth, "timeout": 2, "token_exchange": {
                              **exchange, "token_endpoint": f"http://127.0.0.1:{free_port()}/token"}}},
@@ -76,6 +85,18 @@ def audit_records(workdir, rule: str) -> list[dict]:
     return []
 
 
+def wait_for_records(workdir, match, count: int, deadline: float = 10.0) -> list[dict]:
+    """The audit records `match` accepts once there are `count` of them (or what there is at the deadline)."""
+    path, end, found = workdir / "audit.jsonl", time.monotonic() + deadline, []
+    while time.monotonic() < end:
+        lines = path.read_text().splitlines() if path.exists() else []
+        found = [r for r in map(json.loads, filter(str.strip, lines)) if match(r)]
+        if len(found) >= count:
+            break
+        time.sleep(0.1)
+    return found
+
+
 async def post_initialize(url: str, token: str | None, headers: dict | None = None) -> httpx.Response:
     sent = dict(MCP_HEADERS, **({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {}))
     async with httpx.AsyncClient(timeout=10) as client:
@@ -88,7 +109,7 @@ def upstream_tokens(upstream) -> list[str]:
     return [v.removeprefix("Bearer ") for v in values]
 
 
-async def test_upstream_receives_the_exchanged_token_never_the_callers(gateway, upstream, auth):
+async def test_upstream_receives_the_exchanged_token_never_the_callers(gateway, upstream, auth, workdir):
     url = gateway.url("/exchange-mcp")
     user_token = auth.mint("alice", aud=url)
     upstream.reset()
@@ -112,17 +133,27 @@ async def test_upstream_receives_the_exchanged_token_never_the_callers(gateway, 
     assert {r["headers"].get("x-consumer-username") for r in upstream.requests()} == {"alice"}
     log = gateway.log()
     assert user_token not in log and exchanged not in log and auth.introspection_client[1] not in log
+    # every record of the session names the exchange (from the cache after the first), never a token
+    records = wait_for_records(workdir, lambda r: (r.get("consumer") or {}).get("name") == "alice"
+                               and (r.get("jsonrpc") or {}).get("method") == "tools/call", 2)
+    assert [r["token_exchange"] for r in records[-2:]] == [
+        {"subject": "alice", "audience": UPSTREAM_AUDIENCE, "issuer": auth.url, "cached": True}] * 2
+    text = (workdir / "audit.jsonl").read_text()
+    assert user_token not in text and exchanged not in text
 
 
-async def test_cache_is_per_subject(gateway, upstream, auth):
+async def test_cache_is_per_caller_token(gateway, upstream, auth):
     url = gateway.url("/exchange-mcp")
+    bob = auth.mint("bob", aud=url)
     before = auth.exchange_calls
-    assert (await post_initialize(url, auth.mint("bob", aud=url))).status_code == 200
+    assert (await post_initialize(url, bob)).status_code == 200
+    assert (await post_initialize(url, bob)).status_code == 200
+    assert auth.exchange_calls - before == 1  # the same token: served from the cache
     assert (await post_initialize(url, auth.mint("bob", aud=url))).status_code == 200  # a new token, same subject
-    assert auth.exchange_calls - before == 1
+    assert auth.exchange_calls - before == 2  # exchanged again: an exchanged token serves only its own token
     upstream.reset()
     assert (await post_initialize(url, auth.mint("carol", aud=url))).status_code == 200
-    assert auth.exchange_calls - before == 2
+    assert auth.exchange_calls - before == 3
     assert payload(upstream_tokens(upstream)[0])["sub"] == "carol"  # never bob's token
 
 
@@ -163,6 +194,7 @@ async def test_refused_exchange_is_401_audited_and_forwards_nothing(gateway, ups
     refusal = [r for r in refusal if "could not be exchanged" in (r.get("reason") or "")]
     assert refusal and refusal[-1]["decision"] == "deny" and refusal[-1]["http"]["upstream_status"] is None
     assert refusal[-1]["consumer"]["name"] == "mallory" and "invalid_grant" in refusal[-1]["reason"]
+    assert refusal[-1]["token_exchange"] == {"error": "invalid_grant"}
 
 
 async def test_unreachable_token_endpoint_is_502_and_forwards_nothing(gateway, upstream, auth):
@@ -202,3 +234,16 @@ async def test_actor_token_from_header(gateway, upstream, auth):
     upstream.reset()
     forged = await post_initialize(url, user_token, {"X-Actor-Token": auth.mint("agent-7", aud=auth.url, exp_in=-60)})
     assert forged.status_code == 401 and upstream.requests() == []
+
+
+async def test_claim_headers_come_from_the_callers_token_not_the_exchanged_one(gateway, auth):
+    url = gateway.url("/claims-echo")
+    user_token = auth.mint("heidi", aud=url, extra={"org": {"id": 42}})
+    response = await post_initialize(url, user_token, {"X-Org-Id": "1", "x_token_client": "forged"})
+    assert response.status_code == 200
+    seen = response.json()
+    exchanged = seen["authorization"].removeprefix("Bearer ")
+    assert exchanged != user_token and exchanged in auth.exchanged_tokens
+    assert "org" not in payload(exchanged) and payload(exchanged)["client_id"]  # what the exchanged token holds
+    assert seen["x-org-id"] == "42"  # the caller's validated claim, the forgery gone
+    assert "x-token-client" not in seen and "x_token_client" not in seen  # the caller's token has no client_id

@@ -1,14 +1,20 @@
-"""RFC 8693 token exchange on OAuth routes (Kong's ai-mcp-oauth2 `token_exchange`).
+"""RFC 8693 token exchange on OAuth routes (Kong's ai-mcp-oauth2 `token_exchange`), a phase of
+its own.
 
-Once `oauth.authenticate` has validated the caller's token, the gateway trades it at the
-authorization server's token endpoint for a token meant for the upstream, and sends that one
-upstream in place of the caller's: a token issued for the gateway never reaches a server of
-another audience (MCP authorization spec, "token passthrough"). Exchanged tokens are cached in a
-`state.tokens.TokenCache` per subject and request settings until shortly before they expire.
+Once `oauth.authenticate` has validated the caller's token (and removed it from the request) and
+every decision on the request is taken (route access, ACL, limits, integrity), `exchange_token`
+trades the caller's token at the authorization server's token endpoint for a token meant for the
+upstream, and sends that one upstream in its place: a token issued for the gateway never reaches
+a server of another audience (MCP authorization spec, "token passthrough"), and a refused request
+never costs an exchange. Exchanged tokens are cached per caller token and request settings until
+shortly before they expire, in this process and, with `gateway.state.backend: redis`, shared
+(state/exchange_cache.py).
 
 A token the authorization server refuses to exchange (HTTP 400: invalid_grant, invalid_target...)
 is answered 401 like any refused token; any other failure (unreachable, 5xx, the gateway's own
-client refused, a malformed answer) is answered 502. Nothing is forwarded in either case."""
+client refused, a malformed answer) is answered 502. Nothing is forwarded in either case. Each
+exchange, served from the cache or not, is named in the flow's audit records (`token_exchange`:
+the issued token's subject, audience and issuer, never a token)."""
 
 from __future__ import annotations
 
@@ -19,32 +25,33 @@ import hashlib
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Literal
-from urllib.parse import quote, urlsplit
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 from mitmproxy import http
-from pydantic import Field, field_validator, model_validator
 
 from .. import redaction
-from ..policy.base import StrictModel
-from ..policy.secrets import Secret, SecretValue
+from ..policy.derived import PerPolicy
+from ..policy.secrets import Secret
 from ..responses import bearer_challenge, json_response
+from ..state.exchange_cache import CacheKey, SelectedExchangeCache
 from ..state.handover import kept_on
-from ..state.tokens import MemoryTokenCache, TokenCache
+from ..state.tokens import MemoryTokenCache
+from .exchange_settings import TokenExchangeConfig
 from .tokens import AuthServerUnavailable, fetch_json
 
 if TYPE_CHECKING:
     from ..context import FlowContext
+    from ..policy.models import Policy
 
 log = logging.getLogger("mcpgw.oauth")
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token: safe to put in a header
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-ExchangeClientAuth = Literal["inherit", "client_secret_basic", "client_secret_post", "none"]
 
 
 class ExchangeRefused(Exception):
@@ -53,82 +60,6 @@ class ExchangeRefused(Exception):
 
 class ExchangeFailed(Exception):
     """No usable answer from the token endpoint (answered 502); never a reason to forward."""
-
-
-class TokenExchangeRequest(StrictModel):
-    """What the gateway asks for (RFC 8693 section 2.1)."""
-
-    subject_token_type: str = Field(ACCESS_TOKEN_TYPE, description="Type of the caller's token")
-    requested_token_type: str = Field(ACCESS_TOKEN_TYPE, description="Type of token asked for")
-    audience: list[str] = Field(default_factory=list, description="Logical names of the upstream (`audience`, repeated)")
-    resource: str | None = Field(None, description="Absolute URI of the upstream (RFC 8707 `resource`)")
-    scopes: list[str] = Field(default_factory=list, description="Scopes asked for (`scope`, space separated)")
-    actor_token_source: Literal["none", "header", "config"] = Field("none", description="Where an actor token comes from")
-    actor_token_header: str | None = Field(None, description="Request header carrying the actor token (source header)")
-    actor_token: SecretValue | None = Field(None, description="A fixed actor token (source config; plain or a secret reference)")
-    actor_token_type: str = Field(ACCESS_TOKEN_TYPE, description="Type of the actor token")
-
-    @field_validator("resource")
-    @classmethod
-    def _check_resource(cls, v: str | None) -> str | None:
-        parts = urlsplit(v) if v is not None else None
-        if parts is not None and (not parts.scheme or parts.fragment):
-            raise ValueError(f"resource must be an absolute URI without a fragment (RFC 8707), got {v!r}")
-        return v
-
-    @field_validator("actor_token_header")
-    @classmethod
-    def _check_header(cls, v: str | None) -> str | None:
-        if v is not None and not _HEADER_NAME.fullmatch(v):
-            raise ValueError(f"{v!r} is not a header name")
-        return v
-
-    @model_validator(mode="after")
-    def _check_actor(self) -> "TokenExchangeRequest":
-        if (self.actor_token_source == "header") != (self.actor_token_header is not None):
-            raise ValueError("actor_token_source: header goes with actor_token_header (and only with it)")
-        if (self.actor_token_source == "config") != (self.actor_token is not None):
-            raise ValueError("actor_token_source: config goes with actor_token (and only with it)")
-        return self
-
-
-class TokenExchangeCacheConfig(StrictModel):
-    enabled: bool = Field(True, description="Reuse an exchanged token for the same subject and request")
-    ttl: float = Field(3600, gt=0, description="Seconds an exchanged token is reused when the answer has no expires_in")
-
-
-class TokenExchangeConfig(StrictModel):
-    """Kong's `token_exchange` (same names)."""
-
-    enabled: bool = Field(True, description="Exchange the caller's token (false: the block is ignored; "
-                                             "Kong's default is false, decK files name it)")
-    token_endpoint: str = Field(description="The authorization server's token endpoint")
-    client_auth: ExchangeClientAuth = Field(
-        "client_secret_basic", description="client_secret_basic/_post, none, or inherit: the introspection client and method")
-    client_id: str | None = Field(None, description="The gateway's client at the token endpoint")
-    client_secret: SecretValue | None = Field(None, description="Its secret (plain or a secret reference)")
-    request: TokenExchangeRequest = Field(default_factory=TokenExchangeRequest)
-    cache: TokenExchangeCacheConfig = Field(default_factory=TokenExchangeCacheConfig)
-    expiry_margin: float = Field(30, ge=0, le=600, description="Seconds before its expiry a cached token is no longer used")
-
-    @field_validator("token_endpoint")
-    @classmethod
-    def _check_endpoint(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"token_endpoint must be an absolute http(s) URL, got {v!r}")
-        return v
-
-    @model_validator(mode="after")
-    def _check_client(self) -> "TokenExchangeConfig":
-        if self.client_auth in ("client_secret_basic", "client_secret_post") and (
-                not self.client_id or self.client_secret is None):
-            raise ValueError(f"client_auth {self.client_auth} needs client_id and client_secret")
-        if self.client_auth == "none" and not self.client_id:
-            raise ValueError("client_auth none still names the gateway's client: set client_id")
-        if self.client_auth in ("inherit", "none") and self.client_secret is not None:
-            raise ValueError(f"client_secret is not used with client_auth {self.client_auth}")
-        return self
 
 
 class Exchanger:
@@ -148,30 +79,38 @@ class Exchanger:
         self._settings = json.dumps([config.token_endpoint, client_id, r.subject_token_type, r.requested_token_type,
                                      sorted(r.audience), r.resource, sorted(r.scopes), r.actor_token_type])
         self._pending: dict[str, asyncio.Task] = {}
+        # the digests' common start, hashed once: two labels, one material (the settings, then the tokens)
+        self._name_base = hashlib.sha256(b"mcpgw exchange name\0" + self._settings.encode() + b"\0")
+        self._seal_base = hashlib.sha256(b"mcpgw exchange seal\0" + self._settings.encode() + b"\0")
 
-    def cache_key(self, claims: dict, subject_token: str, actor_token: str | None) -> str:
-        """Per subject (issuer, sub and the scope it granted) and request; a token without `sub`
-        is keyed by its own digest. The key is a digest: no token or claim is stored in clear."""
-        sub = claims.get("sub")
-        subject = ["sub", claims.get("iss"), sub, claims.get("scope")] if isinstance(sub, str) and sub else [
-            "token", hashlib.sha256(subject_token.encode()).hexdigest()]
-        actor = hashlib.sha256(actor_token.encode()).hexdigest() if actor_token else None
-        text = json.dumps([self._settings, subject, actor])
-        return "mcpgw:exchange:" + hashlib.sha256(text.encode()).hexdigest()
+    def cache_key(self, subject_token: str, actor_token: str | None) -> CacheKey:
+        """Per caller token (and actor token) and request settings: an exchanged token only ever
+        serves requests carrying the very token it was issued for, whose validity the route has
+        just checked; a new token of the same user (a refresh, another client) is exchanged again.
+        Two digests of one material with distinct labels: the name, stored, and the sealing
+        secret, never stored (state/exchange_cache.py)."""
+        name, seal = self._name_base.copy(), self._seal_base.copy()
+        for part in (subject_token, actor_token or ""):  # length-prefixed: no two inputs read alike
+            data = part.encode()
+            name.update(b"%d:%s" % (len(data), data))
+            seal.update(b"%d:%s" % (len(data), data))
+        return CacheKey(name.hexdigest(), seal.digest())
 
-    async def token_for(self, cache: TokenCache, claims: dict, subject_token: str, actor_token: str | None) -> str:
-        key = self.cache_key(claims, subject_token, actor_token)
+    async def token_for(self, cache: SelectedExchangeCache, subject_token: str,
+                        actor_token: str | None) -> tuple["Exchanged", bool]:
+        """(the exchanged token, whether it came from the cache)."""
+        key = self.cache_key(subject_token, actor_token)
         if self.config.cache.enabled:
             found = await cache.get(key)
             if found is not None:
-                return found
-        # Concurrent first requests of one subject share one exchange.
+                return found, True
+        # Concurrent first requests with one token share one exchange.
         loop = asyncio.get_running_loop()
-        task = self._pending.get(key)
+        task = self._pending.get(key.name)
         if task is None or task.get_loop() is not loop:
-            task = self._pending[key] = loop.create_task(self._exchange(cache, key, subject_token, actor_token))
-            task.add_done_callback(functools.partial(self._forget, key))
-        return await asyncio.shield(task)
+            task = self._pending[key.name] = loop.create_task(self._exchange(cache, key, subject_token, actor_token))
+            task.add_done_callback(functools.partial(self._forget, key.name))
+        return await asyncio.shield(task), False
 
     def _forget(self, key: str, task: asyncio.Task) -> None:
         if self._pending.get(key) is task:
@@ -201,7 +140,8 @@ class Exchanger:
             form["client_id"] = self.client_id
         return form, headers
 
-    async def _exchange(self, cache: TokenCache, key: str, subject_token: str, actor_token: str | None) -> str:
+    async def _exchange(self, cache: SelectedExchangeCache, key: CacheKey, subject_token: str,
+                        actor_token: str | None) -> "Exchanged":
         form, headers = self._form(subject_token, actor_token)
         request = httpx.Request("POST", self.config.token_endpoint, data=form, headers=headers)
         try:
@@ -222,14 +162,62 @@ class Exchanger:
         if str(body.get("token_type", "")).lower() not in ("bearer", "n_a"):
             raise ExchangeFailed(f"the token exchange endpoint issued a token of type {body.get('token_type')!r}, not Bearer")
         redaction.remember([token])  # it goes upstream in a header: keep it out of logs and flows
+        exchanged = Exchanged(token, *_described(token, self.config))
         if self.config.cache.enabled:
             expires_in = body.get("expires_in")
             usable = isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool)
             # Kong: the answer's expires_in, else cache.ttl; here also never past cache.ttl, and
             # given up expiry_margin early so that the upstream never sees it expire in flight.
             ttl = min(expires_in - self.config.expiry_margin, self.config.cache.ttl) if usable else self.config.cache.ttl
-            await cache.put(key, token, ttl)
-        return token
+            await cache.put(key, exchanged, time.time() + ttl)
+        return exchanged
+
+
+@dataclass(frozen=True, slots=True)
+class Exchanged:
+    """An exchanged token and what audit records say of it (from the token itself when it is a
+    JWT the token endpoint just handed over, else from what was asked for)."""
+
+    token: str
+    subject: str | None
+    audience: Any
+    issuer: str | None
+
+    def encode(self) -> str:
+        return json.dumps({"token": self.token, "sub": self.subject, "aud": self.audience, "iss": self.issuer})
+
+    def audit(self, cached: bool) -> dict:
+        return {"subject": self.subject, "audience": self.audience, "issuer": self.issuer, "cached": cached}
+
+
+def decode(value: str) -> Exchanged | None:
+    """An entry of the shared cache (sealed, so written by a gateway; still checked)."""
+    try:
+        found = json.loads(value)
+        if isinstance(found, dict) and isinstance(found.get("token"), str) and _TOKEN.fullmatch(found["token"]):
+            return Exchanged(found["token"], found.get("sub"), found.get("aud"), found.get("iss"))
+    except ValueError:
+        pass
+    return None
+
+
+def _described(token: str, config: TokenExchangeConfig) -> tuple[str | None, Any, str | None]:
+    """(subject, audience, issuer) of an issued token, for audit only: the payload of a JWT is
+    read unverified (it came straight from the token endpoint, and decides nothing here)."""
+    claims: Any = None
+    parts = token.split(".")
+    if len(parts) == 3:
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except ValueError:
+            claims = None
+    claims = claims if isinstance(claims, dict) else {}
+    text = lambda v: v if isinstance(v, str) else None  # noqa: E731
+    audience = claims.get("aud")
+    if not (isinstance(audience, str) or (isinstance(audience, list) and all(isinstance(a, str) for a in audience))):
+        r = config.request
+        audience = [*r.audience, *([r.resource] if r.resource else [])] or None
+    return text(claims.get("sub")), audience, text(claims.get("iss"))
 
 
 def compile_exchanger(config: TokenExchangeConfig, oauth) -> Exchanger:
@@ -245,21 +233,30 @@ def compile_exchanger(config: TokenExchangeConfig, oauth) -> Exchanger:
                      verify=oauth.ssl_verify, timeout=oauth.timeout)
 
 
-_cache: TokenCache = MemoryTokenCache()
+def _compile(policy: "Policy") -> dict[str, Exchanger]:
+    out = {}
+    for name, route in policy.routes.items():
+        te = route.oauth.token_exchange if route.oauth is not None else None
+        if te is not None and te.enabled:
+            out[name] = compile_exchanger(te, route.oauth)
+    return out
+
+
+_routes = PerPolicy(_compile)
+_cache = SelectedExchangeCache(MemoryTokenCache(), lambda: None, Exchanged.encode, decode)
 _MASTER_ATTRIBUTE = "_mcpgw_token_cache"
+# Tokens this import has added to the redaction set: a cached one (another gateway's, or one kept
+# across a script reload, when the redaction set starts empty) is added once, not on every request.
+_masked: set[str] = set()
 
 
-def use(cache: TokenCache) -> None:
-    """Use another cache (a shared one, when the gateway runs as several replicas)."""
+def install(master: object, policy) -> SelectedExchangeCache:
+    """The addon's `load`: this process's cache is kept on the mitmproxy master, so that a script
+    reload keeps exchanged tokens; `policy()` is the active policy, whose state backend says
+    whether Redis is asked too."""
     global _cache
-    _cache = cache
-
-
-def handover(master: object) -> TokenCache:
-    """The cache kept on the mitmproxy master, so that a script reload keeps exchanged tokens."""
-    cache = kept_on(master, _MASTER_ATTRIBUTE, MemoryTokenCache)
-    use(cache)
-    return cache
+    _cache = SelectedExchangeCache(kept_on(master, _MASTER_ATTRIBUTE, MemoryTokenCache), policy, Exchanged.encode, decode)
+    return _cache
 
 
 def refused(ctx: "FlowContext", description: str) -> http.Response:
@@ -271,9 +268,12 @@ def failed(description: str) -> http.Response:
     return json_response(502, {"error": "bad_gateway", "error_description": description})
 
 
-async def exchange_token(ctx: "FlowContext", flow: http.HTTPFlow, exchanger: Exchanger | None) -> http.Response | None:
-    """Called by the OAuth phase once the caller's token is valid: put the exchanged token in
-    Authorization, or answer the refusal. The caller's token and actor token never go upstream."""
+async def exchange_token(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
+    """The phase: on a route with token_exchange, put the exchanged token in Authorization, or
+    answer the refusal. The caller's token and actor token never go upstream."""
+    if ctx.access_token is None or ctx.match is None:
+        return None
+    exchanger = _routes(ctx.snapshot.policy).get(ctx.match.name)
     if exchanger is None:
         return None
     request = flow.request
@@ -286,15 +286,22 @@ async def exchange_token(ctx: "FlowContext", flow: http.HTTPFlow, exchanger: Exc
         if actor is None:
             return refused(ctx, f"The {header} header with the actor token is missing")
     request.headers.pop("authorization", None)  # authenticate removed it already; never the caller's upstream
-    assert ctx.access_token is not None and ctx.token_claims is not None
     try:
-        token = await exchanger.token_for(_cache, ctx.token_claims, ctx.access_token, actor)
+        exchanged, cached = await exchanger.token_for(_cache, ctx.access_token, actor)
     except ExchangeRefused as e:
         log.info("route %s: token exchange refused by the authorization server (%s)", ctx.route_name, e)
+        ctx.audit_fields["token_exchange"] = {"error": str(e)}
         return refused(ctx, f"The access token could not be exchanged for the upstream ({e})")
     except ExchangeFailed as e:
         log.warning("route %s: token exchange failed: %s; refusing", ctx.route_name, e)
+        ctx.audit_fields["token_exchange"] = {"error": "token_endpoint_failed"}
         return failed("The access token could not be exchanged for the upstream because the token "
                       "exchange endpoint failed; nothing was forwarded")
-    request.headers["Authorization"] = f"Bearer {token}"
+    if exchanged.token not in _masked:
+        if len(_masked) >= 10_000:
+            _masked.clear()
+        redaction.remember([exchanged.token])
+        _masked.add(exchanged.token)
+    ctx.audit_fields["token_exchange"] = exchanged.audit(cached)
+    request.headers["Authorization"] = f"Bearer {exchanged.token}"
     return None

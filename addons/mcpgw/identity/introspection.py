@@ -14,7 +14,6 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from typing import Literal
 from urllib.parse import quote
 
 import httpx
@@ -22,11 +21,11 @@ import httpx
 from ..policy.secrets import Secret
 from ..state import introspection_cache as shared
 from .discovery import Discovery
+from .oauth_settings import ClientAuth
 from .tokens import AuthServerUnavailable, TokenRejected, fetch_json
 
 log = logging.getLogger("mcpgw.oauth")
 
-ClientAuth = Literal["client_secret_basic", "client_secret_post"]
 MAX_CACHED_TOKENS = 10_000
 
 

@@ -21,20 +21,11 @@ from typing import Any
 import httpx
 import jwt
 
+from .oauth_settings import ALGORITHM_KEY_TYPES
 from .tokens import AuthServerUnavailable, TokenRejected, fetch_json
 
 log = logging.getLogger("mcpgw.oauth")
 
-# alg -> (JWK kty, curve or None): which keys may verify which algorithm.
-ALGORITHM_KEY_TYPES: dict[str, tuple[str, str | None]] = {
-    **{f"RS{n}": ("RSA", None) for n in (256, 384, 512)},
-    **{f"PS{n}": ("RSA", None) for n in (256, 384, 512)},
-    "ES256": ("EC", "P-256"),
-    "ES384": ("EC", "P-384"),
-    "ES512": ("EC", "P-521"),
-    "EdDSA": ("OKP", None),
-}
-DEFAULT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
 REFRESH_MIN_INTERVAL = 10.0  # seconds between refreshes caused by unknown key ids
 
 
