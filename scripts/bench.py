@@ -487,15 +487,15 @@ def start_gateway(workdir: Path, name: str, entry: Path, policy_path: Path,
 
 
 def oauth_policy(upstream_urls: dict[str, str], features: str, auth) -> dict:
-    """The gateway policy with key-auth replaced by an OAuth resource server (JWKS), RFC 8693
-    token exchange toward each upstream and a claim header; same consumer, same ACL."""
+    """The gateway policy with key-auth replaced by an OAuth resource server (JWKS, a required
+    scope), RFC 8693 token exchange toward each upstream and a claim header; same consumer, same ACL."""
     policy = gateway_policy(upstream_urls, features)
     client_id, client_secret = auth.introspection_client
     for route in policy["routes"].values():
         route.pop("key_auth", None)
         route["oauth"] = {
             "authorization_servers": [auth.url], "jwks_endpoint": auth.jwks_url,
-            "consumer_claim": ["sub"], "consumer_by": ["username"],
+            "consumer_claim": ["sub"], "consumer_by": ["username"], "scopes_required": ["openid"],
             "upstream_headers": [{"header": "X-User-Role", "path": ["realm_access", "roles"]}],
             "token_exchange": {"token_endpoint": auth.token_url, "client_id": client_id, "client_secret": client_secret,
                                "request": {"resource": policy["services"][route["service"]]["url"]}}}
