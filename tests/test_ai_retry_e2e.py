@@ -142,6 +142,16 @@ def test_spent_retries_or_no_status_criteria_pass_the_providers_answer(providers
     with gateway(providers, tmp_path, "down", "good") as gw:
         with pytest.raises(openai.InternalServerError):  # Kong's default criteria: error, timeout
             client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o")
+    # retries: 1 with three targets: two tries at most, the third (good) target is never asked
+    clear(providers)
+    gw = start(tmp_path, [target(providers[n], FIRST_KEY, "gpt-4o") for n in ("down", "limited", "good")],
+               failover_criteria=CRITERIA, retries=1, algorithm="priority")
+    try:
+        with pytest.raises(openai.RateLimitError):
+            client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o")
+    finally:
+        gw.stop()
+    assert [len(providers[n].requests) for n in ("down", "limited", "good")] == [1, 1, 0]
     assert providers["good"].requests == []
 
 
