@@ -139,7 +139,8 @@ def prepare_answer(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | N
     resp = flow.response
     if state is None or resp is None:
         return None
-    balancer.answered(state, resp.status_code)
+    # a refusal of the gateway's own (a spent token budget's 429, say) says nothing of the target
+    balancer.answered(state, resp.status_code, reached=ctx.answered_by is None)
     ctype = _ctype(resp)
     if ctype == "text/event-stream":
         encoding = (header(resp.headers, "content-encoding", "") or "identity").lower()
