@@ -17,6 +17,7 @@ import collections
 import functools
 import importlib.util
 import inspect
+import json
 import logging
 import os
 import statistics
@@ -45,8 +46,9 @@ EVENTS = (("requestheaders", HttpRequestHeadersHook), ("request", HttpRequestHoo
           ("responseheaders", HttpResponseHeadersHook), ("response", HttpResponseHook))
 BODY = (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search_repositories",'
         b'"arguments":{"query":"model context protocol"}}}')
-ANSWER = (b'{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"' + b"r" * 1600 + b'"}],'
-          b'"isError":false}}')  # about the size of the demo upstream's answer
+_TEXT = " ".join(f"octocat/repo-{i} model context protocol server, {i * 7} stars, Python" for i in range(32))
+ANSWER = json.dumps({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": _TEXT}],
+                                                           "isError": False}}).encode()  # the demo's answer's size
 
 
 def write_policy(case: str, workdir: Path) -> tuple[Path, str]:

@@ -159,6 +159,16 @@ def report(raw: Path, calls: int, seconds: float, rate: int, case: str) -> None:
             print(f"    {name:60} {n * per_call:7.3f} ms  {100 * n / max(1, total):5.1f}%")
 
 
+def start_upstream(processes: list) -> str:
+    """The demo upstream answering JSON, started and ready; its MCP endpoint."""
+    port = bench.free_port()
+    upstream = bench.start_process([sys.executable, str(bench.DEMO_UPSTREAM), "--host", bench.HOST,
+                                    "--port", str(port), "--json-response"])
+    processes.append(upstream)
+    upstream.wait_for_line(bench.DEMO_UPSTREAM_READY, bench.START_TIMEOUT)
+    return f"http://{bench.HOST}:{port}/mcp"
+
+
 def cpu_rounds(rounds: int, baseline: str | None) -> int:
     """Every case side by side: CPU milliseconds per call, median over rounds, and each case's
     difference to the held floor (buffered): what its own work costs the process."""
@@ -168,12 +178,7 @@ def cpu_rounds(rounds: int, baseline: str | None) -> int:
     with tempfile.TemporaryDirectory(prefix="mcpgw-cpu-") as tmp:
         workdir = Path(tmp)
         try:
-            port = bench.free_port()
-            upstream = bench.start_process([sys.executable, str(bench.DEMO_UPSTREAM), "--host", bench.HOST,
-                                            "--port", str(port), "--json-response"])
-            processes.append(upstream)
-            upstream.wait_for_line(bench.DEMO_UPSTREAM_READY, bench.START_TIMEOUT)
-            upstream_url = f"http://{bench.HOST}:{port}/mcp"
+            upstream_url = start_upstream(processes)
             cases = {case: start_target(case, workdir, upstream_url) for case in CASES}
             if baseline:
                 cases["baseline seed"] = start_target("seed", workdir, upstream_url,
@@ -215,23 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="REV", help="with --cpu: also the seed case on the gateway of "
                                                          "git revision REV")
     args = parser.parse_args(argv)
+    if args.cpu:  # no sampling: py-spy not needed
+        return cpu_rounds(args.cpu, args.baseline)
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     if spy is None:
         print("py-spy not found: install the test extra (pip install -e .[test])", file=sys.stderr)
         return 1
-    if args.cpu:
-        return cpu_rounds(args.cpu, args.baseline)
     PHASE_FILES.update(_phase_files())
     processes = []
     with tempfile.TemporaryDirectory(prefix="mcpgw-profile-") as tmp:
         workdir = Path(tmp)
         try:
-            port = bench.free_port()
-            upstream = bench.start_process([sys.executable, str(bench.DEMO_UPSTREAM), "--host", bench.HOST,
-                                            "--port", str(port), "--json-response"])
-            processes.append(upstream)
-            upstream.wait_for_line(bench.DEMO_UPSTREAM_READY, bench.START_TIMEOUT)
-            url, target = start_target(args.case, workdir, f"http://{bench.HOST}:{port}/mcp")
+            url, target = start_target(args.case, workdir, start_upstream(processes))
             processes.append(target)
             bench.wait_until_serving(bench.Target(args.case, {"json": url}, target), time.monotonic() + 30)
             load = Load(url)

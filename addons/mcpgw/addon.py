@@ -13,7 +13,7 @@ from pathlib import Path
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from . import canonical, context, destinations, guards, health, mitm_options, pipeline, redaction, request_stream
+from . import canonical, context, destinations, guards, health, hookgate, mitm_options, pipeline, redaction, request_stream
 from .ai.addon import LlmAddon
 from .limits.addon import LimitsAddon
 from .auditlog import AuditLog
@@ -22,7 +22,7 @@ from .state.redis_sessions import SelectedSessionStore
 from .context import FlowContext
 from .destinations import Destinations, Unresolvable
 from .tunnels import TunnelGate
-from .identity import prm
+from .identity import exchange, prm
 from .headers import host_header
 from .metrics import Metrics
 from .telemetry.addon import DropCollector, Telemetry
@@ -49,6 +49,7 @@ class MCPGateway:
         self._running = False
         self._watcher: asyncio.Task | None = None
         self._poll = 1.0
+        self._health = ""  # mcp_health
         self._uninstall_redaction: Callable[[], None] | None = None
         self._uninstall_request_stream: Callable[[], None] | None = None
         # Audit log, metrics and mitmproxy UI: child addons, whose hooks mitmproxy runs after this
@@ -64,6 +65,9 @@ class MCPGateway:
         # LLM routes (ai/): their counters among the metrics, an audit record per MCP tool call inside an
         # answer; first, so that on a failed flow it completes the LLM call before the audit log records it
         self.addons.insert(0, LlmAddon(self.audit, next(a for a in self.addons if isinstance(a, Metrics))))
+        # Last: after every other child applied an option change or a policy load, it switches off the
+        # per-flow hooks of those with nothing to do (hookgate.py): mitmproxy would call them on every flow.
+        self.addons.append(hookgate.for_children(self))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -73,6 +77,7 @@ class MCPGateway:
         memory = session_binding.handover(ctx.master)  # kept on the master: bindings outlive a script reload
         session_binding.use(SelectedSessionStore(memory, self._active_policy))  # gateway.state.backend: memory or redis
         introspection_cache.use_policy(self._active_policy)  # introspection answers shared the same way
+        exchange.install(ctx.master, self._active_policy)  # exchanged tokens: kept on the master, shared the same way
         loader.add_option("mcp_policy", str, "",
                           f"MCP gateway policy file (native YAML or a Kong decK file). Default: {DEFAULT_POLICY} if it exists.")
         loader.add_option("mcp_public_hosts", str, "",
@@ -93,6 +98,8 @@ class MCPGateway:
 
     def configure(self, updated: set[str]) -> None:
         mitm_options.refuse_changes(ctx.options, updated)
+        if "mcp_health" in updated:  # read on every flow: kept here, as each read of ctx.options deep-copies it
+            self._health = ctx.options.mcp_health
         if self._mistyped_option():
             return  # start-up: nothing loads, every request is refused (503) until `running` stops mitmproxy
         if "mcp_policy_settle" in updated:
@@ -210,7 +217,7 @@ class MCPGateway:
         # async: routing may resolve host names and identity may ask an IdP, before the body is read
         if flow.response or flow.error or not flow.live:
             return
-        if await health.answer(flow, self.store, ctx.options.mcp_health):  # before routing: never forwarded
+        if self._health and await health.answer(flow, self.store, self._health):  # before routing: never forwarded
             return
         with self._fail_closed(flow, "route it"):
             snap = self.store.current
