@@ -13,8 +13,9 @@ measures each target in a rotating order, over keep-alive connections:
     figure the other processes on a loaded machine disturb far less than latencies.
 
 A second route of the same gateway, balanced over two targets (the same provider) with answer
-statuses in `failover_criteria`, sends each call through the retry relay (ai/relay.py): its rows
-show what that extra loopback hop costs. It reports medians over all samples and
+statuses in `failover_criteria`, sends each stream through the retry relay (ai/relay.py; JSON
+calls go straight to the target and would be retried from the response hook): its rows show
+what that costs. It reports medians over all samples and
 gateway/mitmdump ratios (target 1.10x, informational).
 
     scripts/bench_llm.py              # about half a minute
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'measure (median ms)':<28}{'mitmdump':>10}{'gateway':>10}{'ratio':>8}  target <= {TARGET:.2f}x")
             for prefix, name in (("", "gateway"), ("relay ", "relay")):
                 if prefix:
-                    print("the retry relay (a balanced route with http_* failover_criteria), against the same mitmdump:")
+                    print("a balanced route with http_* failover_criteria (streams through the retry relay), "
+                          "against the same mitmdump:")
                 for measure, label in (("ttft", "time to first token"), ("total", "stream total (100 words)"),
                                        ("json", "JSON latency")):
                     m = statistics.median(results["mitmdump"][measure]) * 1000

@@ -14,6 +14,7 @@ from .. import audit, context, redaction
 from ..governance import filtering
 from . import answers, balancer, catalog
 from .relay import relay
+from .request import ai_error
 from .ui import LlmContentview
 from .metrics import LlmCollector
 
@@ -35,7 +36,22 @@ class LlmAddon:
         if catalog.observe_list not in filtering.LIST_OBSERVERS:  # passthrough routes' catalogs
             filtering.LIST_OBSERVERS.append(catalog.observe_list)
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow):
+        fctx = context.get(flow)
+        if fctx is not None and fctx.ai is not None and fctx.ai.retry_job is not None:
+            return self._retried(fctx, flow)  # awaited by mitmproxy before the next addon (the audit log)
+        self._tool_calls(flow)
+        return None
+
+    async def _retried(self, fctx, flow: http.HTTPFlow) -> None:
+        """A JSON request whose answer was held for a retry: the next targets, then the call ends."""
+        try:
+            await relay.retry_answer(fctx, flow)
+        except Exception:  # fail closed: an error answer, never the held one with another target's data
+            log.exception("LLM retry failed")
+            fctx.ai.retry_job = None
+            flow.response = ai_error(502, "The provider did not answer", kind="server_error")
+        answers.finish(fctx, flow)
         self._tool_calls(flow)
 
     def done(self) -> None:  # (sync: mitmproxy calls done from sync code when a script reloads)

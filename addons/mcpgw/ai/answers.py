@@ -22,6 +22,7 @@ from ..governance import annotate
 from ..headers import header
 from ..protocol.sse import SSEError, SSEEvent, SSEParser
 from . import balancer, mcp_tools, usage as usage_mod
+from .relay import relay
 from .request import LlmState, ai_error
 
 if TYPE_CHECKING:
@@ -141,6 +142,8 @@ def prepare_answer(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | N
         return None
     # a refusal of the gateway's own (a spent token budget's 429, say) says nothing of the target
     balancer.answered(state, resp.status_code, reached=ctx.answered_by is None)
+    if relay.holds(state, resp):
+        return None  # a JSON request's answer to retry elsewhere (relay.retry_answer, from the LLM addon)
     ctype = _ctype(resp)
     if ctype == "text/event-stream":
         encoding = (header(resp.headers, "content-encoding", "") or "identity").lower()
@@ -163,8 +166,8 @@ def finish(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     """Response end: the usage of a JSON answer, then one LlmCall for the audit and listeners."""
     state: LlmState | None = ctx.ai
     resp = flow.response
-    if state is None or resp is None or state.published:
-        return None
+    if state is None or resp is None or state.published or state.retry_job is not None:
+        return None  # (a held answer: the LLM addon retries, then finishes)
     balancer.answered(state, resp.status_code, reached=False)  # (no-op once the target's answer was seen)
     if not resp.stream and _ctype(resp) == "application/json":
         try:

@@ -200,17 +200,20 @@ def apply_target(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
         req.authority = t.authority
     headers.put(req.headers, "Host", t.authority)
     if state.candidates:
-        relay.register(ctx, flow)
+        if state.stream:
+            relay.register(ctx, flow)  # a stream can only be retried by the relay, which then relays it
+        else:
+            state.retry_job = relay.job_of(ctx, flow)  # JSON: straight to the target, retried from the response hook
     return None
 
 
 def switch(state: LlmState, t: TargetState) -> None:
     """The relay sends the request on to another target: it is now the one in flight."""
     old: TargetState | None = state.target
-    if old is not None:
+    if old is not None and not state.target_done:  # (done: its answer was counted already)
         old.in_flight = max(0, old.in_flight - 1)
     t.in_flight += 1
-    state.target, state.attempts = t, state.attempts + 1
+    state.target, state.attempts, state.target_done = t, state.attempts + 1, False
 
 
 def observe(state: LlmState, call: "LlmCall") -> None:

@@ -3,8 +3,10 @@ streams back.
 
 mitmproxy sends a flow's request to one server and relays that server's answer; it cannot send
 the request again elsewhere once the answer's headers arrived, nor stream a body an addon
-produces. So a balanced route whose failover_criteria name answer statuses sends its requests
-to this relay, a loopback HTTP/1.1 server inside the gateway process: for each request it tries
+produces. A JSON request's answer is read whole anyway, so one to retry is held at its headers
+(`holds`) and the next targets are asked from the response hook (`retry_answer`). A stream
+request of a balanced route whose failover_criteria name answer statuses goes to this relay
+instead, a loopback HTTP/1.1 server inside the gateway process: for each request it tries
 the targets in the balancer's order (httpx), and relays the first answer that is not to be
 retried chunk by chunk as it arrives (never buffered). A status is retried only while nothing
 of the answer has been sent: the status line decides before the first byte of the body. The
@@ -26,6 +28,7 @@ import logging
 import secrets
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,6 +48,7 @@ log = logging.getLogger("mcpgw.ai")
 RELAY_HEADER = "x-mcpgw-relay"
 MAX_ERROR_BODY = 64 * 1024  # an answer that is retried is read at most this far, then dropped
 MAX_JOBS = 10_000  # requests registered and not yet at the relay (each normally arrives at once)
+MAX_JSON_ANSWER = 16 * 1024 * 1024  # a retried JSON request's answer, read whole (answers.MAX_JSON)
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
                   b"proxy-connection", b"proxy-authenticate"})
 
@@ -70,6 +74,15 @@ def _verify() -> bool | ssl.SSLContext:
         return False
     ca = getattr(options, "ssl_verify_upstream_trusted_ca", None)
     return ssl.create_default_context(cafile=ca) if ca else True
+
+
+async def _read(resp: httpx.Response, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in resp.aiter_raw():
+        body += chunk
+        if len(body) > limit:
+            raise ValueError("answer too large")
+    return bytes(body)
 
 
 def _criteria(state: "LlmState") -> tuple[frozenset[int], bool, bool]:
@@ -115,15 +128,20 @@ class Relay:
                 pass
         self.jobs.clear()
 
+    @staticmethod
+    def job_of(ctx: "FlowContext", flow: http.HTTPFlow) -> Job:
+        """After apply_target: the request as prepared for the first target."""
+        req = flow.request
+        return Job(ctx, ctx.ai, req.method, list(req.headers.fields), req.raw_content or b"", req.path.partition("?")[2])
+
     def register(self, ctx: "FlowContext", flow: http.HTTPFlow) -> None:
-        """After apply_target: the request as prepared goes to the relay instead, with its token."""
+        """A stream: the request as prepared goes to the relay instead, with its token."""
         state: LlmState = ctx.ai
         req = flow.request
         token = secrets.token_urlsafe(24)
         while len(self.jobs) >= MAX_JOBS:  # flows that never reached the relay nor failed: the oldest go (403)
             self.jobs.pop(next(iter(self.jobs)))
-        self.jobs[token] = Job(ctx, state, req.method, list(req.headers.fields), req.raw_content or b"",
-                               req.path.partition("?")[2])
+        self.jobs[token] = self.job_of(ctx, flow)
         state.relay_token = token
         req.scheme, req.data.host, req.data.port = "http", "127.0.0.1", self.port
         req.headers[RELAY_HEADER] = token
@@ -202,6 +220,59 @@ class Relay:
         url = f"{t.scheme}://{t.authority}{t.path}{state.settings.endpoint}" + (f"?{query}" if query else "")
         return httpx.Request(job.method, url, headers=list(fake.headers.fields), content=body)
 
+    # -- JSON requests: no relay, the next targets from the response hook -----------------------
+
+    def holds(self, state: "LlmState", resp: http.Response) -> bool:
+        """Response headers of a JSON request sent straight to its first target: whether this
+        answer is one to retry (then it is read whole, as JSON answers are, and not passed on)."""
+        if state.retry_job is None:
+            return False
+        declared = resp.headers.get("content-length", "")
+        if resp.status_code not in _criteria(state)[0] or (declared.isdigit() and int(declared) > MAX_ERROR_BODY):
+            state.retry_job = None
+            return False
+        resp.stream = False
+        return True
+
+    async def retry_answer(self, ctx: "FlowContext", flow: http.HTTPFlow) -> None:
+        """The response hook of a held answer: the next targets in order, each read whole; the first
+        answer not to retry (or the last one's) replaces the held one before the client sees it."""
+        from . import balancer  # (balancer imports this module)
+
+        state: LlmState = ctx.ai
+        job, state.retry_job = state.retry_job, None
+        statuses, on_error, on_timeout = _criteria(state)
+        first = state.target
+        tries = [t for t in state.candidates if t is not first]
+        for i, t in enumerate(tries):
+            last = i == len(tries) - 1
+            req = self._request_for(job, t, first)
+            if req is None:
+                continue
+            balancer.switch(state, t)
+            try:
+                resp = await self._client.send(req, stream=True)
+                try:
+                    body = await _read(resp, MAX_JSON_ANSWER)
+                finally:
+                    await resp.aclose()
+            except (httpx.TimeoutException, httpx.TransportError, ValueError) as e:
+                timed_out = isinstance(e, httpx.TimeoutException)
+                t.failed(state.settings, "timed out" if timed_out else f"no answer ({type(e).__name__})")
+                if not last and (on_timeout if timed_out else on_error):
+                    continue
+                balancer.answered(state, 502, reached=False)
+                flow.response = ai_request.ai_error(502, "The provider did not answer", kind="server_error")
+                return
+            if resp.status_code in statuses and not last:
+                t.failed(state.settings, f"HTTP {resp.status_code}")
+                continue
+            balancer.answered(state, resp.status_code)
+            state.first_token = time.monotonic()  # a JSON answer's first token comes with it
+            flow.response = http.Response.make(resp.status_code, body, [(k, v) for k, v in resp.headers.raw
+                                                                      if k.lower() not in _HOP and k.lower() != b"content-length"])
+            return
+
     async def _forward(self, job: Job, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
         from . import balancer  # (balancer imports this module)
 
@@ -238,7 +309,7 @@ class Relay:
                                                    b'the request names","type":"invalid_request_error","param":"model",'
                                                    b'"code":"model_not_allowed"}}')
 
-    async def _drop(self, resp: httpx.Response) -> None:
+    async def _drop(self, resp: httpx.Response) -> None:  # (a retried answer of a stream)
         try:
             read = 0
             async for chunk in resp.aiter_raw():

@@ -64,6 +64,7 @@ class LlmState:
     client_fields: dict | None = None
     candidates: list = field(default_factory=list)
     relay_token: str | None = None
+    retry_job: Any = None  # a JSON request's relay.Job, until its first answer is seen (relay.holds)
 
 
 def ai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> http.Response:
