@@ -28,6 +28,7 @@ def client(settings: RedisSettings):
         import redis.asyncio as aioredis  # imported on first use: a policy without Redis never loads it
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError
 
         kwargs: dict[str, Any] = dict(
             host=settings.host, port=settings.port, db=settings.database,
@@ -35,7 +36,8 @@ def client(settings: RedisSettings):
             socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout,
             # one immediate retry on a connection error: a pooled connection to a server that restarted
             # fails once, and a new one works; none on a timeout, which would only double the wait
-            retry_on_timeout=False, retry=Retry(NoBackoff(), 1), health_check_interval=0,
+            # (redis-py's Retry retries timeouts too unless told which errors it retries)
+            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)), health_check_interval=0,
         )
         if settings.ssl:
             kwargs.update(ssl_cert_reqs=_ssl.CERT_REQUIRED if settings.ssl_verify else _ssl.CERT_NONE,
