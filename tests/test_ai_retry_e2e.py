@@ -46,7 +46,7 @@ def _provider(**kw) -> Provider:
 @pytest.fixture(scope="module")
 def providers():
     found = {"down": _provider(status=503), "limited": _provider(status=429), "good": _provider(),
-             "other": _provider(), "slow": _provider(delay=0.3)}
+             "other": _provider(), "slow": _provider(delay=0.3), "thinking": _provider(delay=6.0)}
     yield found
     for p in found.values():
         p.server.stop()
@@ -187,3 +187,14 @@ def test_lowest_latency_prefers_the_fast_target(providers, tmp_path):
                 oai.chat.completions.create(messages=MESSAGES, model="gpt-4o")
         # each is measured once; after that the slow one scores higher until its measure decays (tens of seconds)
         assert len(slow.requests) <= 2 and len(fast.requests) >= 18, (strategy, len(slow.requests))
+
+
+def test_a_retry_waits_for_a_provider_that_thinks_before_answering(providers, tmp_path):
+    # more than httpx's default 5 s before the answer's headers: the retries have no read timeout
+    with gateway(providers, tmp_path, "down", "thinking", failover_criteria=CRITERIA, retries=1,
+                 failure_cooldown=1) as gw:
+        assert client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o").choices[0].message.content
+        deadline = time.monotonic() + 30
+        while len(providers["down"].requests) < 2 and time.monotonic() < deadline:  # once its cooldown is over
+            list(client(gw).chat.completions.create(messages=MESSAGES, model="gpt-4o", stream=True))
+    assert len(providers["down"].requests) == 2 and len(providers["thinking"].requests) >= 2

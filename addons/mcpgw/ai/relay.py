@@ -30,7 +30,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import h11
 import httpx
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ..context import FlowContext
     from .balancer import TargetState
     from .request import LlmState
+    from .settings import ModelOptions
 
 log = logging.getLogger("mcpgw.ai")
 
@@ -61,6 +62,13 @@ class Job:
     headers: list[tuple[bytes, bytes]]  # as prepared for the first target
     body: bytes
     query: str  # the query string as prepared (the provider key parameter included, if any)
+
+
+class Try(NamedTuple):
+    target: "TargetState"
+    request: httpx.Request
+    model: str | None  # what this target is asked for: the call's model and options (cost) if it answers
+    options: "ModelOptions"
 
 
 def _verify() -> bool | ssl.SSLContext:
@@ -199,26 +207,33 @@ class Relay:
         writer.write(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
         await writer.drain()
 
-    def _request_for(self, job: Job, t: "TargetState", first: "TargetState") -> httpx.Request | None:
-        state = job.state
-        query = job.query
-        body = job.body
-        fake = http.Request.make(job.method, f"http://x/?{query}" if query else "http://x/")
-        fake.headers = http.Headers(job.headers)
-        fake.headers.pop(RELAY_HEADER, None)
-        if t is not first:
-            s = state.settings
-            ai_request.swap_auth(fake, ai_request.auth_of(s, first), ai_request.auth_of(s, t))
-            if body:
-                new_body = ai_request.body_for_target(job.ctx, state, body, t)
-                if new_body is None:
-                    return None  # the client named a model this target does not serve
-                body = new_body
-        fake.headers["host"] = t.authority
-        fake.headers.pop("content-length", None)
-        query = fake.path.partition("?")[2]
-        url = f"{t.scheme}://{t.authority}{t.path}{state.settings.endpoint}" + (f"?{query}" if query else "")
-        return httpx.Request(job.method, url, headers=list(fake.headers.fields), content=body)
+    def _plan(self, job: Job, tries: list["TargetState"], first: "TargetState") -> list[Try]:
+        """Each target's own copy of the request; a target serving another model than the one the
+        client named is left out."""
+        plan = []
+        for t in tries:
+            state = job.state
+            fake = http.Request.make(job.method, f"http://x/?{job.query}" if job.query else "http://x/")
+            fake.headers = http.Headers(job.headers)
+            fake.headers.pop(RELAY_HEADER, None)
+            body, model, options = job.body, state.model, state.options
+            if t is not first:
+                s = state.settings
+                ai_request.swap_auth(fake, ai_request.auth_of(s, first), ai_request.auth_of(s, t))
+                if body:
+                    found = ai_request.body_for_target(job.ctx, state, body, t)
+                    if found is None:
+                        continue
+                    body, model, options = found
+            fake.headers["host"] = t.authority
+            fake.headers.pop("content-length", None)
+            query = fake.path.partition("?")[2]
+            url = f"{t.scheme}://{t.authority}{t.path}{state.settings.endpoint}" + (f"?{query}" if query else "")
+            # no read timeout: a model may think for minutes before its first token, and between tokens
+            timeout = httpx.Timeout(None, connect=state.settings.balancer.connect_timeout)
+            plan.append(Try(t, self._client.build_request(job.method, url, headers=list(fake.headers.fields),
+                                                          content=body, timeout=timeout), model, options))
+        return plan
 
     # -- JSON requests: no relay, the next targets from the response hook -----------------------
 
@@ -243,13 +258,11 @@ class Relay:
         job, state.retry_job = state.retry_job, None
         statuses, on_error, on_timeout = _criteria(state)
         first = state.target
-        tries = [t for t in state.candidates if t is not first]
-        for i, t in enumerate(tries):
-            last = i == len(tries) - 1
-            req = self._request_for(job, t, first)
-            if req is None:
-                continue
+        plan = self._plan(job, [t for t in state.candidates if t is not first], first)
+        for i, (t, req, model, options) in enumerate(plan):
+            last = i == len(plan) - 1
             balancer.switch(state, t)
+            state.model, state.options = model, options
             try:
                 resp = await self._client.send(req, stream=True)
                 try:
@@ -279,16 +292,12 @@ class Relay:
         state = job.state
         first: TargetState = state.target
         statuses, on_error, on_timeout = _criteria(state)
-        b = state.settings.balancer
-        timeout = httpx.Timeout(None, connect=b.connect_timeout)
-        tries = [first, *state.candidates]
-        for i, t in enumerate(tries):
-            last = i == len(tries) - 1
-            req = self._request_for(job, t, first)
-            if req is None:
-                continue
+        plan = self._plan(job, [first, *state.candidates], first)
+        for i, (t, req, model, options) in enumerate(plan):
+            last = i == len(plan) - 1
             if t is not state.target:
                 balancer.switch(state, t)
+                state.model, state.options = model, options
             try:
                 resp = await self._client.send(req, stream=True)
             except (httpx.TimeoutException, httpx.TransportError) as e:
@@ -305,9 +314,6 @@ class Relay:
                 continue
             await self._relay(resp, conn, writer)
             return
-        await self._send_simple(conn, writer, 400, b'{"error":{"message":"No target of this route serves the model '
-                                                   b'the request names","type":"invalid_request_error","param":"model",'
-                                                   b'"code":"model_not_allowed"}}')
 
     async def _drop(self, resp: httpx.Response) -> None:  # (a retried answer of a stream)
         try:

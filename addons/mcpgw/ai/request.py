@@ -149,10 +149,10 @@ def _apply_options(body: dict, options: ModelOptions, route_type: str) -> bool:
 RETARGET_FIELDS = ("model", "temperature", "top_p", "max_tokens", "max_output_tokens", "max_completion_tokens")
 
 
-def body_for_target(ctx: "FlowContext", state: LlmState, sent: bytes, target: Any) -> bytes | None:
+def body_for_target(ctx: "FlowContext", state: LlmState, sent: bytes, target: Any) -> tuple[bytes, str | None, ModelOptions] | None:
     """The request body as sent to one target, for another target of the route: the client's own
-    model and option fields back, then the other target's applied as prepare does. None: the
-    client named a model that target does not serve."""
+    model and option fields back, then the other target's applied as prepare does; with the
+    model and options it asks for. None: the client named a model that target does not serve."""
     body = json.loads(sent)
     for key in RETARGET_FIELDS:
         body.pop(key, None)
@@ -164,8 +164,7 @@ def body_for_target(ctx: "FlowContext", state: LlmState, sent: bytes, target: An
     if name is not None:
         body["model"] = name
     _apply_options(body, options, state.settings.route_type)
-    state.model, state.options = body.get("model"), options
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(), body.get("model"), options
 
 
 def auth_of(settings: AiSettings, target: Any) -> AiAuth | None:
