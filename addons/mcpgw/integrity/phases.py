@@ -48,12 +48,19 @@ def settings_of(ctx: FlowContext) -> IntegritySettings | None:
     return getattr(route, "integrity", None)
 
 
+# requests whose answers or refusals read pins (a GET stream may carry any answer: always synced)
+_JUDGED = frozenset({"tools/list", "tools/call", "prompts/list", "prompts/get", "resources/list", "resources/read",
+                     "resources/templates/list"})
+
+
 async def sync_pins(ctx: FlowContext, flow: http.HTTPFlow) -> None:
     """Pins shared through Redis (state/pins_redis.py): brought up to date before this request's
     calls and answers are judged (one GET when nothing changed). A Redis error fails the request."""
     settings = settings_of(ctx)
     if settings is None or settings.pin == "off" or settings.pins != "tofu" or flow.request.method not in ("GET", "POST"):
         return None
+    if flow.request.method == "POST" and not any(m.method in _JUDGED for m in ctx.messages):
+        return None  # initialize, notifications, ping...: nothing pinned is read for them
     sync = getattr(store_for(ctx.snapshot, ctx.route_name or "", settings), "sync", None)
     if sync is not None:
         await sync(ctx.route_name or "")
