@@ -17,8 +17,9 @@ from . import credentials, forwarding, guards, inbound, redaction, redirects, st
 from .ai import answers as ai_answers, balancer as ai_balancer, guard as ai_guard, mcp_tools as ai_mcp, request as ai_request
 from .context import FlowContext
 from .governance import access, enforce, filtering, no_tools, removed
-from .identity import keyauth, oauth, prm, upstream_headers
+from .identity import claim_headers, exchange, keyauth, oauth, prm, upstream_headers
 from .limits import phase as limits
+from .mcpserver import server as mcp_server
 from .limits import tokens as token_limits
 from .integrity import phases as integrity
 from .sessions import binding as sessions
@@ -40,6 +41,7 @@ HEADER_PHASES: tuple[Phase, ...] = (
     upstream_headers.strip_client_identity_headers,
     prm.challenge,
     oauth.authenticate,
+    claim_headers.add_claim_headers,  # the caller's validated claims, before any phase reads a header
     keyauth.authenticate,
     sessions.check_session,  # after every identity phase: a session id must be the caller's own
     limits.check_request_limits,  # rules counting HTTP requests: a caller over them is refused before its body is read
@@ -55,11 +57,14 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     removed.refuse_removed_methods,  # before enforce judges params of a method the revision removed
     enforce.enforce_acl,
     limits.check_limits,  # after the ACL: a denied call costs nothing, and each message's tool is decided
+    integrity.sync_pins,  # shared trust-on-first-use pins (Redis) as they are now, before they judge anything
     integrity.check_tools,  # after the ACL: judges only calls governance let through, lists after its filter
+    exchange.exchange_token,  # after every decision: a refused request never costs an RFC 8693 exchange
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase
     credentials.mediate,  # after the identity headers, which its operations may change (as in Kong)
     transform.transform_request,  # after the credential, as Kong runs request-transformer after -advanced
+    mcp_server.serve,  # rest_tools routes: the gateway answers where it would forward (docs/rest-tools.md)
     forwarding.forward,
     credentials.check_destination,  # the final target, once forward has set it
     forwarding.not_routed,
@@ -110,6 +115,7 @@ AI_REQUEST_PHASES: tuple[Phase, ...] = (
     limits.check_limits,  # request limits (rules without methods/tools) apply to LLM routes too
     token_limits.check_tokens,  # a consumer whose token budget is spent is refused before the provider is asked
     ai_mcp.govern_tools,  # MCP tools inside the request: server_url, allowed_tools, the MCP route's credential
+    exchange.exchange_token,
     ai_request.write_body,  # after every phase that edits the parsed request
     upstream_headers.add_identity_headers,
     ai_request.provider_credential,  # the gateway's key out, the provider key in

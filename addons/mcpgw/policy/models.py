@@ -22,6 +22,7 @@ from ..identity.oauth import OAuthConfig
 from ..identity.prm_settings import PrmConfig, check_discovery
 from ..identity.upstream_header_settings import IdentityHeaderSetting
 from ..integrity.settings import IntegritySettings
+from ..rest_tools.settings import RestToolsSettings, check_policy as check_rest_tools
 from ..limits.settings import RouteLimits, check_route as check_limits
 from ..transform_settings import RequestTransform
 from ..sessions.settings import SessionSettings
@@ -97,6 +98,7 @@ class Route(StrictModel):
     ai: AiSettings | None = Field(None, description="An LLM route: the service is an OpenAI-compatible provider (Kong's ai-proxy; docs/ai.md)")
     rate_limits: RouteLimits | None = Field(None, description="Request rate limits per consumer, group, method and tool (Kong's rate-limiting-advanced; docs/limits.md)")
     integrity: IntegritySettings | None = Field(None, description="Tool integrity: pin tool definitions against rug pulls (docs/integrity.md)")
+    rest_tools: RestToolsSettings | None = Field(None, description="REST operations as MCP tools the gateway serves itself (Kong's conversion and listener modes; docs/rest-tools.md)")
 
     @field_validator("paths")
     @classmethod
@@ -191,4 +193,5 @@ class Policy(StrictModel):
                 if p in seen:
                     raise ValueError(f"path {p!r} is claimed by both route {seen[p]!r} and route {name!r}")
                 seen[p] = name
+        check_rest_tools(self)  # after the routes' own checks: listeners gather tools across routes
         return self

@@ -136,6 +136,18 @@ def _bind(ctx: "FlowContext", session: str) -> bool:
     return True
 
 
+async def bind_issued(ctx: "FlowContext", session: str) -> bool:
+    """A session the gateway issues itself (mcpserver/): bound to the caller like an upstream's;
+    False when the id is somehow already another caller's."""
+    assert ctx.caller is not None  # check_session has keyed the caller at request headers
+    return await _store.bind(ctx.route_name or "", session, ctx.caller, _ttl(ctx)) == ctx.caller
+
+
+async def end_issued(ctx: "FlowContext", session: str) -> None:
+    """The caller ended a session the gateway issued (DELETE)."""
+    await _store.end(ctx.route_name or "", session)
+
+
 class _EndpointWatcher:
     """SSE event transform of a GET stream: binds the legacy session named by the `endpoint`
     event before the client can learn the endpoint (an event that cannot be bound is withheld)."""

@@ -1,0 +1,127 @@
+"""REST tools benchmark: what a tools/call the gateway answers itself (docs/rest-tools.md) costs,
+against the same REST request through bare mitmdump, in one run.
+
+Starts a REST API (tests/support/rest_upstream.py, on its own thread), bare mitmdump as a
+reverse proxy to it, and the gateway with one conversion-listener route (key-auth, a tool ACL,
+one tool with a path, a query and a header parameter). Every round measures, in a rotating order
+over keep-alive connections:
+
+  - mitmdump: GET /api/orders/o-1?verbose=true with the header, proxied to the API;
+  - gateway: the tools/call that makes exactly that request (validated, ACL decided, request
+    built, sent, the JSON answer turned into a tool result), in an MCP session;
+  - gateway tools/list: the route's catalog, filtered by the ACL (no API call).
+
+It reports medians and the gateway/mitmdump ratio of the call (informational: the gateway does
+an MCP exchange around the REST call, so it pays two parses and one more hop inside its process).
+
+    scripts/bench_rest_tools.py              # about twenty seconds
+    scripts/bench_rest_tools.py --rounds 2   # quicker, noisier
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import HOST, MITMDUMP, MITMDUMP_QUIET, ROOT, start_gateway, start_process  # noqa: E402
+from tests.support.procs import free_port  # noqa: E402
+from tests.support.rest_upstream import RestUpstream  # noqa: E402
+
+KEY = "bench-rest-key"
+TOOL = {"name": "get-order", "description": "Get an order", "path": "orders/{orderId}",
+        "parameters": [{"name": "orderId", "in": "path", "schema": {"type": "string"}},
+                       {"name": "verbose", "in": "query", "schema": {"type": "boolean"}},
+                       {"name": "X-Tenant", "in": "header", "schema": {"type": "string"}}]}
+CALL = {"name": "get-order", "arguments": {"orderId": "o-1", "verbose": True, "X-Tenant": "acme"}}
+MCP = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def policy(api: str) -> dict:
+    return {"version": 1, "consumer_groups": ["staff"], "consumers": {"bench": {"keys": [KEY], "groups": ["staff"]}},
+            "services": {"api": {"url": api + "/api"}},
+            "routes": {"orders": {"service": "api", "paths": ["/orders-mcp"], "key_auth": {"key_names": ["apikey"]},
+                                  "acl": {"include_consumer_groups": True,
+                                          "tools": [{"name": "get-order", "acl": {"allow": ["staff"]}}]},
+                                  "rest_tools": {"mode": "conversion-listener", "tools": [TOOL]}}}}
+
+
+def timed(send) -> float:
+    start = time.perf_counter()
+    response = send()
+    response.raise_for_status()
+    return time.perf_counter() - start
+
+
+def session(client: httpx.Client, url: str) -> dict[str, str]:
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}
+    answer = client.post(url, json=init, headers=MCP)
+    answer.raise_for_status()
+    return {**MCP, "Mcp-Session-Id": answer.headers["mcp-session-id"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--samples", type=int, default=50, help="requests per measure, target and round")
+    args = parser.parse_args(argv)
+    api = RestUpstream().start()
+    processes = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp:
+            work = Path(tmp)
+            mport = free_port()
+            processes.append(start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={work / 'm'}",
+                                            "--mode", f"reverse:{api.url}@{HOST}:{mport}"]))
+            (work / "policy.yaml").write_text(yaml.safe_dump(policy(api.url)))
+            gport, gproc = start_gateway(work, "gateway", ROOT / "addons" / "mcp_gateway.py", work / "policy.yaml")
+            processes.append(gproc)
+            rest_url = f"http://{HOST}:{mport}/api/orders/o-1?verbose=true"
+            mcp_url = f"http://{HOST}:{gport}/orders-mcp"
+            with httpx.Client(headers={"apikey": KEY}, timeout=30) as client:
+                deadline = time.monotonic() + 30
+                while True:  # until both answer
+                    try:
+                        client.get(rest_url).raise_for_status()
+                        headers = session(client, mcp_url)
+                        break
+                    except httpx.HTTPError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.2)
+                call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": CALL}
+                listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+                measures = {
+                    "mitmdump": lambda: client.get(rest_url, headers={"X-Tenant": "acme"}),
+                    "gateway": lambda: client.post(mcp_url, json=call, headers=headers),
+                    "list": lambda: client.post(mcp_url, json=listing, headers=headers),
+                }
+                assert "isError" not in measures["gateway"]().json()["result"]
+                results: dict[str, list[float]] = {name: [] for name in measures}
+                names = list(measures)
+                for r in range(args.rounds):
+                    for name in names[r % 3:] + names[:r % 3]:
+                        results[name] += [timed(measures[name]) for _ in range(args.samples)]
+        m, g, lst = (statistics.median(results[k]) * 1000 for k in ("mitmdump", "gateway", "list"))
+        print(f"REST tools benchmark: {args.rounds} rounds x {args.samples} samples per measure")
+        print(f"{'measure (median ms)':<40}{'ms':>8}")
+        print(f"{'REST GET through mitmdump':<40}{m:>8.2f}")
+        print(f"{'tools/call through the gateway':<40}{g:>8.2f}   ratio {g / m:.2f}x (informational)")
+        print(f"{'tools/list (answered, no API call)':<40}{lst:>8.2f}")
+    finally:
+        for p in processes:
+            p.terminate()
+        api.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

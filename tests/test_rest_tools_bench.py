@@ -1,0 +1,23 @@
+"""Smoke test of the REST tools benchmark (scripts/bench_rest_tools.py): it starts a REST API, bare
+mitmdump and the gateway, measures a few calls, and reports the three medians and the ratio."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.procs import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_rest_tools_benchmark_reports_its_figures():
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench_rest_tools.py"), "--rounds", "1",
+                          "--samples", "3"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    assert re.search(r"^REST GET through mitmdump +\d+\.\d+$", run.stdout, re.M), run.stdout
+    assert re.search(r"^tools/call through the gateway +\d+\.\d+   ratio \d+\.\d+x", run.stdout, re.M), run.stdout
+    assert re.search(r"^tools/list \(answered, no API call\) +\d+\.\d+$", run.stdout, re.M), run.stdout
