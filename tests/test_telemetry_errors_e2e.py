@@ -10,8 +10,9 @@ import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, jsonrpc, parse_mcp_body
-from tests.test_telemetry_e2e import FAST_EXPORT, KEY, Receiver, open_session, trace_id, traceparent
+from tests.support.gateway import DemoUpstream, Gateway, jsonrpc, parse_mcp_body
+from tests.test_telemetry_e2e import FAST_EXPORT, Receiver, open_session, trace_id, traceparent
+from tests.test_telemetry_e2e import policy as base_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -19,15 +20,11 @@ MISSING_TOOL = "no_such_tool"  # allowed by the policy, unknown to the upstream:
 
 
 def policy(upstream: DemoUpstream) -> dict:
-    return {
-        "consumer_groups": ["developer"],
-        "consumers": {"dev-user": {"groups": ["developer"], "keys": [KEY]}},
-        "services": {"github": {"url": upstream.url}},
-        "routes": {"github-mcp": {
-            "service": "github", "paths": ["/github-mcp"], "key_auth": {"hide_credentials": True},
-            "acl": {"consumer_identifier": "username", "include_consumer_groups": True,
-                    "default_acl": [{"scope": "tools", "allow": ["developer"]}]}}},
-    }
+    """test_telemetry_e2e's policy with every tool allowed to developers (the upstream decides)."""
+    p = base_policy(upstream)
+    p["routes"]["github-mcp"]["acl"] = {"consumer_identifier": "username", "include_consumer_groups": True,
+                                        "default_acl": [{"scope": "tools", "allow": ["developer"]}]}
+    return p
 
 
 @pytest.fixture(scope="module", params=["sse", "json"])

@@ -83,3 +83,16 @@ def test_hands_chunks_to_the_stream_already_set():
     assert feed(watch, body, 10) == body.upper()
     assert b"".join(seen) == body and seen[-1] == b""
     assert watch.errors == {id_key(7): -32602}
+
+
+def test_successes_are_not_parsed(monkeypatch):
+    """MCP results carry "isError": false: seeing it must not cost a parse of every answer."""
+    import mcpgw.telemetry.answers as answers
+
+    parsed = []
+    monkeypatch.setattr(answers.json, "loads", lambda *a, **k: parsed.append(a))  # (a raise would be swallowed)
+    ok = {"jsonrpc": "2.0", "id": 3, "result": {"content": [{"type": "text", "text": "x" * 5000}], "isError": False}}
+    for sse_mode, body in ((True, sse(ok, ok)), (False, json.dumps(ok).encode())):
+        watch = Watch(True, sse=sse_mode)
+        assert feed(watch, body, 7) == body
+        assert watch.errors == {} and parsed == []

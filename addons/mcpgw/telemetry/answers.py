@@ -4,9 +4,9 @@ a `tools/call` result with `isError: true` gives `tool_error`.
 
 Read as the answer passes, never held: a response phase (`watch_upstream`, last of the response
 header phases) wraps the stream mitmproxy relays, sees each chunk as the upstream sent it and
-returns it unchanged. A chunk is only searched for the two keys (`"error":`, `"isError":`); a
-message is parsed (json.loads) only when one appears in it, so an answer without errors costs a
-regex search per chunk. A JSON body, or one SSE event, is kept for that parse up to MAX_UNIT
+returns it unchanged. A chunk is only searched for an error object (`"error": {`) or a true
+`"isError": true`; a message is parsed (json.loads) only when one appears in it, so an answer
+without errors costs a regex search per chunk. A JSON body, or one SSE event, is kept for that parse up to MAX_UNIT
 bytes; a longer one with an error in it is not read (its span shows no error). A compressed
 answer (Content-Encoding other than identity) is not read. Off (telemetry not on for the route):
 the phase returns at once.
@@ -26,9 +26,10 @@ from ..headers import header
 
 MAX_UNIT = 64 * 1024
 TOOL_ERROR = "tool_error"
-# the two keys outside a JSON string (inside one the quotes are escaped: \"error\")
-_MARK = re.compile(rb'(?<!\\)"(?:error|isError)"\s*:')
-_OVERLAP = 16  # bytes of the previous chunk searched again: a key split between two chunks
+# an error object or a true isError, outside a JSON string (inside one the quotes are escaped:
+# \"error\"); results carry "isError": false, which must not cost a parse
+_MARK = re.compile(rb'(?<!\\)"(?:error"\s*:\s*\{|isError"\s*:\s*true)')
+_OVERLAP = 32  # bytes of the previous chunk searched again: a key split between two chunks
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 # Set by the telemetry addon: whether a route's traffic is traced (mcp_otlp, or its own section).
