@@ -190,7 +190,7 @@ async def test_refused_exchange_is_401_audited_and_forwards_nothing(gateway, ups
     assert response.json()["error_description"] == (
         "The access token could not be exchanged for the upstream (invalid_grant)")
     assert upstream.requests() == []
-    refusal = audit_records(workdir, "identity.oauth.authenticate")
+    refusal = audit_records(workdir, "identity.exchange.exchange_token")
     refusal = [r for r in refusal if "could not be exchanged" in (r.get("reason") or "")]
     assert refusal and refusal[-1]["decision"] == "deny" and refusal[-1]["http"]["upstream_status"] is None
     assert refusal[-1]["consumer"]["name"] == "mallory" and "invalid_grant" in refusal[-1]["reason"]
@@ -234,6 +234,22 @@ async def test_actor_token_from_header(gateway, upstream, auth):
     upstream.reset()
     forged = await post_initialize(url, user_token, {"X-Actor-Token": auth.mint("agent-7", aud=auth.url, exp_in=-60)})
     assert forged.status_code == 401 and upstream.requests() == []
+
+
+async def test_a_request_the_acl_denies_costs_no_exchange(gateway, upstream, auth):
+    url = gateway.url("/acl-mcp")
+    outsider = auth.mint("outsider", aud=url, extra={"team": "outsiders"})
+    before = auth.exchange_calls
+    upstream.reset()
+    async with httpx.AsyncClient(timeout=10) as client:
+        denied = await client.post(url, json=jsonrpc("tools/call", {"name": "search_repositories", "arguments": SEARCH}),
+                                   headers=dict(MCP_HEADERS, Authorization=f"Bearer {outsider}"))
+    assert "error" in denied.json() or denied.status_code == 403
+    assert auth.exchange_calls == before and upstream.requests() == []  # decided first, exchanged only if allowed
+    agent = auth.mint("agent", aud=url, extra={"team": "agents"})
+    assert (await post_initialize(url, agent)).status_code == 200
+    assert auth.exchange_calls - before == 1
+    assert payload(upstream_tokens(upstream)[0])["sub"] == "agent"
 
 
 async def test_claim_headers_come_from_the_callers_token_not_the_exchanged_one(gateway, auth):
