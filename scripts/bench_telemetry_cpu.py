@@ -27,20 +27,9 @@ import httpx  # noqa: E402
 
 from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, jsonrpc  # noqa: E402
 from tests.support.procs import free_port  # noqa: E402
+from tests.test_telemetry_e2e import KEY, policy  # noqa: E402  (the e2e policy: key-auth, a tool ACL)
 
-KEY = "bench-telemetry-key"
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def policy(upstream: DemoUpstream) -> dict:
-    return {"consumer_groups": ["developer"],
-            "consumers": {"dev": {"groups": ["developer"], "keys": [KEY]}},
-            "services": {"gh": {"url": upstream.url}},
-            "routes": {"github-mcp": {
-                "service": "gh", "paths": ["/github-mcp"], "key_auth": {"hide_credentials": True},
-                "acl": {"consumer_identifier": "username", "include_consumer_groups": True,
-                        "default_acl": [{"scope": "tools", "deny": ["developer"]}],
-                        "tools": [{"name": "search_repositories", "acl": {"allow": ["developer"]}}]}}}}
 
 
 def cpu_seconds(pid: int) -> float:
