@@ -11,7 +11,7 @@ their ratio (targets: 1.5x on the list, 1.2x on the result).
 In process (where the time goes): the message layer alone on the same bodies, without and with
 the integrity transforms, warm (pins and scan results cached, as after the first list).
 
-    .venv/bin/python scripts/bench_integrity.py [--rounds 30] [--quick]
+    .venv/bin/python scripts/bench_integrity.py [--rounds 30] [--quick] [--redis]
 """
 
 from __future__ import annotations
@@ -92,7 +92,9 @@ class Upstream:
         await send({"type": "http.response.body", "body": payload})
 
 
-def end_to_end(rounds: int) -> dict[str, float]:
+def end_to_end(rounds: int, redis: dict | None = None) -> dict[str, float]:
+    """`redis`: the server of gateway.state.redis: trust-on-first-use pins shared through it (one
+    GET per request on the route with integrity, integrity.sync_pins)."""
     canned = bodies()
     server = ThreadedServer(Upstream(canned))
     server.start()
@@ -100,6 +102,8 @@ def end_to_end(rounds: int) -> dict[str, float]:
     policy = {"services": {"up": {"url": server.base_url + "/mcp"}},
               "routes": {"without": {"service": "up", "paths": ["/without"]},
                          "with": {"service": "up", "paths": ["/with"], "integrity": INTEGRITY}}}
+    if redis is not None:
+        policy["gateway"] = {"state": {"backend": "redis", "redis": redis}}
     gw = Gateway(workdir, policy, intercept=False)
     ratios = {}
     try:
@@ -121,7 +125,7 @@ def end_to_end(rounds: int) -> dict[str, float]:
                 a, b = statistics.median(times["without"]), statistics.median(times["with"])
                 kind = "list" if method == "tools/list" else "result"
                 ratios[label] = b / a
-                print(f"e2e {label:14} without {a * 1000:7.2f} ms  with {b * 1000:7.2f} ms  "
+                print(f"e2e {label + (' Redis pins' if redis else ''):14} without {a * 1000:7.2f} ms  with {b * 1000:7.2f} ms  "
                       f"ratio {b / a:.2f} (target <= {TARGETS[kind]})")
     finally:
         gw.stop()
@@ -162,9 +166,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="10 rounds")
+    parser.add_argument("--redis", action="store_true",
+                        help="also run end to end with the pins in Redis (a server the run starts: tests/support)")
     args = parser.parse_args()
     in_process(5 if args.quick else 20)
     end_to_end(10 if args.quick else args.rounds)
+    if args.redis:
+        from tests.support.redis_server import redis_server
+
+        with redis_server() as server:
+            end_to_end(10 if args.quick else args.rounds, server.policy)
     return 0
 
 

@@ -23,3 +23,11 @@ def test_integrity_benchmark_reports_ratios():
                          rf"\(target <= {target}\)$", run.stdout, re.M), run.stdout
     assert re.search(r"^in-process list .*JSON +\d+\.\d+ ms, SSE +\d+\.\d+ ms; parsed and judged \(the full path\) "
                      r"+\d+\.\d+ ms$", run.stdout, re.M), run.stdout
+
+
+def test_integrity_benchmark_with_pins_in_redis():
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_integrity.py"), "--quick", "--redis"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"^e2e list \(JSON\) Redis pins +without +\d+\.\d+ ms +with +\d+\.\d+ ms +ratio \d+\.\d+ ",
+                     run.stdout, re.M), run.stdout

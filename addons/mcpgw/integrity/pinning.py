@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..governance.ledger import BoundedMap
 from ..state.pins import FilePinStore, MemoryPinStore, PinStore
+from ..state.pins_redis import RedisPinStore
 from .digest import changed_fields, field_digests, tool_digest
 from .kinds import TOOLS, Kind
 from .lockfile import LockFilePins, pin_of
@@ -77,18 +78,24 @@ def lock_path(source: str, settings: IntegritySettings | None) -> Path:
 
 
 def store_for(snapshot: "Snapshot", route: str, settings: IntegritySettings) -> PinStore:
-    """The pin store of a route; one per file for the process, so a policy reload keeps pins
-    (and a trust-on-first-use memory store keeps them until restart)."""
+    """The pin store of a route; one per file (or Redis server) for the process, so a policy
+    reload keeps pins (and a trust-on-first-use memory store keeps them until restart). Trust on
+    first use keeps pins in `pin_store` if set, else in Redis when the policy's shared state is
+    (`gateway.state.backend: redis`), else in memory."""
+    state = snapshot.policy.gateway.state
+    redis = state.redis if state.backend == "redis" else None
     if settings.pins == "lock":
         key: tuple = ("lock", str(lock_path(snapshot.source, settings)))
     elif settings.pin_store:
         key = ("file", str(_beside_policy(snapshot.source, settings.pin_store)))
+    elif redis is not None:  # shared state: pins shared with the other gateway processes
+        key = ("redis", redis.host, redis.port, redis.database, redis.key_prefix)
     else:
         key = ("memory", "")
     store = _stores.get(key)
-    if store is None:
+    if store is None or (redis is not None and key[0] == "redis" and store.settings != redis):
         store = (LockFilePins(key[1]) if key[0] == "lock" else FilePinStore(key[1]) if key[0] == "file"
-                 else MemoryPinStore())
+                 else RedisPinStore(redis) if key[0] == "redis" else MemoryPinStore())
         _stores[key] = store
     return store
 
