@@ -96,3 +96,14 @@ def test_each_kind_pins_its_own_members():
     entry = {"name": "x", "description": "y"}
     assert tool_digest({**entry, "arguments": []}) == tool_digest(entry)  # arguments: not a tool member
     assert tool_digest({**entry, "arguments": []}, PROMPTS.fields) != tool_digest(entry, PROMPTS.fields)
+
+
+def test_shadow_lists_and_serves_but_records(tmp_path):
+    snap = snapshot({**BOTH, "pin": "shadow"}, tmp_path)
+    listed(snap, "prompts", PROMPT)
+    changed = {**PROMPT, "description": POISON}
+    kept, ctx = listed(snap, "prompts", changed)
+    assert kept == [changed] and ctx.audit_fields["findings"][0]["action"] == "would_withhold"
+    ctx, flow, answer = flow_for(snap, request("prompts/get", {"name": "issue_triage"}))
+    assert answer is None and ctx.audit_fields["findings"][0]["action"] == "would_refuse"
+    assert "WOULD_DENY" in flow.comment and flow.marked == ":warning:"
