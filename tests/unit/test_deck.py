@@ -601,9 +601,9 @@ REFUSALS = {
                         "services[0].routes[0].plugins[0] (name: key-auth).config.identity_realms: option not supported"),
     "key-in-body": (deck({"name": "key-auth", "config": {"key_in_body": True}}),
                     "services[0].routes[0].plugins[0] (name: key-auth).config.key_in_body: key_in_body is not supported"),
-    "conversion-mode": (deck({"name": "ai-mcp-proxy", "config": {"mode": "conversion-listener"}}),
-                        "(name: ai-mcp-proxy).config.mode: mode 'conversion-listener' is not supported; "
-                        "supported: passthrough-listener"),
+    "unknown-mode": (deck({"name": "ai-mcp-proxy", "config": {"mode": "upstream-server"}}),
+                     "(name: ai-mcp-proxy).config.mode: mode 'upstream-server' is not supported; "
+                     "supported: passthrough-listener"),
     "conversion-tool": (deck({"name": "ai-mcp-proxy", "config": {"mode": "passthrough-listener",
                                                                  "tools": [{"name": "t", "path": "/x"}]}}),
                         "(name: ai-mcp-proxy).config.tools[0].path: only used by the conversion modes"),
@@ -622,9 +622,9 @@ REFUSALS = {
     "oidc-query-token": (deck({"name": "openid-connect", "config": {"issuer": "https://idp", "auth_methods": ["bearer"],
                                                                      "bearer_token_param_type": ["header", "query"]}}),
                          "(name: openid-connect).config.bearer_token_param_type: only header is supported"),
-    "oidc-scopes-required": (deck({"name": "openid-connect", "config": {"issuer": "https://idp", "auth_methods": ["bearer"],
-                                                                         "scopes_required": ["mcp"]}}),
-                             "(name: openid-connect).config.scopes_required: option not supported by this gateway"),
+    "oidc-scopes-claim-type": (deck({"name": "openid-connect", "config": {"issuer": "https://idp", "auth_methods": ["bearer"],
+                                                                           "scopes_required": ["mcp \"x"]}}),
+                               "is not a space-separated list of scopes"),
     "metadata-endpoint": (deck({"name": "ai-mcp-oauth2", "config": {**OAUTH["config"], "metadata_endpoint": "/prm"}}),
                           "(name: ai-mcp-oauth2).config.metadata_endpoint: the gateway serves this route's PRM at "
                           "/.well-known/oauth-protected-resource/mcp"),
@@ -816,6 +816,10 @@ def test_openid_connect_becomes_the_native_resource_server():
         "issuer": "https://idp", "auth_methods": ["bearer"], "audience_required": ["https://gw.example.com/mcp"]}}))
     assert bearer["oauth"] == {"authorization_servers": ["https://idp"], "issuer": "https://idp",
                                "resource": "https://gw.example.com/mcp", "passthrough_credentials": True}
+    scoped = route(deck({"name": "openid-connect", "config": {
+        "issuer": "https://idp", "auth_methods": ["bearer"], "scopes_required": ["mcp:read mcp:write", "admin"],
+        "scopes_claim": ["scp"]}}))
+    assert (scoped["oauth"]["scopes_required"], scoped["oauth"]["scopes_claim"]) == (["mcp:read mcp:write", "admin"], ["scp"])
     assert "both" in only_problem(deck({"name": "openid-connect", "config": {"issuer": "https://idp",
                                                                              "auth_methods": ["bearer"]}}, OAUTH))
 
