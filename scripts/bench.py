@@ -36,8 +36,9 @@ a warm-up, measures
     to the first `data:` line carrying a message (the first progress notification);
   - throughput: requests/second for a fixed number of `tools/call`s from concurrent clients.
 
-The targets are interleaved within every round, phase by phase and in a rotating order, so that
-machine noise hits all of them alike; the report gives the median over rounds of each figure, and
+The targets are interleaved within every round, phase by phase and in a rotating order, and within
+a latency or first-event series block by block (BLOCK calls to each target in turn), so that
+machine noise, which on a shared machine comes in bursts of seconds, hits all of them alike; the report gives the median over rounds of each figure, and
 the ratios gateway/mitmdump (against the performance targets), mitmdump/direct, buffered/mitmdump
 and gateway/buffered as the median over rounds of each round's ratio. Finally it times the filtering of a 1,000-tool `tools/list`
 (scripts/bench_filter.py). With --llm it then runs the LLM route case (scripts/bench_llm.py:
@@ -108,6 +109,7 @@ LATENCY_TARGET = 1.10  # gateway/mitmdump, at most
 TTFE_TARGET = 1.10  # gateway/mitmdump, at most
 THROUGHPUT_TARGET = 0.90  # gateway/mitmdump, at least
 FILTER_TOOLS = 1000
+BLOCK = 10  # calls to one target before the next target's, within a latency or first-event series
 
 
 class BenchError(RuntimeError):
@@ -681,24 +683,18 @@ class Benchmark:
         order = self.order(round_index)
         label = f"round {round_index + 1}/{self.config.rounds}"
         for kind in ("json", "sse"):
+            series = self._interleaved(order, kind, timed_call, self.config.requests)
             figures = {}
-            for target in order:
-                c = self.clients[target.name]
-                prime(c.sequential, c.sessions[kind])
-                samples = [timed_call(c.sequential, c.sessions[kind]) for _ in range(self.config.requests)]
-                self.results[f"{kind}.median"][target.name].append(statistics.median(samples) * 1000)
-                self.results[f"{kind}.p99"][target.name].append(percentile(samples, 0.99) * 1000)
-                figures[target.name] = statistics.median(samples) * 1000
+            for name, samples in series.items():
+                self.results[f"{kind}.median"][name].append(statistics.median(samples) * 1000)
+                self.results[f"{kind}.p99"][name].append(percentile(samples, 0.99) * 1000)
+                figures[name] = statistics.median(samples) * 1000
             self._progress(label, f"{kind.upper()} latency, median", figures, "ms")
 
-        figures = {}
-        for target in order:
-            c = self.clients[target.name]
-            prime(c.sequential, c.sessions["sse"])
-            samples = [time_to_first_event(c.sequential, c.sessions["sse"])
-                       for _ in range(self.config.first_event_requests)]
-            figures[target.name] = statistics.median(samples) * 1000
-            self.results["first_event"][target.name].append(figures[target.name])
+        series = self._interleaved(order, "sse", time_to_first_event, self.config.first_event_requests)
+        figures = {name: statistics.median(samples) * 1000 for name, samples in series.items()}
+        for name, figure in figures.items():
+            self.results["first_event"][name].append(figure)
         self._progress(label, "time to first SSE event, median", figures, "ms")
 
         for kind in ("json", "sse"):
@@ -710,6 +706,18 @@ class Benchmark:
                 figures[target.name] = rate
                 self.results[f"{kind}.rps"][target.name].append(rate)
             self._progress(label, f"{kind.upper()} throughput, {self.config.concurrency} clients", figures, "req/s")
+
+    def _interleaved(self, order: list[Target], kind: str, measure: Callable[[httpx.Client, Session], float],
+                     count: int) -> dict[str, list[float]]:
+        """`count` samples per target, taken BLOCK at a time from each target in turn."""
+        samples: dict[str, list[float]] = {t.name: [] for t in order}
+        for target in order:
+            prime(self.clients[target.name].sequential, self.clients[target.name].sessions[kind])
+        for start in range(0, count, BLOCK):
+            for target in order:
+                c = self.clients[target.name]
+                samples[target.name] += [measure(c.sequential, c.sessions[kind]) for _ in range(min(BLOCK, count - start))]
+        return samples
 
     def _progress(self, label: str, what: str, figures: dict[str, float], unit: str) -> None:
         shown = "  ".join(f"{t.name} {figures[t.name]:8.2f}" for t in self.targets)
