@@ -36,7 +36,6 @@ from .kong_log import kong_record
 from .routes import RouteSinks
 from .sessions import SessionClock, attributes as session_attributes
 from .settings import TelemetrySettings
-from .spans import UNSET
 
 if TYPE_CHECKING:
     from .export import Pipeline
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
     from ..policy.store import PolicyStore
 
 log = logging.getLogger("mcpgw.telemetry")
+UNSET = Status(StatusCode.UNSET)
 
 MAX_TOOLS = 200  # tool names kept as a metric attribute; the rest are counted without one
 

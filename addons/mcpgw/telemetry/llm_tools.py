@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .conventions import _text
-from .spans import UNSET
 
 if TYPE_CHECKING:
     from .spans import Started, Tracer
@@ -72,7 +71,7 @@ def end_spans(tracer: Tracer, parent: Started, state: Any, end_ns: int) -> None:
                            ("mcpgw.llm.mcp_call.id", call.get("id"))):
             if isinstance(value, str) and value:
                 attrs[key] = _text(value)
-        status = UNSET
+        status = Status(StatusCode.UNSET)
         if call.get("error"):
             attrs["error.type"] = "tool_error"
         if not allowed or call.get("error"):
