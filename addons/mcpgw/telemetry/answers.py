@@ -162,6 +162,8 @@ def upstream_errors(flow: http.HTTPFlow) -> dict[str, int | str] | None:
         return None
     if header(resp.headers, "content-type", "").split(";")[0].strip().lower() != "application/json":
         return None
+    if (header(resp.headers, "content-encoding") or "identity").strip().lower() != "identity":
+        return None  # (not decompressed for telemetry, as in watch_upstream)
     out: dict[str, int | str] = {}
-    body_errors(resp.raw_content if not header(resp.headers, "content-encoding") else (resp.content or b""), out)
+    body_errors(resp.raw_content, out)
     return out
