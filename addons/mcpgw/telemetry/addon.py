@@ -202,13 +202,13 @@ class Telemetry:
 
     def observe(self, flow: http.HTTPFlow, records: list[dict[str, Any]]) -> None:
         route = records[0].get("route")
+        fctx = context.get(flow)
         sinks = self.routes.sinks.get(route)
         if sinks:
-            record = kong_record(context.get(flow), flow, records)
+            record = kong_record(fctx, flow, records)
             for sink in sinks:
                 sink.submit(record)
         pipeline = self._pipeline(route)
-        fctx = context.get(flow)
         llm_state = fctx.ai if fctx is not None else None  # an LLM route's call: the MCP tool calls it made
         if pipeline is None:
             llm_tools.forget(llm_state)
