@@ -63,14 +63,17 @@ class HookGate:
 
 
 def for_children(gateway) -> HookGate:
-    """The gate of the gateway's child addons (audit log, telemetry, LLM accounting); listens to
-    policy loads after the children that listen too."""
+    """The gate of the gateway's child addons (audit log, telemetry, LLM accounting, token limits);
+    listens to policy loads after the children that listen too."""
     from .ai.addon import LlmAddon  # the children's modules import much; the gate needs only their state
+    from .limits.addon import LimitsAddon
 
     audit, telemetry = gateway.audit, gateway.telemetry
-    llm = next(a for a in gateway.addons if isinstance(a, LlmAddon))
+    llm_routes = _LlmRoutes(gateway.store)
+    gated = [Gated(a, ("response", "error"), llm_routes)  # token charges are made on LLM routes only
+             for a in gateway.addons if isinstance(a, (LlmAddon, LimitsAddon))]
     gate = HookGate([
-        Gated(llm, ("response", "error"), _LlmRoutes(gateway.store)),
+        *gated,
         Gated(audit, FLOW_HOOKS, lambda: audit.writer is not None or bool(audit.observers)),
         Gated(telemetry, ("request",), lambda: telemetry.pipeline is not None or bool(telemetry.routes.pipelines)),
     ])

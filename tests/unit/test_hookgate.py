@@ -10,6 +10,7 @@ from mitmproxy.test import tutils
 from mcpgw import hookgate
 from mcpgw.addon import MCPGateway
 from mcpgw.ai.addon import LlmAddon
+from mcpgw.limits.addon import LimitsAddon
 from tests.support.procs import free_port
 from tests.unit.test_addon import POLICY, gateway, reverse_flow  # noqa: F401 - gateway: the fixture
 
@@ -37,7 +38,7 @@ def test_nothing_to_do_means_no_call(gateway):
     addon, tctx, _ = gateway
     f = reverse_flow()
     for hook in (HttpRequestHeadersHook(f), HttpRequestHook(f), HttpResponseHook(f)):
-        assert called(tctx, addon, hook) & {type(addon.audit), type(addon.telemetry), LlmAddon} == set()
+        assert called(tctx, addon, hook) & {type(addon.audit), type(addon.telemetry), LlmAddon, LimitsAddon} == set()
     assert MCPGateway in called(tctx, addon, HttpRequestHeadersHook(f))  # the gateway's own hooks always run
     assert not hookgate.dispatched(addon.audit, "response")
 
@@ -67,15 +68,15 @@ def test_metrics_make_the_audit_log_build_records(gateway):
     assert type(addon.audit) not in called(tctx, addon, HttpRequestHeadersHook(reverse_flow()))
 
 
-def test_an_llm_route_switches_llm_accounting_on_for_good(gateway):
+def test_an_llm_route_switches_llm_accounting_and_token_charges_on_for_good(gateway):
     addon, tctx, path = gateway
     f = reverse_flow()
     path.write_text(POLICY + LLM_ROUTE)
     addon.store.reload(force=True)  # what the watcher does: a policy load without an option change
-    assert LlmAddon in called(tctx, addon, HttpResponseHook(f))
+    assert {LlmAddon, LimitsAddon} <= called(tctx, addon, HttpResponseHook(f))
     path.write_text(POLICY)
     addon.store.reload(force=True)
-    assert LlmAddon in called(tctx, addon, HttpResponseHook(f))  # a flow begun before may still end
+    assert {LlmAddon, LimitsAddon} <= called(tctx, addon, HttpResponseHook(f))  # a flow begun before may still end
 
 
 def test_a_gate_that_cannot_tell_leaves_the_hooks_on():
