@@ -28,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..canonical import host_of
-from . import deck_limits, deck_plugins
+from . import deck_conversion, deck_limits, deck_plugins
 from .deck_plugins import Loc, Origin, Plugin, Problems, RouteBuild, as_bool, as_int, known_fields
 
 DECK_FORMAT = "3.0"
@@ -175,6 +175,8 @@ class Translator:
     routes: list[Route] = field(default_factory=list)
     plugins: list[Plugin] = field(default_factory=list)
     origins: dict[Loc, Origin] = field(default_factory=dict)  # native location -> decK location, for errors
+    mcp_plugin_tags: dict[Loc, list[str]] = field(default_factory=dict)  # ai-mcp-proxy tags (deck_conversion)
+    listener_routes: set[str] = field(default_factory=set)  # routes an ai-mcp-proxy listener runs on
 
     def secret(self, value: Any) -> Any:
         return as_reference(value) if self.secret_references else value
@@ -191,6 +193,7 @@ class Translator:
             self.problems.add(("_format_version",), f"decK format {version!r} is not supported: only {DECK_FORMAT!r} "
                               "(Kong 3.x); convert older files with `deck file convert`")
         self._read_info(data.get("_info"))
+        self.mcp_plugin_tags, self.listener_routes = deck_conversion.scan(data)  # before routes: serviceless listeners
         for i, group in enumerate(self._list(data, "consumer_groups")):
             self._read_group(group, ("consumer_groups", i))
         for i, consumer in enumerate(self._list(data, "consumers")):
@@ -356,6 +359,8 @@ class Translator:
         if service is None:
             ref = route.get("service")
             service = ref.get("name") if isinstance(ref, dict) else ref
+            if (not isinstance(service, str) or not service) and route.get("name") in self.listener_routes:
+                service = deck_conversion.listener_service(self, route["name"], loc)  # it answers itself
             if not isinstance(service, str) or not service:
                 self.problems.add(loc, "a route needs a service (service: NAME): a route without one forwards nowhere")
                 self._refused(route, loc)

@@ -302,7 +302,7 @@ class RouteBuild:
 def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
     from . import deck_oauth, deck_transformers  # they build on this module's plugins and routes
 
-    from . import deck_ai, deck_limits
+    from . import deck_ai, deck_conversion, deck_limits
 
     for plugin in t.plugins:
         check_ordering(plugin, t.problems)
@@ -312,7 +312,7 @@ def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
     handlers = {"cors": _cors, "datakit": _datakit, "ai-mcp-oauth2": deck_oauth.translate,
                 "openid-connect": deck_oauth.translate_oidc, "key-auth": _key_auth,
                 "acl": _acl, "ai-mcp-proxy": _mcp_proxy, **deck_limits.HANDLERS, **deck_ai.HANDLERS}
-    handlers.update(LOGGING_HANDLERS)  # Kong's logging plugins (deck_logging.py)
+    handlers.update(LOGGING_HANDLERS, **deck_conversion.HANDLERS)  # logging plugins; ai-mcp-proxy's conversion modes
     for build in builds.values():
         if build.folded:
             continue
