@@ -30,13 +30,16 @@ def upstream(workdir):
     up.stop()
 
 
-def case(upstream, *, acls: bool = False, include: bool = False) -> dict:
+def case(upstream, *, acls: bool = False, include: bool = False, authenticated: bool = False) -> dict:
     doc = yaml.safe_load(CASE.read_text().replace("http://host.docker.internal:3001", upstream.url))
     if acls:
         for consumer in doc["consumers"]:
             consumer["acls"] = [{"group": g["name"]} for g in consumer.get("groups", [])]
+    acl = next(p for p in doc["plugins"] if p["name"] == "acl")["config"]
     if include:
-        next(p for p in doc["plugins"] if p["name"] == "acl")["config"]["include_consumer_groups"] = True
+        acl["include_consumer_groups"] = True
+    if authenticated:  # no plugin authenticates groups here: Kong falls back to the consumer's acls
+        acl["always_use_authenticated_groups"] = True
     return doc
 
 
@@ -55,7 +58,8 @@ def test_case_27_as_written_names_groups_no_consumer_has(tmp_path, upstream):
     assert "access names group 'dev', which is not declared in any consumer's acls" in str(refused.value.problems)
 
 
-@pytest.mark.parametrize("variant", [{"acls": True}, {"include": True}], ids=["acls-credentials", "consumer-groups"])
+@pytest.mark.parametrize("variant", [{"acls": True}, {"include": True}, {"acls": True, "authenticated": True}],
+                         ids=["acls-credentials", "consumer-groups", "always-use-authenticated-groups"])
 async def test_case_27_denies_dev_and_admin(workdir, upstream, variant):
     name = "gw-" + "-".join(variant)
     gw = Gateway(workdir, yaml.safe_dump(case(upstream, **variant)) + "\n", intercept=False, name=name)

@@ -589,10 +589,6 @@ REFUSALS = {
                        "openid-connect (bearer or introspection), cors"),
     "acl-without-consumer-groups": (deck({"name": "acl", "config": {"allow": ["admin"]}}),
                                     "route 'r': access names group 'admin', which is not declared in any consumer's acls"),
-    "acl-authenticated-groups": (deck({"name": "acl", "config": {"allow": ["admin"], "include_consumer_groups": True,
-                                                                 "always_use_authenticated_groups": True}}),
-                                 "(name: acl).config.always_use_authenticated_groups: true is not supported (only "
-                                 "false, Kong's default, is supported"),
     "plugin-protocols": (deck({**KEY_AUTH, "protocols": ["grpc"]}), "services[0].routes[0].plugins[0] (name: key-auth)"
                          ".protocols: a plugin limited to some protocols is not supported"),
     "plugin-condition": (deck({**KEY_AUTH, "condition": "x"}), "services[0].routes[0].plugins[0].condition: plugin "
@@ -917,15 +913,12 @@ def test_refused_route_is_said_to_be_refused_once():
                                  "naming it are checked once it loads"]
 
 
-def test_acl_problems_are_reported_together_with_the_supported_value():
-    """decK's dump of an acl plugin (case 35): every unsupported value at once, not one per load."""
+def test_acl_dump_with_always_use_authenticated_groups():
+    """decK's dump of an acl plugin (case 35): always_use_authenticated_groups: true falls back to the
+    consumer's groups, no plugin here authenticating others; its deny list names a group no consumer has."""
     doc = deck({"name": "acl", "config": {"allow": None, "deny": ["developer"], "hide_groups_header": False,
                                           "include_consumer_groups": False, "always_use_authenticated_groups": True}})
-    assert sorted(problems(doc)) == [
-        "services[0].routes[0].plugins[0] (name: acl).config.always_use_authenticated_groups: true is not supported "
-        "(only false, Kong's default, is supported: the gateway matches the consumer's own groups, it has no groups "
-        "authenticated apart from them)",
-    ]
+    assert problems(doc) == ["(top level): route 'r': access names group 'developer', which is not declared in any consumer's acls"]
 
 
 def test_deny_option_reloads_the_decK_policy(tmp_path):

@@ -72,13 +72,14 @@ INERT: dict[str, dict[str, Any]] = {
         "server": _any,  # listener settings, unused in passthrough-listener mode
     },
     "cors": {"private_network": _equal(False), "allow_origin_absent": _equal(True)},
-    "acl": {"always_use_authenticated_groups": _equal(False)},
+    # true uses the groups an auth plugin authenticated (openid-connect's authenticated_groups_claim,
+    # ldap-auth), falling back to the consumer's when there are none: no translated plugin sets
+    # any (authenticated_groups_claim is refused), so true matches the consumer's, as false does.
+    "acl": {"always_use_authenticated_groups": _any},
     RTA: {"dots_in_keys": _any},  # about body operations, which are refused
 }
 # What to say when an INERT option has a value that would change something.
 INERT_SUPPORTED: dict[tuple[str, str], str] = {
-    ("acl", "always_use_authenticated_groups"): "only false, Kong's default, is supported: the gateway matches the "
-                                                "consumer's own groups, it has no groups authenticated apart from them",
     ("cors", "private_network"): "only false, Kong's default, is supported",
     ("cors", "allow_origin_absent"): "only true, Kong's default, is supported",
 }
