@@ -4,10 +4,13 @@ Redis-protocol server, with no sticky sessions:
 
 - an official MCP client session (initialize, tools/list, tools/call) through the balancer
   succeeds while its requests land on both instances;
+- one keep-alive connection's requests are balanced one by one (HAProxy in http mode);
 - a session opened with one key is refused (404) to another key, whichever instance answers;
-- a limit of N a minute allows exactly N through the balancer across both instances;
+- a limit of N a minute allows exactly N through the balancer across both instances, and an `ip`
+  limit is not escaped with forwarding headers;
 - an instance stopped mid-session: HAProxy's active check of /healthz takes it out, and requests
-  of the same session keep succeeding on the other (nginx: passed to the next upstream)."""
+  of the same session keep succeeding on the other (redispatched meanwhile; nginx: passed to the
+  next upstream); an instance whose /healthz is not 200 never gets a request through HAProxy."""
 
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ pytestmark = pytest.mark.e2e
 
 DEV, DEV2 = {"apikey": "dev-key"}, {"apikey": "dev2-key"}
 CALL_TIMEOUT = timedelta(seconds=20)  # a refused call must fail the test, not hang it
+# HAProxy's view once its checks have run: gw3 is gw1's process again, gw4 has no health endpoint
+HEALTHY = {"gw1": ("UP", "L7OK"), "gw2": ("UP", "L7OK"), "gw3": ("UP", "L7OK"), "gw4": ("DOWN", "L7STS")}
 LIMIT = 6  # tools/call a minute per consumer on /limited, counted in Redis
 
 
@@ -138,17 +143,27 @@ def env(request, tmp_path_factory):
     redis = RedisServer().start()
     up = DemoUpstream(workdir, name="up")
     gateways: list[Gateway] = []
+    others: list[Gateway] = []
     balancer = None
     try:
         for name in ("gw1", "gw2"):
             gateways.append(Gateway(workdir, policy(up, redis), intercept=False, name=name,
                                     extra=["--set", "mcp_health=/healthz"]))
-        balancer = Balancer(request.param, workdir, [gw.port for gw in gateways])
-        yield balancer, gateways, up
+        backends = [gw.port for gw in gateways]
+        if request.param == "haproxy":
+            # the page's fourth server: a gateway whose port is open but that has no health
+            # endpoint (mcp_health unset: /healthz is an unrouted path, refused with 403)
+            unhealthy = Gateway(workdir, policy(up, redis), intercept=False, name="unhealthy")
+            others.append(unhealthy)
+            backends = [*backends, backends[0], unhealthy.port]
+        balancer = Balancer(request.param, workdir, backends)
+        if request.param == "haproxy":  # no request before the checks have decided
+            wait_until(lambda: balancer.server_states() == HEALTHY, f"checks: {balancer.server_states()}")
+        yield balancer, gateways, up, others
     finally:
         if balancer:
             balancer.stop()
-        for gw in gateways:
+        for gw in [*gateways, *others]:
             gw.stop()
         up.stop()
         redis.stop()
@@ -175,7 +190,7 @@ def wait_spread(gateways: list[Gateway], path: str, before: list[int], what: str
 
 
 async def test_an_mcp_session_through_the_balancer_spreads_over_both_instances(env):
-    balancer, (gw1, gw2), up = env
+    balancer, (gw1, gw2), up, _ = env
     before = [served(gw1, "/mcp"), served(gw2, "/mcp")]
     async with mcp_session(balancer.url("/mcp"), headers=DEV) as session:
         tools = await session.list_tools()
@@ -189,7 +204,7 @@ async def test_an_mcp_session_through_the_balancer_spreads_over_both_instances(e
 
 
 async def test_one_connection_alternates_and_a_session_is_refused_to_another_key_everywhere(env):
-    balancer, gateways, up = env
+    balancer, gateways, up, _ = env
     async with httpx.AsyncClient(timeout=30) as client:
         headers = await open_session(client, balancer.url("/mcp"), DEV)
         r = await client.post(balancer.url("/mcp"), json=jsonrpc("notifications/initialized", id=None), headers=headers)
@@ -211,7 +226,7 @@ async def test_one_connection_alternates_and_a_session_is_refused_to_another_key
 
 
 async def test_a_limit_counts_once_across_both_instances(env):
-    balancer, gateways, up = env
+    balancer, gateways, up, _ = env
     async with httpx.AsyncClient(timeout=30) as client:
         headers = await open_session(client, balancer.url("/limited"), DEV)
         by_ip = await open_session(client, balancer.url("/by-ip"), {})
@@ -231,19 +246,22 @@ async def test_a_limit_counts_once_across_both_instances(env):
 
 
 async def test_a_stopped_instance_is_taken_out_and_the_session_goes_on(env):
-    balancer, (gw1, gw2), up = env
-    if balancer.kind == "haproxy":  # the active check passed at layer 7, i.e. /healthz answered 200
-        wait_until(lambda: all(state == ("UP", "L7OK") for state in balancer.server_states().values()),
-                   f"gateways not checked healthy: {balancer.server_states()}")
+    balancer, (gw1, gw2), up, others = env
+    if balancer.kind == "haproxy":
+        # the active check passed at layer 7 (/healthz answered 200) for the gateways, failed for
+        # the one without the endpoint, though its port is open; no request ever reached it
+        assert balancer.server_states() == HEALTHY
+        log = others[0].log()
+        assert re.search(r"(?m)^\S+: GET http://\S+/healthz", log) and not re.search(r"(?m)^\S+: (POST|DELETE) ", log)
     async with mcp_session(balancer.url("/mcp"), headers=DEV) as session:
         assert not (await session.call_tool("get_me", {})).isError
         gw2.stop()
         for _ in range(2):  # before any check noticed: refused connections go to the other instance
             assert not (await session.call_tool("get_me", {}, read_timeout_seconds=CALL_TIMEOUT)).isError
         if balancer.kind == "haproxy":
-            wait_until(lambda: balancer.server_states()["gw2"][0] == "DOWN" == balancer.server_states()["gw4"][0],
+            wait_until(lambda: balancer.server_states()["gw2"][0] == "DOWN",
                        f"stopped gateway still in the pool: {balancer.server_states()}")
-            assert balancer.server_states()["gw1"][0] == "UP"
+            assert balancer.server_states()["gw1"] == balancer.server_states()["gw3"] == ("UP", "L7OK")
         for _ in range(4):
             result = await session.call_tool("get_me", {}, read_timeout_seconds=CALL_TIMEOUT)
             assert not result.isError, result
