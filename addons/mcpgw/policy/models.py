@@ -18,7 +18,7 @@ from ..governance.acl_settings import AclSettings
 from ..cors_settings import CorsConfig
 from ..identity.consumer_settings import Consumer, ConsumerGroup, groups_validator, normalize_groups
 from ..identity.keyauth_settings import KeyAuthConfig, check_anonymous
-from ..identity.oauth import OAuthConfig
+from ..identity.oauth_settings import OAuthConfig
 from ..identity.prm_settings import PrmConfig, check_discovery
 from ..identity.upstream_header_settings import IdentityHeaderSetting
 from ..integrity.settings import IntegritySettings
