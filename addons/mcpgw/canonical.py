@@ -17,6 +17,7 @@ Pure functions: no mitmproxy, no policy."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -122,3 +123,19 @@ def host_of(authority: str | None) -> str:
     value is not a well-formed host[:port] (it is echoed into public URLs, so nothing else passes)."""
     m = _AUTHORITY.match((authority or "").strip().lower())
     return (m.group("v6") or m.group("name")) if m else ""
+
+
+GATEWAY_SET_PREFIXES = ("x-consumer-", "x-credential-", "x-anonymous-")  # in canonical form
+
+
+def canonical_header_name(name: str | bytes) -> str:
+    """A header name as a server that maps headers to variables reads it: case-folded, `_` as `-`."""
+    if isinstance(name, bytes):
+        name = name.decode("latin-1")
+    return name.casefold().replace("_", "-")
+
+
+@functools.lru_cache(maxsize=1024)  # few distinct names; asked for every header of every request
+def is_gateway_header(raw_name: bytes) -> bool:
+    """Whether a header name is, or reads as, one the gateway sets (X-Consumer-*, ...)."""
+    return canonical_header_name(raw_name).startswith(GATEWAY_SET_PREFIXES)

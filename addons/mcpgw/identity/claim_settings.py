@@ -7,8 +7,8 @@ import re
 
 from pydantic import Field, field_validator
 
+from ..canonical import canonical_header_name, is_gateway_header
 from ..policy.base import StrictModel
-from .upstream_headers import canonical_header_name, is_gateway_header
 
 _TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field-name
 # Headers whose meaning belongs to HTTP or to the gateway: a claim never sets them.

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from .. import headers as header_fields
+from ..canonical import canonical_header_name, is_gateway_header
 from ..responses import json_response
 
 if TYPE_CHECKING:
@@ -26,21 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mcpgw.identity")
 
-GATEWAY_SET_PREFIXES = ("x-consumer-", "x-credential-", "x-anonymous-")  # in canonical form
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def canonical_header_name(name: str | bytes) -> str:
-    """A header name as a server that maps headers to variables reads it: case-folded, `_` as `-`."""
-    if isinstance(name, bytes):
-        name = name.decode("latin-1")
-    return name.casefold().replace("_", "-")
-
-
-@functools.lru_cache(maxsize=1024)  # few distinct names; asked for every header of every request
-def is_gateway_header(raw_name: bytes) -> bool:
-    """Whether a header name is, or reads as, one the gateway sets (X-Consumer-*, ...)."""
-    return canonical_header_name(raw_name).startswith(GATEWAY_SET_PREFIXES)
 
 
 def strip_client_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
