@@ -66,7 +66,7 @@ def test_legacy_endpoint_maps_back_to_gateway_path():
 
 
 @pytest.mark.parametrize("bad, expected", [
-    ({"services": {"a": {"url": "ftp://x"}}, "routes": {"r": {"service": "a", "paths": ["/x"]}}}, "http:// or https://"),
+    ({"services": {"a": {"url": "ftp://x"}}, "routes": {"r": {"service": "a", "paths": ["/x"]}}}, r"absolute http\(s\) URL"),
     ({"services": {"a": {"url": "http://x"}}, "routes": {"r": {"service": "b", "paths": ["/x"]}}}, "not defined"),
     ({"services": {"a": {"url": "http://x"}}, "routes": {"r": {"service": "a", "paths": ["x"]}}}, "must start with '/'"),
     ({"services": {"a": {"url": "http://x"}}, "routes": {"r": {"service": "a", "paths": ["/x"]},

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import re
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from ..policy.base import StrictModel
+from ..policy.base import StrictModel, http_url
 from ..policy.secrets import SecretTextValue
 
 RouteType = Literal["llm/v1/chat", "llm/v1/responses"]
@@ -98,9 +97,7 @@ class AiTarget(StrictModel):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
+        parts = http_url(v, "a target URL")
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("a target URL carries no query, fragment or credentials (use auth:)")
         return v.rstrip("/")

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from ..policy.base import StrictModel
+from ..policy.base import StrictModel, http_url
 from ..policy.secrets import SecretValue
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -76,9 +76,7 @@ class TokenExchangeConfig(StrictModel):
     @field_validator("token_endpoint")
     @classmethod
     def _check_endpoint(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"token_endpoint must be an absolute http(s) URL, got {v!r}")
+        http_url(v, "token_endpoint")
         return v
 
     @model_validator(mode="after")

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import re
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from ..policy.base import StrictModel
+from ..policy.base import StrictModel, http_url
 from ..policy.secrets import SecretValue
 from .claim_settings import ClaimToHeader, UpstreamHeader, check_settings as check_claim_headers
 from .consumer_settings import ConsumerField
@@ -43,9 +42,7 @@ def check_scopes(entries: list[str]) -> list[str]:
 
 
 def _absolute_url(value: str, field: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{field} must be an absolute http(s) URL, got {value!r}")
+    http_url(value, field)
     return value
 
 

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from ..policy.base import StrictModel
+from ..policy.base import StrictModel, http_url
 
 
 _CORE_FIELDS = ("resource", "authorization_servers", "scopes_supported", "bearer_methods_supported")
 
 
 def _absolute_url(value: str, what: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{what} must be an absolute http(s) URL, got {value!r}")
-    if parts.fragment:
+    if http_url(value, what).fragment:
         raise ValueError(f"{what} must not have a fragment: {value!r}")
     return value
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
@@ -28,3 +29,11 @@ def _parse_size(value: object) -> object:
 
 
 ByteSize = Annotated[int, BeforeValidator(_parse_size)]
+
+
+def http_url(value: str, what: str = "the URL") -> SplitResult:
+    """The parts of an absolute http(s) URL with a host; anything else is refused naming `what`."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an absolute http(s) URL, got {value!r}")
+    return parts

@@ -27,7 +27,7 @@ from ..limits.settings import RouteLimits, check_route as check_limits
 from ..transform_settings import RequestTransform
 from ..sessions.settings import SessionSettings
 from ..state.settings import StateSettings
-from .base import ByteSize, StrictModel
+from .base import ByteSize, StrictModel, http_url
 
 
 class Service(StrictModel):
@@ -38,11 +38,7 @@ class Service(StrictModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https"):
-            raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
-        if not parts.hostname:
-            raise ValueError(f"URL has no host: {v!r}")
+        parts = http_url(v, "a service URL")
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("URL must not carry a query, fragment or credentials (use credentials: for secrets)")
         try:
@@ -138,9 +134,7 @@ class GatewaySettings(StrictModel):
     @classmethod
     def _check_urls(cls, v: list[str]) -> list[str]:
         for u in v:
-            parts = urlsplit(u)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"expected an absolute http(s) URL, got {u!r}")
+            http_url(u, "a gateway URL")
         return [u.rstrip("/") for u in v]
 
     @field_validator("hosts")

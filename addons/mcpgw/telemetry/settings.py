@@ -6,11 +6,10 @@ depending on the telemetry package (and the OpenTelemetry SDK) itself."""
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from ..policy.base import StrictModel
+from ..policy.base import StrictModel, http_url
 from ..policy.secrets import SecretTextValue
 
 
@@ -38,9 +37,7 @@ class TelemetrySettings(StrictModel):
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        http_url(value, "the endpoint")
         return value.rstrip("/")
 
     def signal_url(self, signal: str) -> str:
@@ -80,9 +77,7 @@ class HttpLog(StrictModel):
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        http_url(value, "the endpoint")
         return value
 
 
