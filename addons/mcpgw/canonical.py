@@ -125,7 +125,7 @@ def host_of(authority: str | None) -> str:
     return (m.group("v6") or m.group("name")) if m else ""
 
 
-GATEWAY_SET_PREFIXES = ("x-consumer-", "x-credential-", "x-anonymous-")  # in canonical form
+GATEWAY_SET_PREFIXES = ("x-consumer-", "x-credential-", "x-anonymous-", "x-authenticated-")  # in canonical form
 
 
 def canonical_header_name(name: str | bytes) -> str:

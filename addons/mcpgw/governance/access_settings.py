@@ -13,6 +13,9 @@ class RouteAccess(StrictModel):
     hide_groups_header: bool = Field(False, description="Do not send X-Consumer-Groups upstream (Kong's default is to send it)")
     include_consumer_groups: bool = Field(True, description="Match consumer groups besides the consumers' ACL groups "
                                                             "(acls); Kong's default is false, decK files say which")
+    always_use_authenticated_groups: bool = Field(
+        False, description="Match the groups the token authenticated (oauth authenticated_groups_claim) even when it "
+                           "maps to a consumer, falling back to the consumer's when it has none (Kong's option)")
 
     @model_validator(mode="after")
     def _one_list(self) -> "RouteAccess":
@@ -26,8 +29,12 @@ class RouteAccess(StrictModel):
 
 
 def check_groups(route_name: str, access: RouteAccess | None, declared: set[str] | dict,
-                 acl_groups: frozenset[str] = frozenset()) -> None:
-    """A group name that matches nothing would silently admit everyone on a deny list."""
+                 acl_groups: frozenset[str] = frozenset(), token_groups: bool = False) -> None:
+    """A group name that matches nothing would silently admit everyone on a deny list. On a route
+    whose tokens authenticate groups (`token_groups`: its oauth sets authenticated_groups_claim) the
+    names come from the authorization server, which the policy cannot list: any name is accepted."""
+    if token_groups:
+        return
     known = {*acl_groups, *(declared if access is not None and access.include_consumer_groups else ())}
     for group in access.groups if access else ():
         if group not in known:

@@ -26,6 +26,9 @@ class Identity:
     method: str = "key-auth"  # key-auth | oauth | anonymous
     credential: str | None = None  # id of the key that identified the caller, if it has one
     acl_groups: tuple[str, ...] = ()  # the consumer's `acls` (Kong's acl plugin groups)
+    # Groups an auth plugin authenticated from the validated token (openid-connect's
+    # authenticated_groups_claim), which the acl plugin matches by its own rule (governance/access.py).
+    authenticated_groups: tuple[str, ...] = ()
 
     def subjects(self) -> tuple[str, ...]:
         return tuple(s for s in (self.username, self.id, self.custom_id) if s)

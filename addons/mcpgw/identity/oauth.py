@@ -26,7 +26,7 @@ from .discovery import DiscoveredKeySet, discovery
 from .jwks import JwtValidator, key_set
 from .oauth_settings import OAuthConfig
 from .resource import candidates as audiences
-from .scopes import insufficient, missing as missing_scopes
+from .scopes import insufficient, missing as missing_scopes, required_sets
 from .tokens import AuthServerUnavailable, TokenRejected, check_audience, check_times, claim_at
 
 if TYPE_CHECKING:
@@ -56,8 +56,23 @@ def _claim_names(value: Any) -> list[str]:
     return []
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def authenticated_groups(claims: dict, path: list[str] | None) -> tuple[str, ...]:
+    """openid-connect's authenticated_groups_claim: a list of names, or one string as one name (a
+    string is not split, so "admin dev" is one odd group, never two). A name that could split the
+    X-Authenticated-Groups header is dropped."""
+    if not path:
+        return ()
+    value = claim_at(claims, path)
+    names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return tuple(dict.fromkeys(n for n in names if isinstance(n, str) and n and not _CONTROL.search(n)))
+
+
 def map_identity(config: OAuthConfig, claims: dict, consumers: ConsumerIndex) -> Identity:
     """Kong's consumer and consumer-group mapping. Raises TokenRejected when a required mapping fails."""
+    authenticated = authenticated_groups(claims, config.authenticated_groups_claim)
     consumer = None
     if config.consumer_claim:
         value = _claim_text(claim_at(claims, config.consumer_claim))
@@ -73,7 +88,7 @@ def map_identity(config: OAuthConfig, claims: dict, consumers: ConsumerIndex) ->
     if consumer is not None:
         c = consumers.consumers[consumer]
         return Identity(consumer, c.id, c.custom_id, tuple(dict.fromkeys([*c.groups, *groups])), "oauth",
-                        acl_groups=tuple(dict.fromkeys(c.acls)))
+                        acl_groups=tuple(dict.fromkeys(c.acls)), authenticated_groups=authenticated)
     # No consumer: Kong proceeds with a "credential" from credential_claim; it is kept as the
     # username so that audit records name the caller.
     subject = _claim_text(claim_at(claims, config.credential_claim))
@@ -84,7 +99,7 @@ def map_identity(config: OAuthConfig, claims: dict, consumers: ConsumerIndex) ->
         # consumer "admin" although consumer_by does not map it there.
         log.warning("token subject %r is a consumer name or id that consumer_claim/consumer_by does not map; refused", subject)
         raise TokenRejected("The access token's subject collides with a consumer it does not map to")
-    return Identity(subject, groups=tuple(groups), method="oauth")
+    return Identity(subject, groups=tuple(groups), method="oauth", authenticated_groups=authenticated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +111,8 @@ class RouteOAuth:
     issuers: frozenset[str] | None
     consumers: ConsumerIndex
     scopes: tuple[frozenset[str], ...] = ()  # scopes_required: any one set, wholly granted
+    groups: tuple[frozenset[str], ...] = ()  # groups_required, the same rule
+    roles: tuple[frozenset[str], ...] = ()  # roles_required, the same rule
 
     async def claims(self, token: str, resources: Sequence[str]) -> dict:
         """The token's claims once it is valid for this route; `resources` are the audiences accepted."""
@@ -131,8 +148,8 @@ def compile_route(config: OAuthConfig, policy: "Policy") -> RouteOAuth:
             config.introspection_endpoint or found, config.client_id, config.client_secret, config.client_auth,
             verify=config.ssl_verify, timeout=config.timeout, cache=config.cache_introspection,
             ttl=config.introspection_cache_ttl, inactive_ttl=config.introspection_negative_cache_ttl)
-    scopes = tuple(frozenset(entry.split()) for entry in config.scopes_required)
-    return RouteOAuth(config, validator, issuers, consumer_index(policy), scopes)
+    return RouteOAuth(config, validator, issuers, consumer_index(policy), required_sets(config.scopes_required),
+                      required_sets(config.groups_required), required_sets(config.roles_required))
 
 
 def _compile_routes(policy: "Policy") -> dict[str, RouteOAuth]:
@@ -141,6 +158,21 @@ def _compile_routes(policy: "Policy") -> dict[str, RouteOAuth]:
 
 _routes = PerPolicy(_compile_routes)
 """Each policy version's routes with `oauth`, compiled once."""
+
+
+def required(ctx: "FlowContext", route: RouteOAuth, claims: dict) -> http.Response | None:
+    """openid-connect's scopes_required, groups_required and roles_required, checked in turn."""
+    config = route.config
+    if missing_scopes(claims, route.scopes, tuple(config.scopes_claim)):
+        log.info("route %s: bearer token refused: scopes_required not granted", ctx.route_name)
+        return insufficient(ctx, config.scopes_required[0])
+    if missing_scopes(claims, route.groups, tuple(config.groups_claim)):
+        log.info("route %s: bearer token refused: groups_required not granted", ctx.route_name)
+        return insufficient(ctx, None, "groups")
+    if missing_scopes(claims, route.roles, tuple(config.roles_claim)):
+        log.info("route %s: bearer token refused: roles_required not granted", ctx.route_name)
+        return insufficient(ctx, None, "roles")
+    return None
 
 
 def bearer_token(request: http.Request) -> str | None:
@@ -185,9 +217,8 @@ async def authenticate(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response
         if token is None:
             return challenge(ctx, "Missing access token", invalid_token=False)
         claims = await route.claims(token, audiences(ctx, flow, config.resource))  # never from Host
-        if missing_scopes(claims, route.scopes, tuple(config.scopes_claim)):
-            log.info("route %s: bearer token refused: scopes_required not granted", ctx.route_name)
-            return insufficient(ctx, config.scopes_required[0])
+        if (refused := required(ctx, route, claims)) is not None:
+            return refused
         identity = map_identity(config, claims, route.consumers)
     except TokenRejected as e:
         log.info("route %s: bearer token refused: %s", ctx.route_name, e)

@@ -1,5 +1,6 @@
 """Settings of a route's OAuth resource server (Kong's ai-mcp-oauth2 `config`, same names where
-Kong has the option, and openid-connect's `scopes_required`). Only the policy's foundation and
+Kong has the option, and openid-connect's `scopes_required`, `groups_required`, `roles_required`
+and `authenticated_groups_claim`). Only the policy's foundation and
 other settings modules here: the phase is oauth.py."""
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ class OAuthConfig(StrictModel):
                                        "set of scopes all required; any one entry suffices (none: no check)")
     scopes_claim: ClaimPath = Field(default_factory=lambda: ["scope"], min_length=1,
                                     description="Claim path of the token's granted scopes (a space-separated string or a list)")
+    groups_required: list[str] = Field(default_factory=list, description="openid-connect's: as scopes_required, "
+                                       "for the groups in groups_claim")
+    groups_claim: ClaimPath = Field(default_factory=lambda: ["groups"], min_length=1,
+                                    description="Claim path of the token's groups for groups_required")
+    roles_required: list[str] = Field(default_factory=list, description="openid-connect's: as scopes_required, "
+                                      "for the roles in roles_claim")
+    roles_claim: ClaimPath = Field(default_factory=lambda: ["roles"], min_length=1,
+                                   description="Claim path of the token's roles for roles_required")
+    authenticated_groups_claim: ClaimPath | None = Field(
+        None, min_length=1, description="openid-connect's: claim path of groups the route's access (acl) matches as "
+        "authenticated groups (a list of names, or one name); docs/oauth.md")
     passthrough_credentials: bool = Field(False, description="Keep the caller's Authorization header for the upstream")
     claim_to_header: list[ClaimToHeader] = Field(default_factory=list,
                                                  description="Top-level claims sent upstream as headers")
@@ -123,7 +135,15 @@ class OAuthConfig(StrictModel):
     def _check_scopes(cls, v: list[str]) -> list[str]:
         return check_scopes(v)
 
-    @field_validator("consumer_claim", "consumer_groups_claim", "credential_claim", "scopes_claim")
+    @field_validator("groups_required", "roles_required")
+    @classmethod
+    def _check_names(cls, v: list[str], info) -> list[str]:
+        if not all(entry.split() for entry in v):
+            raise ValueError(f"an empty {info.field_name} entry would require nothing")
+        return v
+
+    @field_validator("consumer_claim", "consumer_groups_claim", "credential_claim", "scopes_claim", "groups_claim",
+                     "roles_claim", "authenticated_groups_claim")
     @classmethod
     def _check_claim_path(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and not all(v):

@@ -31,7 +31,7 @@ _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def strip_client_identity_headers(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
-    """Remove X-Consumer-*, X-Credential-* and X-Anonymous-* headers the client sent, in any spelling."""
+    """Remove X-Consumer-*, X-Credential-*, X-Anonymous-* and X-Authenticated-* headers the client sent, in any spelling."""
     headers = flow.request.headers
     fields = headers.fields
     kept = tuple(f for f in fields if not is_gateway_header(f[0]))

@@ -102,7 +102,8 @@ def translate(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
 OIDC_OPTIONS = ("issuer", "auth_methods", "client_id", "client_secret", "client_auth", "bearer_token_param_type",
                 "introspection_endpoint", "audience_required", "consumer_claim", "consumer_by", "consumer_optional",
                 "consumer_groups_claim", "consumer_groups_optional", "credential_claim", "hide_credentials",
-                "ssl_verify", "timeout", "jwks_endpoint", "scopes_required", "scopes_claim")
+                "ssl_verify", "timeout", "jwks_endpoint", "scopes_required", "scopes_claim", "authenticated_groups_claim",
+                "groups_required", "groups_claim", "roles_required", "roles_claim")
 RESOURCE_SERVER_METHODS = ("bearer", "introspection")
 # Kong's other auth_methods log a user in or get a token for the gateway itself: not a resource server's job.
 SESSION_METHODS = ("authorization_code", "session", "password", "client_credentials", "refresh_token",
@@ -174,7 +175,8 @@ def translate_oidc(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
     else:
         native["insecure_relaxed_audience_validation"] = True  # openid-connect checks no audience unless asked
     for key in ("consumer_claim", "consumer_by", "consumer_optional", "consumer_groups_claim",
-                "consumer_groups_optional", "credential_claim", "ssl_verify", "scopes_required", "scopes_claim"):
+                "consumer_groups_optional", "credential_claim", "ssl_verify", "scopes_required", "scopes_claim",
+                "authenticated_groups_claim", "groups_required", "groups_claim", "roles_required", "roles_claim"):
         if key in config:
             native[key] = config[key]
     if "timeout" in config:

@@ -72,10 +72,6 @@ INERT: dict[str, dict[str, Any]] = {
         "server": _any,  # listener settings, unused in passthrough-listener mode
     },
     "cors": {"private_network": _equal(False), "allow_origin_absent": _equal(True)},
-    # true uses the groups an auth plugin authenticated (openid-connect's authenticated_groups_claim,
-    # ldap-auth), falling back to the consumer's when there are none: no translated plugin sets
-    # any (authenticated_groups_claim is refused), so true matches the consumer's, as false does.
-    "acl": {"always_use_authenticated_groups": _any},
     RTA: {"dots_in_keys": _any},  # about body operations, which are refused
 }
 # What to say when an INERT option has a value that would change something.
@@ -344,7 +340,8 @@ def _cors(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
 def _acl(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
     """Kong's acl matches ACL groups (consumers' `acls` credentials), and consumer groups too with
     include_consumer_groups (Kong's default: false)."""
-    access = take_options(plugin, ("allow", "deny", "hide_groups_header", "include_consumer_groups"), t.problems)
+    access = take_options(plugin, ("allow", "deny", "hide_groups_header", "include_consumer_groups",
+                                   "always_use_authenticated_groups"), t.problems)
     access["include_consumer_groups"] = access.get("include_consumer_groups") is True
     build.native["access"] = access
     build.origin(t, "access", plugin)

@@ -179,7 +179,8 @@ class Policy(StrictModel):
             check_anonymous(name, route.key_auth, self.consumers)
             check_discovery(name, route)
             check_access_groups(name, route.access, self.consumer_groups,
-                                frozenset(a for c in self.consumers.values() for a in c.acls))
+                                frozenset(a for c in self.consumers.values() for a in c.acls),
+                                route.oauth is not None and route.oauth.authenticated_groups_claim is not None)
             check_credentials(name, route, self.consumer_groups)
             check_ai(name, route.ai, self.consumer_groups)
             check_limits(name, route.rate_limits, self.consumer_groups, self.gateway.state, self.consumers)
