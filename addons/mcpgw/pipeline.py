@@ -21,7 +21,7 @@ from .identity import claim_headers, exchange, keyauth, oauth, prm, upstream_hea
 from .limits import phase as limits
 from .mcpserver import server as mcp_server
 from .limits import tokens as token_limits
-from .integrity import phases as integrity
+from .integrity import own_secrets, phases as integrity
 from .sessions import binding as sessions
 from .telemetry import answers as telemetry_answers
 
@@ -60,6 +60,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     integrity.sync_pins,  # shared trust-on-first-use pins (Redis) as they are now, before they judge anything
     integrity.check_tools,  # after the ACL: judges only calls governance let through, lists after its filter
     exchange.exchange_token,  # after every decision: a refused request never costs an RFC 8693 exchange
+    own_secrets.note_exchanged,  # the exchanged token is the gateway's: masked if the upstream echoes it
     # credentials
     upstream_headers.add_identity_headers,  # after every identity phase
     credentials.mediate,  # after the identity headers, which its operations may change (as in Kong)
@@ -95,12 +96,14 @@ RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
     streaming.prepare_response,
     prm.rewrite_upstream_challenge,
     prm.buffer_upstream_metadata,  # after prepare_response, which would stream it
-    telemetry_answers.watch_upstream,  # last: reads the stream as the upstream sends it (telemetry on)
+    telemetry_answers.watch_upstream,  # reads the stream as the upstream sends it (telemetry on)
+    own_secrets.mask_stream,  # last: masks what every stream set above emits (integrity/own_secrets.py)
 )
 
 RESPONSE_PHASES: tuple[Phase, ...] = (
     prm.rewrite_upstream_metadata,
     streaming.transform_buffered_json,
+    own_secrets.mask_buffered,  # after every transform that rewrites a buffered body
 )
 
 
@@ -116,6 +119,7 @@ AI_REQUEST_PHASES: tuple[Phase, ...] = (
     token_limits.check_tokens,  # a consumer whose token budget is spent is refused before the provider is asked
     ai_mcp.govern_tools,  # MCP tools inside the request: server_url, allowed_tools, the MCP route's credential
     exchange.exchange_token,
+    own_secrets.note_exchanged,
     ai_request.write_body,  # after every phase that edits the parsed request
     upstream_headers.add_identity_headers,
     ai_request.provider_credential,  # the gateway's key out, the provider key in
@@ -132,10 +136,12 @@ AI_RESPONSE_HEADER_PHASES: tuple[Phase, ...] = (
     redirects.rewrite_locations,
     guards.add_cors_to_response,
     ai_answers.prepare_answer,  # streams event by event, reading usage as it passes
+    own_secrets.mask_stream,  # last: the provider echoing its key never hands it to the caller
 )
 
 AI_RESPONSE_PHASES: tuple[Phase, ...] = (
     ai_answers.finish,  # usage of a JSON answer; one LLM call for audit, metrics and limits
+    own_secrets.mask_buffered,
 )
 
 

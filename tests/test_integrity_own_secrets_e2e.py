@@ -1,0 +1,188 @@
+"""The gateway's own secrets never reach a client, on routes without `integrity:` (a real
+mitmdump, a small echoing MCP upstream, the official MCP client): the credential the gateway
+injects, echoed back in a JSON answer, in an SSE event, split across two network writes,
+JSON-escaped, as the `user:pass` a Basic credential encodes, gzip-compressed, or dripped one byte
+per write, is masked with a same-length run of `*`; the audit record says so without the value;
+a route that injects nothing is relayed byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from tests.support.gateway import MCP_HEADERS, Gateway, mcp_session
+from tests.support.threaded_server import ThreadedServer
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "org-upstream-token-5d1e8b2c"
+KEY = 'k3y"with\\quote/and-slash-91'  # JSON writes it escaped: \" and \\
+BASIC_USERPASS = "svc-robot:p4ss-w0rd-77a1"
+BASIC = base64.b64encode(BASIC_USERPASS.encode()).decode()
+CALL_TIMEOUT = timedelta(seconds=15)
+TOOLS = ["json_echo", "sse_echo", "sse_split", "json_split", "escaped", "basic", "drip", "gzip"]
+
+
+class EchoingUpstream:
+    """An MCP upstream whose tools answer with the headers it was sent, each in another way."""
+
+    async def __call__(self, scope, receive, send):
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        if scope["method"] != "POST":
+            await self._send(send, 405, b"", b"text/plain")
+            return
+        rpc = json.loads(body)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        method = rpc.get("method")
+        if "id" not in rpc:
+            await self._send(send, 202, b"", b"text/plain")
+            return
+        if method == "initialize":
+            result = {"protocolVersion": rpc["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                      "serverInfo": {"name": "echoing", "version": "1"}}
+        elif method == "tools/list":
+            result = {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]}
+        elif method == "tools/call":
+            await self._call(send, rpc, headers)
+            return
+        else:
+            result = {}
+        await self._send(send, 200, json.dumps({"jsonrpc": "2.0", "id": rpc["id"], "result": result}).encode())
+
+    async def _call(self, send, rpc, headers):
+        name = rpc["params"]["name"]
+        auth = headers.get("authorization", "")
+        text = {"escaped": f"your key: {headers.get('x-upstream-key', '')}",
+                "basic": f"you are {base64.b64decode(auth.split(' ', 1)[-1] or '').decode(errors='replace')} ({auth})"
+                if auth.startswith("Basic ") else "no basic"}.get(name, f"bad credential: Authorization: {auth}")
+        answer = json.dumps({"jsonrpc": "2.0", "id": rpc["id"], "result": {
+            "content": [{"type": "text", "text": text}], "isError": False}}).encode()
+        secret = auth.split(" ", 1)[-1].encode()
+        if name.startswith("sse"):
+            event = b"event: message\ndata: " + answer + b"\n\n"
+            cut = event.index(secret) + len(secret) // 2 if name == "sse_split" and secret in event else len(event)
+            await self._stream(send, [event[:cut], event[cut:]], b"text/event-stream")
+        elif name == "json_split":
+            cut = answer.index(secret) + 5
+            await self._stream(send, [answer[:cut], answer[cut:]], b"application/json", len(answer))
+        elif name == "drip":
+            await self._stream(send, [answer[i:i + 1] for i in range(len(answer))], b"application/json", len(answer))
+        elif name == "gzip":
+            packed = gzip.compress(answer)
+            await self._stream(send, [packed[:20], packed[20:]], b"application/json", len(packed), b"gzip")
+        else:
+            await self._send(send, 200, answer)
+
+    async def _send(self, send, status, body, ctype=b"application/json"):
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _stream(self, send, pieces, ctype, length=None, encoding=None):
+        headers = [(b"content-type", ctype)]
+        if length is not None:
+            headers.append((b"content-length", str(length).encode()))
+        if encoding:
+            headers.append((b"content-encoding", encoding))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for piece in pieces[:-1]:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await asyncio.sleep(0.002)  # separate network writes (the result holds however they arrive)
+        await send({"type": "http.response.body", "body": pieces[-1]})
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("own-secrets")
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    server = ThreadedServer(EchoingUpstream())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(workdir, upstream):
+    def inject(*headers):
+        return {"mode": "inject", "allow_anonymous": True, "add": {"headers": list(headers)}}
+
+    policy = {
+        "services": {"echo": {"url": upstream.base_url + "/mcp"}},
+        "routes": {
+            "injected": {"service": "echo", "paths": ["/injected"],
+                         "credentials": inject("Authorization:Bearer {env://UPSTREAM_TOKEN}",
+                                               "X-Upstream-Key:{env://UPSTREAM_KEY}")},
+            "basic": {"service": "echo", "paths": ["/basic"], "credentials": inject("Authorization:Basic {env://BASIC}")},
+            "plain": {"service": "echo", "paths": ["/plain"]},  # injects nothing: the client's own header goes up
+        },
+    }
+    gw = Gateway(workdir, policy, intercept=False, env={"UPSTREAM_TOKEN": TOKEN, "UPSTREAM_KEY": KEY, "BASIC": BASIC},
+                 extra=["--set", f"mcp_audit={workdir / 'audit.jsonl'}"])
+    yield gw
+    gw.stop()
+
+
+async def _texts(url: str, tools: list[str]) -> dict[str, str]:
+    async with mcp_session(url) as s:
+        return {t: (await s.call_tool(t, {}, read_timeout_seconds=CALL_TIMEOUT)).content[0].text for t in tools}
+
+
+@pytest.mark.parametrize("tool", ["json_echo", "sse_echo", "sse_split", "json_split", "drip", "gzip"])
+async def test_the_injected_token_never_reaches_the_client(gateway, tool):
+    text = (await _texts(gateway.url("/injected"), [tool]))[tool]
+    assert TOKEN not in text
+    assert text == "bad credential: Authorization: Bearer " + "*" * len(TOKEN)
+
+
+async def test_json_escaped_and_basic_forms(gateway):
+    text = (await _texts(gateway.url("/injected"), ["escaped"]))["escaped"]
+    assert KEY not in text and "quote" not in text and text.startswith("your key: *")
+    text = (await _texts(gateway.url("/basic"), ["basic"]))["basic"]
+    assert BASIC_USERPASS not in text and BASIC not in text and "p4ss-w0rd" not in text
+    assert text.startswith("you are ") and text.endswith(f"(Basic {'*' * len(BASIC)})")
+
+
+async def test_raw_answer_keeps_its_length_and_is_valid_json(gateway):
+    call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "drip", "arguments": {}}}
+    async with httpx.AsyncClient(timeout=30) as client:
+        resp = await client.post(gateway.url("/injected"), json=call, headers=MCP_HEADERS)
+    assert resp.status_code == 200 and TOKEN.encode() not in resp.content
+    assert int(resp.headers["content-length"]) == len(resp.content)
+    assert json.loads(resp.content)["id"] == 3
+
+
+async def test_a_route_injecting_nothing_is_byte_for_byte(gateway, upstream):
+    call = {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "json_split", "arguments": {}}}
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {TOKEN}"}  # the client's own: not the gateway's secret
+    async with httpx.AsyncClient(timeout=30) as client:
+        direct = await client.post(upstream.base_url + "/mcp", json=call, headers=headers)
+        relayed = await client.post(gateway.url("/plain"), json=call, headers=headers)
+    assert relayed.status_code == 200 and relayed.content == direct.content and TOKEN.encode() in relayed.content
+
+
+async def test_audit_says_masked_never_the_value(gateway, workdir):
+    await _texts(gateway.url("/injected"), ["json_echo"])
+    path = workdir / "audit.jsonl"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "integrity.own_secrets" not in (path.read_text() if path.exists() else ""):
+        await asyncio.sleep(0.2)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    masked = [f for r in records for f in r.get("findings", []) if f.get("check") == "integrity.own_secrets"]
+    assert masked and all(f["action"] == "masked" and f["count"] >= 1 for f in masked)
+    text = path.read_text()
+    assert TOKEN not in text and BASIC not in text and BASIC_USERPASS not in text
