@@ -394,7 +394,8 @@ class BearerGate:
 
 # --- test helpers (--record only) -----------------------------------------------------------------
 
-RECORDED_HEADERS = ("authorization", "apikey", "x-consumer-username", "x-consumer-groups", "mcp-session-id",
+RECORDED_HEADERS = ("authorization", "apikey", "x-consumer-username", "x-consumer-groups", "x-authenticated-groups",
+                    "x_authenticated_groups", "mcp-session-id",
                     "mcp-protocol-version", "origin", "host",
                     # the rest of Kong's identity headers (key-auth's set_consumer)
                     "x-consumer-id", "x-consumer-custom-id", "x-credential-identifier", "x-anonymous-consumer",

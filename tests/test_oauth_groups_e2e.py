@@ -1,0 +1,140 @@
+"""Groups the caller's token authenticates (openid-connect's authenticated_groups_claim), route access
+by them (the acl plugin's always_use_authenticated_groups rule) and groups_required, end to end: a
+real mitmdump, the test authorization server minting tokens with Keycloak-style realm roles, the
+demo upstream and the official MCP client; the same through a decK file with openid-connect + acl."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.gateway import Gateway, mcp_session
+from tests.test_oauth_exchange_e2e import post_initialize as initialize
+
+pytestmark = pytest.mark.e2e
+
+REALM = ["realm_access", "roles"]
+
+
+def roles(*names: str) -> dict:
+    return {"realm_access": {"roles": list(names)}}
+
+
+@pytest.fixture(scope="module")
+def gateway(workdir, upstream, auth):
+    oauth = {"authorization_servers": [auth.url], "jwks_endpoint": auth.jwks_url, "consumer_claim": ["sub"],
+             "consumer_by": ["username"], "consumer_optional": True, "authenticated_groups_claim": REALM}
+    policy = {
+        "consumers": {"dev-user": {"acls": ["dev"]}, "ops-user": {"acls": ["ops"]}},
+        "services": {"gh": {"url": upstream.url}},
+        "routes": {
+            "groups": {"service": "gh", "paths": ["/groups"], "oauth": oauth, "access": {"allow": ["ops"]}},
+            "always": {"service": "gh", "paths": ["/always"], "oauth": oauth,
+                       "access": {"allow": ["ops"], "always_use_authenticated_groups": True}},
+            "required": {"service": "gh", "paths": ["/required"],
+                         "oauth": {**oauth, "groups_required": ["staff ops", "admin"], "groups_claim": REALM}},
+        },
+    }
+    gw = Gateway(workdir, policy, intercept=False)
+    yield gw
+    gw.stop()
+
+
+async def tools(gateway: Gateway, url: str, token: str, headers: dict | None = None) -> int:
+    async with mcp_session(url, gateway=gateway, headers={"Authorization": f"Bearer {token}", **(headers or {})}) as session:
+        return len((await session.list_tools()).tools)
+
+
+def group_headers(upstream) -> set[tuple]:
+    return {tuple((k, v) for k, v in sorted(r["headers"].items()) if "groups" in k) for r in upstream.requests()}
+
+
+async def test_a_token_without_a_consumer_uses_the_mcp_route_by_its_groups(gateway, upstream, auth):
+    url = gateway.url("/groups")
+    upstream.reset()
+    forged = {"X-Authenticated-Groups": "admin", "X_Authenticated_Groups": "admin", "X-Consumer-Groups": "admin"}
+    assert await tools(gateway, url, auth.mint("svc-agent", aud=url, extra=roles("ops", "reader")), forged) > 0
+    # Kong's header with the token's groups, nothing the client sent
+    assert group_headers(upstream) == {(("x-authenticated-groups", "ops, reader"),)}
+
+
+async def test_attack_no_claim_or_other_groups_with_forged_headers_get_nothing(gateway, upstream, auth):
+    url = gateway.url("/groups")
+    forged = {"X-Authenticated-Groups": "ops", "X-Consumer-Groups": "ops", "X_Authenticated_Groups": "ops"}
+    upstream.reset()
+    for extra in ({}, roles("reader"), {"groups": ["ops"]}, {"realm_access": "ops"}):
+        response = await initialize(url, auth.mint("svc-agent", aud=url, extra=extra), forged)
+        assert response.status_code == 403 and response.json() == {"message": "You cannot consume this service"}
+    assert upstream.requests() == []
+    with pytest.raises(BaseExceptionGroup) as refused:  # the official client gets nothing either
+        await tools(gateway, url, auth.mint("svc-agent", aud=url, extra=roles("reader")))
+    assert refused.group_contains(httpx.HTTPStatusError, match="403 Forbidden")
+    assert upstream.requests() == []
+
+
+async def test_attack_a_token_of_another_audience_is_refused_first(gateway, upstream, auth):
+    url = gateway.url("/groups")
+    upstream.reset()
+    response = await initialize(url, auth.mint("svc-agent", aud=gateway.url("/always"), extra=roles("ops")))
+    assert response.status_code == 401 and 'error="invalid_token"' in response.headers["www-authenticate"]
+    assert upstream.requests() == []
+
+
+async def test_a_mapped_consumer_by_always_use_authenticated_groups(gateway, upstream, auth):
+    groups, always = gateway.url("/groups"), gateway.url("/always")
+    # dev-user's own acls are [dev]: false matches them; true matches the token's ops
+    assert (await initialize(groups, auth.mint("dev-user", aud=groups, extra=roles("ops")))).status_code == 403
+    upstream.reset()
+    assert await tools(gateway, always, auth.mint("dev-user", aud=always, extra=roles("ops"))) > 0
+    assert group_headers(upstream) == {(("x-authenticated-groups", "ops"),)}
+    # ops-user's acls are [ops]: true matches the token's groups alone, never mixed with the consumer's
+    assert (await initialize(always, auth.mint("ops-user", aud=always, extra=roles("dev")))).status_code == 403
+    # ... and falls back to the consumer's when the token names none
+    upstream.reset()
+    assert await tools(gateway, always, auth.mint("ops-user", aud=always)) > 0
+    assert group_headers(upstream) == {(("x-consumer-groups", "ops"),)}
+
+
+async def test_groups_required(gateway, upstream, auth):
+    url = gateway.url("/required")
+    for granted in (roles("staff", "ops"), roles("admin")):
+        assert await tools(gateway, url, auth.mint("svc", aud=url, extra=granted)) > 0
+    upstream.reset()
+    for granted in (roles("staff"), roles("ops"), {}, {"groups": ["admin"]}):
+        response = await initialize(url, auth.mint("svc", aud=url, extra=granted))
+        assert response.status_code == 403 and response.json()["error"] == "insufficient_scope"
+        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+    assert upstream.requests() == []
+
+
+def deck_file(upstream, auth) -> str:
+    return yaml.safe_dump({
+        "_format_version": "3.0",
+        "consumers": [{"username": "dev-user", "acls": [{"group": "dev"}]}],
+        "services": [{"name": "mcp", "url": upstream.url, "routes": [{"name": "mcp-route", "paths": ["/mcp"]}]}],
+        "plugins": [
+            {"name": "ai-mcp-proxy", "route": "mcp-route", "config": {"mode": "passthrough-listener"}},
+            {"name": "openid-connect", "route": "mcp-route", "config": {
+                "issuer": auth.url, "auth_methods": ["bearer"], "bearer_token_param_type": ["header"],
+                "consumer_claim": ["sub"], "consumer_by": ["username"], "consumer_optional": True,
+                "authenticated_groups_claim": REALM, "hide_credentials": True}},
+            {"name": "acl", "route": "mcp-route", "config": {"allow": ["ops"], "always_use_authenticated_groups": True,
+                                                             "include_consumer_groups": False}},
+        ],
+    })
+
+
+async def test_deck_openid_connect_with_acl(workdir, upstream, auth):
+    gw = Gateway(workdir, deck_file(upstream, auth) + "\n", intercept=False, name="deck")
+    try:
+        url = gw.url("/mcp")
+        assert await tools(gw, url, auth.mint("dev-user", aud="any", extra=roles("ops"))) > 0
+        assert await tools(gw, url, auth.mint("svc-agent", aud="any", extra=roles("ops"))) > 0
+        upstream.reset()
+        for sub, extra in (("dev-user", {}), ("svc-agent", roles("dev")), ("svc-agent", {})):
+            response = await initialize(url, auth.mint(sub, aud="any", extra=extra), {"X-Authenticated-Groups": "ops"})
+            assert response.status_code == 403
+        assert upstream.requests() == []
+    finally:
+        gw.stop()
