@@ -46,6 +46,8 @@ time to first token, stream total and JSON latency through an llm/v1/chat route,
 gateway/mitmdump ratios against bare mitmdump in front of the demo OpenAI-compatible provider).
 With --limits it then runs the rate-limit case (scripts/bench_limits.py: the same gateway
 without limits, with local and with Redis counters, interleaved, as ratios against the first).
+With --rest-tools it then runs the REST tools case (scripts/bench_rest_tools.py: a tools/call the
+gateway answers with a REST call, against the same REST GET through mitmdump and an open route).
 
 The performance targets (gateway/mitmdump: median tools/call latency and time to the first SSE
 event at most 1.10x, throughput at least 0.90x; filtering at most 1.5x a json.loads + json.dumps)
@@ -132,6 +134,7 @@ class Config:
     telemetry: bool = False  # also run this tree's gateway exporting OTLP ("traced")
     llm: bool = False  # also run the LLM route case (scripts/bench_llm.py)
     limits: bool = False  # also run the rate-limit case (scripts/bench_limits.py)
+    rest_tools: bool = False  # also run the REST tools case (scripts/bench_rest_tools.py)
     oauth: bool = False  # also run this tree's gateway with OAuth + token exchange ("oauth")
 
     def describe(self) -> str:
@@ -171,6 +174,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--llm", action="store_true",
                         help="also run the LLM route case (scripts/bench_llm.py: time to first token, stream total "
                              "and JSON latency through an llm/v1/chat route, gateway/mitmdump)")
+    parser.add_argument("--rest-tools", action="store_true",
+                        help="also run the REST tools case (scripts/bench_rest_tools.py: a tools/call answered with a "
+                             "REST call, against the same GET through mitmdump and an open route)")
     parser.add_argument("--limits", action="store_true",
                         help="also run the rate-limit case (scripts/bench_limits.py: local and Redis counters, "
                              "each against the same gateway without limits)")
@@ -190,7 +196,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         rounds=rounds, requests=requests, first_event_requests=max(5, requests // 2), concurrency=args.concurrency,
         throughput_requests=throughput, warmup=max(5, min(50, requests // 4)),
         filter_repeat=0 if args.no_filter else (10 if args.quick else 30), baseline=args.baseline,
-        telemetry=args.telemetry, llm=args.llm, oauth=args.oauth, limits=args.limits,
+        telemetry=args.telemetry, llm=args.llm, oauth=args.oauth, limits=args.limits, rest_tools=args.rest_tools,
     )
 
 
@@ -918,6 +924,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import bench_limits  # scripts/, beside this file
 
             ok = bench_limits.main(["--rounds", str(config.rounds), "--requests", str(max(60, config.requests))]) == 0 and ok
+        if config.rest_tools:
+            import bench_rest_tools  # scripts/, beside this file
+
+            ok = bench_rest_tools.main(["--rounds", str(config.rounds), "--samples", str(max(20, config.requests // 4))]) == 0 and ok
     except BenchError as e:
         progress(f"error: {e}")
         return 1

@@ -1,18 +1,21 @@
 """REST tools benchmark: what a tools/call the gateway answers itself (docs/rest-tools.md) costs,
-against the same REST request through bare mitmdump, in one run.
+against the same REST request through bare mitmdump and through an open gateway route, in one run.
 
 Starts a REST API (tests/support/rest_upstream.py, on its own thread), bare mitmdump as a
 reverse proxy to it, and the gateway with one conversion-listener route (key-auth, a tool ACL,
-one tool with a path, a query and a header parameter). Every round measures, in a rotating order
-over keep-alive connections:
+one tool with a path, a query and a header parameter) and one open route (no plugin) on the same
+service. Calls interleave the measures one by one, in an order that rotates every call, over
+keep-alive connections, so that a burst of load on a shared machine hits all alike:
 
   - mitmdump: GET /api/orders/o-1?verbose=true with the header, proxied to the API;
+  - open: the same GET through the gateway's open route (what the gateway costs a plain request);
   - gateway: the tools/call that makes exactly that request (validated, ACL decided, request
     built, sent, the JSON answer turned into a tool result), in an MCP session;
   - gateway tools/list: the route's catalog, filtered by the ACL (no API call).
 
-It reports medians and the gateway/mitmdump ratio of the call (informational: the gateway does
-an MCP exchange around the REST call, so it pays two parses and one more hop inside its process).
+It reports medians and the ratios of the call to mitmdump and to the open route (informational:
+the gateway does an MCP exchange around the REST call, so it pays two parses and one more hop
+inside its process). `scripts/bench --rest-tools` runs it after the main benchmark.
 
     scripts/bench_rest_tools.py              # about twenty seconds
     scripts/bench_rest_tools.py --rounds 2   # quicker, noisier
@@ -50,7 +53,8 @@ def policy(api: str) -> dict:
             "routes": {"orders": {"service": "api", "paths": ["/orders-mcp"], "key_auth": {"key_names": ["apikey"]},
                                   "acl": {"include_consumer_groups": True,
                                           "tools": [{"name": "get-order", "acl": {"allow": ["staff"]}}]},
-                                  "rest_tools": {"mode": "conversion-listener", "tools": [TOOL]}}}}
+                                  "rest_tools": {"mode": "conversion-listener", "tools": [TOOL]}},
+                       "open": {"service": "api", "paths": ["/open"]}}}
 
 
 def timed(send) -> float:
@@ -85,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
             gport, gproc = start_gateway(work, "gateway", ROOT / "addons" / "mcp_gateway.py", work / "policy.yaml")
             processes.append(gproc)
             rest_url = f"http://{HOST}:{mport}/api/orders/o-1?verbose=true"
+            open_url = f"http://{HOST}:{gport}/open/orders/o-1?verbose=true"
             mcp_url = f"http://{HOST}:{gport}/orders-mcp"
             with httpx.Client(headers={"apikey": KEY}, timeout=30) as client:
                 deadline = time.monotonic() + 30
                 while True:  # until both answer
                     try:
                         client.get(rest_url).raise_for_status()
+                        client.get(open_url).raise_for_status()
                         headers = session(client, mcp_url)
                         break
                     except httpx.HTTPError:
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
                 measures = {
                     "mitmdump": lambda: client.get(rest_url, headers={"X-Tenant": "acme"}),
+                    "open": lambda: client.get(open_url, headers={"X-Tenant": "acme"}),
                     "gateway": lambda: client.post(mcp_url, json=call, headers=headers),
                     "list": lambda: client.post(mcp_url, json=listing, headers=headers),
                 }
@@ -108,13 +115,17 @@ def main(argv: list[str] | None = None) -> int:
                 results: dict[str, list[float]] = {name: [] for name in measures}
                 names = list(measures)
                 for r in range(args.rounds):
-                    for name in names[r % 3:] + names[:r % 3]:
-                        results[name] += [timed(measures[name]) for _ in range(args.samples)]
-        m, g, lst = (statistics.median(results[k]) * 1000 for k in ("mitmdump", "gateway", "list"))
+                    for i in range(args.samples):  # call by call, in rotating order: drift hits all alike
+                        shift = (i + r) % len(names)
+                        for name in names[shift:] + names[:shift]:
+                            results[name].append(timed(measures[name]))
+        m, o, g, lst = (statistics.median(results[k]) * 1000 for k in ("mitmdump", "open", "gateway", "list"))
         print(f"REST tools benchmark: {args.rounds} rounds x {args.samples} samples per measure")
         print(f"{'measure (median ms)':<40}{'ms':>8}")
         print(f"{'REST GET through mitmdump':<40}{m:>8.2f}")
-        print(f"{'tools/call through the gateway':<40}{g:>8.2f}   ratio {g / m:.2f}x (informational)")
+        print(f"{'REST GET through an open route':<40}{o:>8.2f}   ratio {o / m:.2f}x")
+        print(f"{'tools/call through the gateway':<40}{g:>8.2f}   ratio {g / m:.2f}x, {g / o:.2f}x the open route "
+              "(informational)")
         print(f"{'tools/list (answered, no API call)':<40}{lst:>8.2f}")
     finally:
         for p in processes:
