@@ -84,6 +84,8 @@ class FlowContext:
     limit_results: list[Any] | None = None  # the checks behind them, so a later phase's headers include them
     # token limits (limits/tokens.py): the counters this LLM call is charged to when its answer ends
     token_charges: list[Any] | None = None
+    # REST tools (mcpserver/): the REST calls this flow's tools/calls made (rest_tools.spans.RestCall)
+    rest_calls: list[Any] = field(default_factory=list)
 
     @property
     def route_name(self) -> str | None:

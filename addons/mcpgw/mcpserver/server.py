@@ -30,6 +30,7 @@ from ..responses import JSON, SSE, json_response, jsonrpc_error, jsonrpc_errors_
 from ..rest_tools import call as rest_call
 from ..rest_tools.catalog import Catalog, catalog
 from ..rest_tools.request import BadArguments, build_request
+from ..rest_tools.spans import RestCall
 from ..sessions import binding as sessions
 
 log = logging.getLogger("mcpgw.mcpserver")
@@ -100,7 +101,10 @@ async def _call(ctx: FlowContext, flow: http.HTTPFlow, cat: Catalog, message_id:
     except rest_call.Refused as e:
         return _result(message_id, {"content": [{"type": "text", "text": str(e)}], "isError": True})
     result, note = await rest_call.send(request, cat.settings.server, f"{ctx.route_name}/{name}")
+    start_ns, end_ns = note.pop("start_ns"), note.pop("end_ns")
     ctx.audit_fields.setdefault("rest_tools", []).append({"tool": name, "route": tool.home, **note})
+    ctx.rest_calls.append(RestCall(message_id, request.method, request.scheme, request.host, request.port,
+                                   note["path"], start_ns, end_ns, note.get("status"), note.get("error")))
     return _result(message_id, result)
 
 

@@ -134,12 +134,13 @@ def _result(status: int, reason: str, ctype: str, body: bytes) -> dict[str, Any]
 
 
 async def send(request: http.Request, settings: "ServerSettings", label: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the tool result, what the audit record says about the call)."""
+    """(the tool result, what the audit record says about the call: with `start_ns`/`end_ns`,
+    wall-clock bounds for the call's span, which the caller takes out of the audit note)."""
     url = httpx.URL(scheme=request.scheme, host=request.host, port=request.port,
                     raw_path=request.path.encode("ascii"))
     where = f"{request.method} {request.path.split('?', 1)[0]}"
-    started = time.monotonic()
-    note: dict[str, Any] = {"method": request.method, "path": request.path.split("?", 1)[0]}
+    started, start_ns = time.monotonic(), time.time_ns()
+    note: dict[str, Any] = {"method": request.method, "path": request.path.split("?", 1)[0], "start_ns": start_ns}
     headers = [(k, v) for k, v in request.headers.items(multi=True) if k.lower() != "content-length"]  # httpx's own
     try:
         async with _client().stream(request.method, url, headers=headers, content=request.raw_content or None,
@@ -160,5 +161,6 @@ async def send(request: http.Request, settings: "ServerSettings", label: str) ->
         return _error("The REST API could not be reached"), note
     finally:
         note["ms"] = round((time.monotonic() - started) * 1000, 1)
+        note["end_ns"] = time.time_ns()
     note["status"] = response.status_code
     return _result(response.status_code, response.reason_phrase, response.headers.get("content-type", ""), bytes(body)), note

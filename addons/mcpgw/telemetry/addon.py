@@ -32,6 +32,7 @@ from ..audit import match_decisions
 from ..headers import header
 from . import answers, conventions as conv, llm_tools, propagation
 from ..ai import mcp_tools
+from ..rest_tools import spans as rest_spans
 from .kong_log import kong_record
 from .routes import RouteSinks
 from .sessions import SessionClock, attributes as session_attributes
@@ -252,6 +253,8 @@ class Telemetry:
                     attrs.update(llm[1])
                 pipeline.tracer.end(server, llm[0] if llm is not None else conv.span_name(record), SpanKind.SERVER,
                                     attrs, status, end_ns)
+                if fctx is not None and fctx.rest_calls:  # a tools/call the gateway answered with REST calls
+                    rest_spans.end_spans(pipeline.tracer, server, fctx.rest_calls, rpc_id)
             self._measure(pipeline, record, err, version, req.timestamp_start, end, client_start, client is not None)
         if llm_state is not None:
             client = spans.pairs[0][1] if spans is not None and spans.pairs else None
