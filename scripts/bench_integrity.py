@@ -6,7 +6,9 @@ upstream, identical but for `integrity:` (pin: enforce with trust on first use, 
 default rules, secrets with the default actions). The upstream (in this process, uvicorn on a
 thread) answers tools/list with 1,000 tools and tools/call with 1 MB of text, as JSON or as SSE.
 Requests to the two routes are interleaved; the report gives the median latency of each and
-their ratio (targets: 1.5x on the list, 1.2x on the result).
+their ratio (targets: 1.5x on the list, 1.2x on the result). A third route injects a credential
+and has no `integrity:`: its answers are scanned for the gateway's own secrets only
+(integrity/own_secrets.py), the "own secrets" cases, against the same route without it.
 
 In process (where the time goes): the message layer alone on the same bodies, without and with
 the integrity transforms, warm (pins and scan results cached, as after the first list).
@@ -38,6 +40,7 @@ from mitmproxy.test import tflow  # noqa: E402
 from mcpgw import context, inbound  # noqa: E402
 from mcpgw.context import FlowContext  # noqa: E402
 from mcpgw.integrity import approved  # noqa: E402
+from mcpgw.integrity.own_secrets import Masker, SecretSet  # noqa: E402
 from mcpgw.integrity.phases import check_tools  # noqa: E402
 from mcpgw.policy.models import Policy  # noqa: E402
 from mcpgw.policy.store import Snapshot  # noqa: E402
@@ -104,17 +107,22 @@ def end_to_end(rounds: int, redis: dict | None = None) -> dict[str, float]:
                          "with": {"service": "up", "paths": ["/with"], "integrity": INTEGRITY}}}
     if redis is not None:
         policy["gateway"] = {"state": {"backend": "redis", "redis": redis}}
-    gw = Gateway(workdir, policy, intercept=False)
+    policy["routes"]["injected"] = {"service": "up", "paths": ["/injected"], "credentials": {
+        "mode": "inject", "allow_anonymous": True, "add": {"headers": ["Authorization:Bearer {env://BENCH_TOKEN}"]}}}
+    gw = Gateway(workdir, policy, intercept=False, env={"BENCH_TOKEN": "bench-upstream-token-0c1d2e3f"})
     ratios = {}
     try:
         with httpx.Client(timeout=60) as client:
-            cases = {"list (JSON)": ("tools/list", ""), "result (JSON)": ("tools/call", ""),
-                     "result (SSE)": ("tools/call", "?sse")}
-            for label, (method, query) in cases.items():
+            cases = {"list (JSON)": ("tools/list", "", "with"), "result (JSON)": ("tools/call", "", "with"),
+                     "result (SSE)": ("tools/call", "?sse", "with")}
+            if redis is None:  # (the Redis run measures pins: the own-secrets route has none)
+                cases |= {"own secrets result (JSON)": ("tools/call", "", "injected"),
+                          "own secrets result (SSE)": ("tools/call", "?sse", "injected")}
+            for label, (method, query, measured) in cases.items():
                 params = {"name": "get_me_0", "arguments": {}} if method == "tools/call" else {}
-                times: dict[str, list[float]] = {"without": [], "with": []}
+                times: dict[str, list[float]] = {"without": [], measured: []}
                 for i in range(rounds + 3):
-                    for route in (("without", "with") if i % 2 else ("with", "without")):
+                    for route in (("without", measured) if i % 2 else (measured, "without")):
                         msg = {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
                         start = time.perf_counter()
                         resp = client.post(gw.url(f"/{route}{query}"), json=msg, headers=HEADERS)
@@ -122,10 +130,10 @@ def end_to_end(rounds: int, redis: dict | None = None) -> dict[str, float]:
                         assert resp.status_code == 200 and len(resp.content) > 100_000, (route, resp.status_code)
                         if i >= 3:  # warm-up: the first list pins and scans
                             times[route].append(elapsed)
-                a, b = statistics.median(times["without"]), statistics.median(times["with"])
+                a, b = statistics.median(times["without"]), statistics.median(times[measured])
                 kind = "list" if method == "tools/list" else "result"
                 ratios[label] = b / a
-                print(f"e2e {label + (' Redis pins' if redis else ''):14} without {a * 1000:7.2f} ms  with {b * 1000:7.2f} ms  "
+                print(f"e2e {label + (' Redis pins' if redis else ''):25} without {a * 1000:7.2f} ms  with {b * 1000:7.2f} ms  "
                       f"ratio {b / a:.2f} (target <= {TARGETS[kind]})")
     finally:
         gw.stop()
@@ -160,6 +168,17 @@ def in_process(repeat: int) -> None:
         sse = min(timeit.repeat(lambda: SSEStream([message_event_transform(transforms)])(event), number=1, repeat=repeat))
         print(f"in-process {label:6} json.loads {base * 1000:6.2f} ms; message layer with integrity: JSON "
               f"{full * 1000:6.2f} ms, SSE {sse * 1000:6.2f} ms; parsed and judged (the full path) {slow * 1000:6.2f} ms")
+    secrets = SecretSet.of(["bench-upstream-token-0c1d2e3f"])  # one injected credential: five forms
+    chunks = [canned["result"][i:i + 65536] for i in range(0, len(canned["result"]), 65536)]
+
+    def masked() -> None:
+        masker = Masker(secrets)
+        for chunk in chunks:
+            masker.feed(chunk)
+        masker.feed(b"", final=True)
+
+    t = min(timeit.repeat(masked, number=1, repeat=repeat))
+    print(f"in-process own secrets masker on the 1 MB result in {len(chunks)} chunks {t * 1000:6.2f} ms")
 
 
 def main() -> int:

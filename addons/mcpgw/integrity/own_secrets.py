@@ -29,7 +29,6 @@ import base64
 import binascii
 import json
 import weakref
-from dataclasses import dataclass
 from urllib.parse import quote
 
 from mitmproxy import http
@@ -64,20 +63,23 @@ def forms(secret: str) -> set[bytes]:
     return {f.encode("utf-8", "surrogatepass") for f in out if len(f) >= redaction.MIN_SECRET_LENGTH}
 
 
-@dataclass(frozen=True, slots=True)
 class SecretSet:
-    """A route's secret forms, longest first."""
+    """A route's secret forms, longest first, and what the hold-back test needs of them."""
 
-    forms: tuple[bytes, ...]
+    __slots__ = ("forms", "longest", "_by_first")
+
+    def __init__(self, forms: tuple[bytes, ...]):
+        self.forms = forms
+        self.longest = len(forms[0])
+        by_first: dict[bytes, list[bytes]] = {}
+        for f in forms:
+            by_first.setdefault(f[:1], []).append(f)
+        self._by_first = {k: tuple(v) for k, v in by_first.items()}
 
     @classmethod
     def of(cls, values) -> "SecretSet | None":
         found = set().union(*(forms(v) for v in values if v)) if values else set()
         return cls(tuple(sorted(found, key=len, reverse=True))) if found else None
-
-    @property
-    def longest(self) -> int:
-        return len(self.forms[0])
 
     def with_values(self, values) -> "SecretSet":
         extra = SecretSet.of(values)
@@ -94,12 +96,19 @@ class SecretSet:
         return out
 
     def held(self, data: bytes | bytearray) -> int:
-        """How many trailing bytes may begin a form: the most a chunk boundary makes us hold."""
-        for k in range(min(self.longest - 1, len(data)), 0, -1):
-            tail = bytes(data[-k:])
-            if any(f.startswith(tail) for f in self.forms):
-                return k
-        return 0
+        """How many trailing bytes may begin a form (at most longest - 1): what a chunk boundary
+        makes us hold. One `find` per distinct first byte in the common case of none."""
+        n = len(data)
+        low, best = max(0, n - (self.longest - 1)), 0
+        for first, group in self._by_first.items():
+            i = data.find(first, low)
+            while i >= 0 and n - i > best:  # the earliest start that may begin a form holds most
+                tail = bytes(data[i:])
+                if any(f.startswith(tail) for f in group):
+                    best = n - i
+                    break
+                i = data.find(first, i + 1)
+        return best
 
 
 def _route_secrets(policy) -> dict[str, SecretSet]:
