@@ -18,6 +18,7 @@ import httpx
 from mitmproxy import http
 
 from .. import credentials, redaction
+from . import transform as rest_transform
 from .catalog import CompiledTool
 from .request import RestRequest
 
@@ -97,6 +98,7 @@ def outbound(ctx: "FlowContext", flow: http.HTTPFlow, tool: CompiledTool, rest: 
     request.headers["Accept-Encoding"] = "identity"
     if plan is not None:
         plan.apply(request)
+    rest_transform.apply(ctx.snapshot.policy, tool.home, request, own_service and forward_client_headers)
     return request
 
 
