@@ -23,7 +23,7 @@ stream) and four ways to reach them:
             (scripts/bench_otlp_sink.py); traced/gateway is what tracing costs.
   oauth     with --oauth: this tree's gateway with the same routes and ACL, the caller identified
             by a JWT (validated with the test authorization server's JWKS, mapped to the same
-            consumer) instead of key-auth, the token exchanged (RFC 8693, cached) for the
+            consumer, a required scope and group, authenticated groups read from a claim) instead of key-auth, the token exchanged (RFC 8693, cached) for the
             upstream's and a claim forwarded as a header; oauth/gateway is what that costs.
             Every target then receives the same Authorization header, so requests stay equal.
 
@@ -496,7 +496,8 @@ def start_gateway(workdir: Path, name: str, entry: Path, policy_path: Path,
 
 def oauth_policy(upstream_urls: dict[str, str], features: str, auth) -> dict:
     """The gateway policy with key-auth replaced by an OAuth resource server (JWKS, a required
-    scope), RFC 8693 token exchange toward each upstream and a claim header; same consumer, same ACL."""
+    scope and group, authenticated groups from a claim), RFC 8693 token exchange toward each
+    upstream and a claim header; same consumer, same ACL."""
     policy = gateway_policy(upstream_urls, features)
     client_id, client_secret = auth.introspection_client
     for route in policy["routes"].values():
@@ -504,6 +505,8 @@ def oauth_policy(upstream_urls: dict[str, str], features: str, auth) -> dict:
         route["oauth"] = {
             "authorization_servers": [auth.url], "jwks_endpoint": auth.jwks_url,
             "consumer_claim": ["sub"], "consumer_by": ["username"], "scopes_required": ["openid"],
+            "groups_required": ["reader"], "groups_claim": ["realm_access", "roles"],
+            "authenticated_groups_claim": ["realm_access", "roles"],
             "upstream_headers": [{"header": "X-User-Role", "path": ["realm_access", "roles"]}],
             "token_exchange": {"token_endpoint": auth.token_url, "client_id": client_id, "client_secret": client_secret,
                                "request": {"resource": policy["services"][route["service"]]["url"]}}}
