@@ -134,7 +134,7 @@ def note_exchanged(ctx, flow: http.HTTPFlow) -> None:
     value = flow.request.headers.get("authorization", "")
     token = value.split(" ", 1)[1].strip() if " " in value else value
     if token and token != ctx.access_token:
-        _dynamic[flow] = (value, token)
+        _dynamic[flow] = (token,)  # (the token alone: its scheme is no secret, and stays readable)
     return None
 
 
