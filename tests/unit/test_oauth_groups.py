@@ -188,3 +188,19 @@ def test_deck_openid_connect_groups_and_acl_always_use_authenticated_groups():
     assert native["access"]["always_use_authenticated_groups"] is True
     # "ops" is in no consumer's acls: it loads because the route's tokens authenticate groups
     assert translate(deck(oidc, acl))["routes"]["r"]["access"]["allow"] == ["ops"]
+
+
+async def test_groups_from_an_introspected_token(gateway_with, auth):
+    """Introspection's answer is the token's claims too: its groups claim authenticates groups."""
+    client_id, secret = auth.introspection_client
+    doc = policy(auth, {"allow": ["ops"]}, authenticated_groups_claim=["groups"])
+    oauth = doc["routes"]["github-mcp"]["oauth"]
+    del oauth["jwks_endpoint"]
+    oauth |= {"introspection_endpoint": auth.introspection_url, "client_id": client_id, "client_secret": secret}
+    addon = gateway_with(doc)
+    admitted = await call(addon, auth.mint_opaque("svc-agent", aud=RESOURCE, groups=["ops"]))
+    assert admitted.response is None and admitted.request.headers["X-Authenticated-Groups"] == "ops"
+    refused = await call(addon, auth.mint_opaque("svc-agent", aud=RESOURCE, groups=["reader"]))
+    assert refused.response.status_code == 403
+    inactive = await call(addon, auth.mint_opaque("svc-agent", aud=RESOURCE, groups=["ops"], active=False))
+    assert inactive.response.status_code == 401
