@@ -2,8 +2,10 @@
 mitmdump, a small echoing MCP upstream, the official MCP client): the credential the gateway
 injects, echoed back in a JSON answer, in an SSE event, split across two network writes,
 JSON-escaped, as the `user:pass` a Basic credential encodes, gzip-compressed, or dripped one byte
-per write, is masked with a same-length run of `*`; the audit record says so without the value;
-a route that injects nothing is relayed byte for byte."""
+per write, is masked with a same-length run of `*`; so is a REST API's echo of its credential (on
+its route and through a listener) and an LLM provider's of its key (the official `openai` SDK:
+JSON, a stream cut inside the key, a 401 error quoting it); the audit record says so without the
+value; a route that injects nothing is relayed byte for byte."""
 
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ import time
 from datetime import timedelta
 
 import httpx
+import openai
 import pytest
 
 from tests.support.gateway import MCP_HEADERS, Gateway, mcp_session
+from tests.support.rest_upstream import RestUpstream
 from tests.support.threaded_server import ThreadedServer
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +30,8 @@ TOKEN = "org-upstream-token-5d1e8b2c"
 KEY = 'k3y"with\\quote/and-slash-91'  # JSON writes it escaped: \" and \\
 BASIC_USERPASS = "svc-robot:p4ss-w0rd-77a1"
 BASIC = base64.b64encode(BASIC_USERPASS.encode()).decode()
+REST_KEY = "rest-api-key-own-4c9d1e7a"
+PROVIDER_KEY = "sk-org-provider-key-3b8e0f6a"
 CALL_TIMEOUT = timedelta(seconds=15)
 TOOLS = ["json_echo", "sse_echo", "sse_split", "json_split", "escaped", "basic", "drip", "gzip"]
 
@@ -41,13 +47,13 @@ class EchoingUpstream:
             if not msg.get("more_body"):
                 break
         if scope["method"] != "POST":
-            await self._send(send, 405, b"", b"text/plain")
+            await _send(send, 405, b"", b"text/plain")
             return
         rpc = json.loads(body)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         method = rpc.get("method")
         if "id" not in rpc:
-            await self._send(send, 202, b"", b"text/plain")
+            await _send(send, 202, b"", b"text/plain")
             return
         if method == "initialize":
             result = {"protocolVersion": rpc["params"]["protocolVersion"], "capabilities": {"tools": {}},
@@ -59,7 +65,7 @@ class EchoingUpstream:
             return
         else:
             result = {}
-        await self._send(send, 200, json.dumps({"jsonrpc": "2.0", "id": rpc["id"], "result": result}).encode())
+        await _send(send, 200, json.dumps({"jsonrpc": "2.0", "id": rpc["id"], "result": result}).encode())
 
     async def _call(self, send, rpc, headers):
         name = rpc["params"]["name"]
@@ -73,34 +79,71 @@ class EchoingUpstream:
         if name.startswith("sse"):
             event = b"event: message\ndata: " + answer + b"\n\n"
             cut = event.index(secret) + len(secret) // 2 if name == "sse_split" and secret in event else len(event)
-            await self._stream(send, [event[:cut], event[cut:]], b"text/event-stream")
+            await _stream(send, [event[:cut], event[cut:]], b"text/event-stream")
         elif name == "json_split":
             cut = answer.index(secret) + 5
-            await self._stream(send, [answer[:cut], answer[cut:]], b"application/json", len(answer))
+            await _stream(send, [answer[:cut], answer[cut:]], b"application/json", len(answer))
         elif name == "drip":
-            await self._stream(send, [answer[i:i + 1] for i in range(len(answer))], b"application/json", len(answer))
+            await _stream(send, [answer[i:i + 1] for i in range(len(answer))], b"application/json", len(answer))
         elif name == "gzip":
             packed = gzip.compress(answer)
-            await self._stream(send, [packed[:20], packed[20:]], b"application/json", len(packed), b"gzip")
+            await _stream(send, [packed[:20], packed[20:]], b"application/json", len(packed), b"gzip")
         else:
-            await self._send(send, 200, answer)
+            await _send(send, 200, answer)
 
-    async def _send(self, send, status, body, ctype=b"application/json"):
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
 
-    async def _stream(self, send, pieces, ctype, length=None, encoding=None):
-        headers = [(b"content-type", ctype)]
-        if length is not None:
-            headers.append((b"content-length", str(length).encode()))
-        if encoding:
-            headers.append((b"content-encoding", encoding))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for piece in pieces[:-1]:
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-            await asyncio.sleep(0.002)  # separate network writes (the result holds however they arrive)
-        await send({"type": "http.response.body", "body": pieces[-1]})
+async def _send(send, status, body, ctype=b"application/json"):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _stream(send, pieces, ctype, length=None, encoding=None):
+    headers = [(b"content-type", ctype)]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    if encoding:
+        headers.append((b"content-encoding", encoding))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for piece in pieces[:-1]:
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await asyncio.sleep(0.002)  # separate network writes (the result holds however they arrive)
+    await send({"type": "http.response.body", "body": pieces[-1]})
+
+
+
+class EchoingProvider:
+    """An OpenAI-compatible chat provider whose answer quotes the Authorization it got: as JSON,
+    streamed (the key cut in two network writes), or as a 401 error, as some providers word it."""
+
+    async def __call__(self, scope, receive, send):
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        request = json.loads(body)
+        auth = dict(scope["headers"]).get(b"authorization", b"").decode()
+        said = f"you sent {auth}"
+        base = {"id": "chatcmpl-1", "created": 1, "model": "m"}
+        if request["messages"][-1]["content"] == "fail":
+            error = {"error": {"message": f"Incorrect API key provided: {auth.removeprefix('Bearer ')}",
+                               "type": "invalid_request_error", "code": "invalid_api_key"}}
+            await _send(send, 401, json.dumps(error).encode())
+        elif not request.get("stream"):
+            answer = {**base, "object": "chat.completion", "choices": [{
+                "index": 0, "message": {"role": "assistant", "content": said}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}
+            await _send(send, 200, json.dumps(answer).encode())
+        else:
+            chunk = {**base, "object": "chat.completion.chunk"}
+            events = b"".join(b"data: " + json.dumps({**chunk, "choices": [{"index": 0, "delta": d,
+                                                                              "finish_reason": f}]}).encode() + b"\n\n"
+                              for d, f in (({"role": "assistant", "content": said}, None), ({}, "stop")))
+            cut = events.index(PROVIDER_KEY.encode()) + 9
+            await _stream(send, [events[:cut], events[cut:] + b"data: [DONE]\n\n"],
+                                          b"text/event-stream")
 
 
 @pytest.fixture(scope="module")
@@ -117,13 +160,40 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def gateway(workdir, upstream):
+def rest():
+    server = RestUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def provider():
+    server = ThreadedServer(EchoingProvider())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(workdir, upstream, rest, provider):
     def inject(*headers):
         return {"mode": "inject", "allow_anonymous": True, "add": {"headers": list(headers)}}
 
+    echo_tool = {"name": "whoami", "description": "echoes the request", "path": "whoami"}
     policy = {
-        "services": {"echo": {"url": upstream.base_url + "/mcp"}},
+        "services": {"echo": {"url": upstream.base_url + "/mcp"}, "api": {"url": rest.url + "/api"},
+                     "llm": {"url": provider.base_url + "/v1"}},
         "routes": {
+            "llm": {"service": "llm", "paths": ["/llm"], "ai": {"route_type": "llm/v1/chat", "auth": {
+                "header_name": "Authorization", "header_value": "Bearer {env://PROVIDER_KEY}"}}},
+            # REST tools: the gateway calls the API with the route's credential and answers itself
+            "rest": {"service": "api", "paths": ["/rest"], "credentials": inject("X-Api-Key:{env://REST_KEY}"),
+                     "rest_tools": {"mode": "conversion-listener", "tools": [echo_tool]}},
+            "rest-only": {"service": "api", "paths": ["/rest-only"], "credentials": inject("X-Api-Key:{env://REST_KEY}"),
+                          "rest_tools": {"mode": "conversion-only", "tags": ["own"],
+                                         "tools": [{**echo_tool, "name": "whoami-too"}]}},
+            "listener": {"service": "api", "paths": ["/listener"],
+                         "rest_tools": {"mode": "listener", "server": {"tag": "own"}}},
             "injected": {"service": "echo", "paths": ["/injected"],
                          "credentials": inject("Authorization:Bearer {env://UPSTREAM_TOKEN}",
                                                "X-Upstream-Key:{env://UPSTREAM_KEY}")},
@@ -131,7 +201,8 @@ def gateway(workdir, upstream):
             "plain": {"service": "echo", "paths": ["/plain"]},  # injects nothing: the client's own header goes up
         },
     }
-    gw = Gateway(workdir, policy, intercept=False, env={"UPSTREAM_TOKEN": TOKEN, "UPSTREAM_KEY": KEY, "BASIC": BASIC},
+    gw = Gateway(workdir, policy, intercept=False, env={"UPSTREAM_TOKEN": TOKEN, "UPSTREAM_KEY": KEY, "BASIC": BASIC,
+                                                        "REST_KEY": REST_KEY, "PROVIDER_KEY": PROVIDER_KEY},
                  extra=["--set", f"mcp_audit={workdir / 'audit.jsonl'}"])
     yield gw
     gw.stop()
@@ -155,6 +226,27 @@ async def test_json_escaped_and_basic_forms(gateway):
     text = (await _texts(gateway.url("/basic"), ["basic"]))["basic"]
     assert BASIC_USERPASS not in text and BASIC not in text and "p4ss-w0rd" not in text
     assert text.startswith("you are ") and text.endswith(f"(Basic {'*' * len(BASIC)})")
+
+
+@pytest.mark.parametrize(("path", "tool"), [("/rest", "whoami"), ("/listener", "whoami-too")])
+async def test_a_rest_api_echoing_its_credential(gateway, rest, path, tool):
+    rest.reset()
+    text = (await _texts(gateway.url(path), [tool]))[tool]
+    assert dict(rest.received[-1]["headers"])["x-api-key"] == REST_KEY  # the API got it...
+    assert REST_KEY not in text and "*" * len(REST_KEY) in text  # ...its echo never reaches the caller
+
+
+def test_an_llm_provider_echoing_its_key(gateway):
+    llm = openai.OpenAI(api_key="sk-the-clients-own-key-00", base_url=gateway.url("/llm"), max_retries=0)
+    ask = [{"role": "user", "content": "hi"}]
+    masked = "you sent Bearer " + "*" * len(PROVIDER_KEY)
+    assert llm.chat.completions.create(model="m", messages=ask).choices[0].message.content == masked
+    streamed = "".join(c.choices[0].delta.content or "" for c in llm.chat.completions.create(
+        model="m", messages=ask, stream=True) if c.choices)
+    assert streamed == masked
+    with pytest.raises(openai.AuthenticationError) as refused:
+        llm.chat.completions.create(model="m", messages=[{"role": "user", "content": "fail"}])
+    assert PROVIDER_KEY not in str(refused.value) and "*" * len(PROVIDER_KEY) in str(refused.value)
 
 
 async def test_raw_answer_keeps_its_length_and_is_valid_json(gateway):

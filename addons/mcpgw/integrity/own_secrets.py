@@ -112,13 +112,20 @@ class SecretSet:
 
 
 def _route_secrets(policy) -> dict[str, SecretSet]:
-    """Per route: every secret value its settings hold (what it sends upstream the client did not)."""
-    out = {}
+    """Per route: every secret value its settings and its service hold (what it sends upstream the
+    client did not); a REST tools listener's also those of the routes whose tools it serves, whose
+    credentials its calls carry (docs/rest-tools.md)."""
+    values = {name: set(redaction._collect_policy_secrets(route))  # (not the per-policy cache: keyed by policy)
+              | set(redaction._collect_policy_secrets(policy.services.get(route.service)) if route.service else ())
+              for name, route in policy.routes.items()}
     for name, route in policy.routes.items():
-        found = SecretSet.of(redaction._collect_policy_secrets(route))  # (not the per-policy cache: keyed by policy)
-        if found is not None:
-            out[name] = found
-    return out
+        rest = getattr(route, "rest_tools", None)
+        tag = rest.server.tag if rest is not None and rest.mode == "listener" and rest.server is not None else None
+        if tag:
+            for other, r in policy.routes.items():
+                if r.rest_tools is not None and tag in r.rest_tools.tags:
+                    values[name] |= values[other]
+    return {name: found for name, v in values.items() if (found := SecretSet.of(v)) is not None}
 
 
 route_secrets = PerPolicy(_route_secrets)
@@ -262,8 +269,10 @@ def mask_stream(ctx, flow: http.HTTPFlow) -> http.Response | None:
     masker = Masker(secrets, flow)
     if mask_headers(secrets, resp.headers):
         masker._note(1)
-    if resp.stream is False or resp.stream is None:
-        _masks[flow] = masker  # buffered: mask_buffered masks the whole body once the transforms ran
+    if resp.stream is False or resp.stream is None or ctx.answered_by is not None:
+        # buffered, or the gateway's own answer (REST tools), which mitmproxy sends whole whatever
+        # resp.stream says: mask_buffered masks the whole body once the transforms ran
+        _masks[flow] = masker
         return None
     encoding = header(resp.headers, "content-encoding", "").strip().lower()
     encoding = "" if encoding == "identity" else encoding
