@@ -33,19 +33,14 @@ BASIC = base64.b64encode(BASIC_USERPASS.encode()).decode()
 REST_KEY = "rest-api-key-own-4c9d1e7a"
 PROVIDER_KEY = "sk-org-provider-key-3b8e0f6a"
 CALL_TIMEOUT = timedelta(seconds=15)
-TOOLS = ["json_echo", "sse_echo", "sse_split", "json_split", "escaped", "basic", "drip", "gzip"]
+TOOLS = ["json_echo", "sse_echo", "sse_split", "json_split", "escaped", "basic", "drip", "gzip", "header"]
 
 
 class EchoingUpstream:
     """An MCP upstream whose tools answer with the headers it was sent, each in another way."""
 
     async def __call__(self, scope, receive, send):
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await _body(receive)
         if scope["method"] != "POST":
             await _send(send, 405, b"", b"text/plain")
             return
@@ -88,13 +83,24 @@ class EchoingUpstream:
         elif name == "gzip":
             packed = gzip.compress(answer)
             await _stream(send, [packed[:20], packed[20:]], b"application/json", len(packed), b"gzip")
+        elif name == "header":  # a debugging upstream: what it got, in a response header
+            await _send(send, 200, answer, extra=[(b"x-debug-auth", auth.encode())])
         else:
             await _send(send, 200, answer)
 
 
-async def _send(send, status, body, ctype=b"application/json"):
+async def _body(receive) -> bytes:
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return body
+
+
+async def _send(send, status, body, ctype=b"application/json", extra=()):
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -111,19 +117,12 @@ async def _stream(send, pieces, ctype, length=None, encoding=None):
     await send({"type": "http.response.body", "body": pieces[-1]})
 
 
-
 class EchoingProvider:
     """An OpenAI-compatible chat provider whose answer quotes the Authorization it got: as JSON,
     streamed (the key cut in two network writes), or as a 401 error, as some providers word it."""
 
     async def __call__(self, scope, receive, send):
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        request = json.loads(body)
+        request = json.loads(await _body(receive))
         auth = dict(scope["headers"]).get(b"authorization", b"").decode()
         said = f"you sent {auth}"
         base = {"id": "chatcmpl-1", "created": 1, "model": "m"}
@@ -142,8 +141,7 @@ class EchoingProvider:
                                                                               "finish_reason": f}]}).encode() + b"\n\n"
                               for d, f in (({"role": "assistant", "content": said}, None), ({}, "stop")))
             cut = events.index(PROVIDER_KEY.encode()) + 9
-            await _stream(send, [events[:cut], events[cut:] + b"data: [DONE]\n\n"],
-                                          b"text/event-stream")
+            await _stream(send, [events[:cut], events[cut:] + b"data: [DONE]\n\n"], b"text/event-stream")
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +149,16 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("own-secrets")
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    server = ThreadedServer(EchoingUpstream())
+def _served(app):
+    server = ThreadedServer(app)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    yield from _served(EchoingUpstream())
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +170,7 @@ def rest():
 
 @pytest.fixture(scope="module")
 def provider():
-    server = ThreadedServer(EchoingProvider())
-    server.start()
-    yield server
-    server.stop()
+    yield from _served(EchoingProvider())
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +246,14 @@ def test_an_llm_provider_echoing_its_key(gateway):
     with pytest.raises(openai.AuthenticationError) as refused:
         llm.chat.completions.create(model="m", messages=[{"role": "user", "content": "fail"}])
     assert PROVIDER_KEY not in str(refused.value) and "*" * len(PROVIDER_KEY) in str(refused.value)
+
+
+async def test_a_response_header_echoing_it(gateway):
+    call = {"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "header", "arguments": {}}}
+    async with httpx.AsyncClient(timeout=30) as client:
+        resp = await client.post(gateway.url("/injected"), json=call, headers=MCP_HEADERS)
+    assert resp.headers["x-debug-auth"] == "Bearer " + "*" * len(TOKEN)
+    assert TOKEN.encode() not in resp.content
 
 
 async def test_raw_answer_keeps_its_length_and_is_valid_json(gateway):
