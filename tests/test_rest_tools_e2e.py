@@ -19,7 +19,7 @@ from mcp.shared.exceptions import McpError
 
 from tests.support.gateway import MCP_HEADERS, Gateway, jsonrpc, mcp_session, parse_mcp_body
 from tests.support.procs import free_port
-from tests.support.rest_upstream import RestUpstream
+from tests.support.rest_upstream import rest, tool  # noqa: F401 (rest: a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -37,17 +37,6 @@ ITEM = {
         "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}},
     "headers": {"X-Api-Version": ["2"]}, "query": {"api_key": ["{env://REST_KEY}"]},
 }
-
-
-def tool(name: str, path: str, **more) -> dict:
-    return {"name": name, "description": name, "path": path, **more}
-
-
-@pytest.fixture(scope="module")
-def rest():
-    server = RestUpstream().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

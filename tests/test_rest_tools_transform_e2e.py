@@ -8,22 +8,11 @@ from __future__ import annotations
 import pytest
 
 from tests.support.gateway import Gateway, mcp_session
-from tests.support.rest_upstream import RestUpstream
+from tests.support.rest_upstream import rest, tool  # noqa: F401 (rest: a fixture)
 
 pytestmark = pytest.mark.e2e
 
 CALLER = {"apikey": "transform-caller-key-1"}
-
-
-def tool(name: str, path: str, **more) -> dict:
-    return {"name": name, "description": name, "path": path, **more}
-
-
-@pytest.fixture(scope="module")
-def rest():
-    server = RestUpstream().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

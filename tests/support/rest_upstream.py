@@ -17,6 +17,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 from starlette.requests import Request
 
 from .threaded_server import ThreadedServer
@@ -88,3 +89,16 @@ class RestUpstream:
 
     def header(self, record: dict[str, Any], name: str) -> list[str]:
         return [v for k, v in record["headers"] if k.lower() == name.lower()]
+
+
+@pytest.fixture(scope="module")
+def rest():
+    """A RestUpstream for the module's tests (import the fixture into the test module)."""
+    server = RestUpstream().start()
+    yield server
+    server.stop()
+
+
+def tool(name: str, path: str, **more: Any) -> dict[str, Any]:
+    """A REST tool definition named and described `name`, on `path`."""
+    return {"name": name, "description": name, "path": path, **more}

@@ -100,10 +100,17 @@ TOOL = {"name": "t", "description": "x", "method": "GET", "path": "/r/x"}
      "config.tools[0].responses: not supported (responses: the result is not validated against it here)"),
     ({"mode": "conversion-listener", "tools": [TOOL], "server": {"session": {"strategy": "redis"}}},
      "config.server.session: only managed: true is supported"),
+    ({"mode": "conversion-listener", "tools": [TOOL], "proxy_config": {"https_proxy_host": "p", "https_proxy_port": 1,
+                                                                        "https_verify": False}},
+     "config.proxy_config.https_verify: option not supported"),
     ({"mode": "conversion-listener", "tools": [TOOL], "proxy_config": {"https_proxy_host": "p"}},
-     "config.proxy_config: option not supported"),
+     "https_proxy_host and https_proxy_port go together"),
+    ({"mode": "conversion-listener", "tools": [TOOL], "proxy_config": {"https_proxy_host": "http://p", "https_proxy_port": 1}},
+     "https_proxy_host is a host name or address, not a URL"),
     ({"mode": "listener", "server": {"tag": "x"}, "tools": [TOOL]},
-     "config.tools: a listener takes its tools and their ACLs from the conversion plugins"),
+     "config.tools: a listener takes its tools, their ACLs and their proxy from the conversion plugins"),
+    ({"mode": "listener", "server": {"tag": "x"}, "proxy_config": {"https_proxy_host": "p", "https_proxy_port": 1}},
+     "config.proxy_config: a listener takes its tools, their ACLs and their proxy"),
     ({"mode": "listener", "server": {"tag": "nobody"}}, "no route with rest_tools has that tag"),
 ])
 def test_refused_options(config, message):
@@ -126,3 +133,16 @@ def test_secret_references_kept_by_the_converter():
     doc = deck({"mode": "conversion-listener", "tools": [{**TOOL, "query": {"key": ['${{ env "DECK_KEY" }}']}}]})
     out = translate_deck(doc, "kong.yaml", env={"DECK_KEY": "the-key-value"}, secret_references=True)
     assert out["routes"]["r"]["rest_tools"]["tools"][0]["query"] == {"key": ["{env://DECK_KEY}"]}
+
+
+def test_proxy_config_translates_with_its_credential_as_a_reference():
+    doc = deck({"mode": "conversion-listener", "tools": [TOOL], "proxy_config": {
+        "https_proxy_host": "proxy.internal", "https_proxy_port": 8080, "http_proxy_host": "proxy.internal",
+        "http_proxy_port": 3128, "proxy_scheme": "http", "auth_username": "gw", "auth_password": '${{ env "DECK_PW" }}'}})
+    out = translate_deck(copy.deepcopy(doc), "kong.yaml", env={"DECK_PW": "proxy-pw-value"}, secret_references=True)
+    assert out["routes"]["r"]["rest_tools"]["proxy"]["auth_password"] == "{env://DECK_PW}"
+    resolved = translate_deck(copy.deepcopy(doc), "kong.yaml", env={"DECK_PW": "proxy-pw-value"})
+    proxy = Policy.model_validate(resolved).routes["r"].rest_tools.proxy
+    assert proxy.auth_password.reveal() == "proxy-pw-value"
+    assert proxy.url_for("https") == "http://proxy.internal:8080" and proxy.url_for("http") == "http://proxy.internal:3128"
+    assert "proxy-pw-value" not in repr(proxy) and "proxy-pw-value" not in proxy.model_dump_json()

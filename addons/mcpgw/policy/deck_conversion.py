@@ -28,7 +28,9 @@ TOOL_OPTIONS = ("name", "description", "method", "path", "parameters", "request_
 SERVER_OPTIONS = ("tag", "timeout", "forward_client_headers", "session")
 ACL_OPTIONS = ("consumer_identifier", "include_consumer_groups", "acl_attribute_type", "access_token_claim_field")
 OPTIONS = ("mode", "tools", "server", "default_acl", "logging", "max_request_body_size", "tools_cache_ttl_seconds",
-           *ACL_OPTIONS)
+           "proxy_config", *ACL_OPTIONS)
+PROXY_OPTIONS = ("http_proxy_host", "http_proxy_port", "https_proxy_host", "https_proxy_port", "proxy_scheme",
+                 "auth_username", "auth_password")  # rest_tools/proxy_settings.py: Kong's proxying plugins' names
 
 
 # -- reading the file before routes are built --------------------------------------------------------
@@ -190,6 +192,8 @@ def _conversion(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
         native["tags"] = tags
     if server := _server(plugin, t):
         native["server"] = server
+    if proxy := _proxy(plugin, t):
+        native["proxy"] = proxy
     build.native["rest_tools"] = native
     build.origin(t, "rest_tools", plugin)
     _common(plugin, build, t)
@@ -200,12 +204,28 @@ def _conversion(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
             build.origin(t, "acl", plugin)
 
 
+def _proxy(plugin: Plugin, t: "Translator") -> dict[str, Any] | None:
+    """proxy_config -> rest_tools.proxy (the fields keep their names; values are checked there)."""
+    config = plugin.config.get("proxy_config")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        plugin.problem(t.problems, "expected a mapping", "config", "proxy_config")
+        return None
+    for key in config:
+        if key not in PROXY_OPTIONS:
+            plugin.problem(t.problems, f"option not supported by this gateway (supported: {', '.join(PROXY_OPTIONS)})",
+                           "config", "proxy_config", key)
+    return {k: t.secret(v) if k == "auth_password" else v for k, v in config.items()
+            if k in PROXY_OPTIONS and v is not None} or None
+
+
 def _listener(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
     server = _server(plugin, t)
-    for key in ("tools", "default_acl"):
+    for key in ("tools", "default_acl", "proxy_config"):
         if plugin.config.get(key):
-            plugin.problem(t.problems, "a listener takes its tools and their ACLs from the conversion plugins "
-                           "tagged server.tag (as in Kong)", "config", key)
+            plugin.problem(t.problems, "a listener takes its tools, their ACLs and their proxy from the conversion "
+                           "plugins tagged server.tag (as in Kong)", "config", key)
     build.native["rest_tools"] = {"mode": "listener", "server": server}
     build.origin(t, "rest_tools", plugin)
     _common(plugin, build, t)

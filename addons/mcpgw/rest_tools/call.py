@@ -24,6 +24,7 @@ from .request import RestRequest
 
 if TYPE_CHECKING:
     from ..context import FlowContext
+    from .proxy_settings import ProxySettings
     from .settings import ServerSettings
 
 log = logging.getLogger("mcpgw.rest_tools")
@@ -102,15 +103,21 @@ def outbound(ctx: "FlowContext", flow: http.HTTPFlow, tool: CompiledTool, rest: 
     return request
 
 
-_clients: dict[int, httpx.AsyncClient] = {}  # one pool per event loop (tests run several)
+# One pool per event loop (tests run several) and proxy: (loop id, proxy URL, user, password) -> client.
+_clients: dict[tuple[int, str | None, str | None, str | None], httpx.AsyncClient] = {}
 
 
-def _client() -> httpx.AsyncClient:
-    loop = asyncio.get_running_loop()
-    client = _clients.get(id(loop))
+def _client(proxy: "ProxySettings | None", scheme: str) -> httpx.AsyncClient:
+    url = proxy.url_for(scheme) if proxy is not None else None
+    user = proxy.auth_username if url is not None else None
+    password = proxy.auth_password.reveal() if url is not None and proxy.auth_password is not None else None
+    key = (id(asyncio.get_running_loop()), url, user, password)
+    client = _clients.get(key)
     if client is None or client.is_closed:
-        # No redirects (a 3xx is the API's answer), no proxy settings from the environment.
-        client = _clients[id(loop)] = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        # No redirects (a 3xx is the API's answer), no proxy settings from the environment: only
+        # the route's own proxy, its credentials sent to the proxy alone (Proxy-Authorization).
+        via = httpx.Proxy(url, auth=(user, password) if user is not None else None) if url is not None else None
+        client = _clients[key] = httpx.AsyncClient(follow_redirects=False, trust_env=False, proxy=via)
     return client
 
 
@@ -135,7 +142,8 @@ def _result(status: int, reason: str, ctype: str, body: bytes) -> dict[str, Any]
     return result
 
 
-async def send(request: http.Request, settings: "ServerSettings", label: str) -> tuple[dict[str, Any], dict[str, Any]]:
+async def send(request: http.Request, settings: "ServerSettings", label: str,
+               proxy: "ProxySettings | None" = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the tool result, what the audit record says about the call: with `start_ns`/`end_ns`,
     wall-clock bounds for the call's span, which the caller takes out of the audit note)."""
     url = httpx.URL(scheme=request.scheme, host=request.host, port=request.port,
@@ -145,7 +153,7 @@ async def send(request: http.Request, settings: "ServerSettings", label: str) ->
     note: dict[str, Any] = {"method": request.method, "path": request.path.split("?", 1)[0], "start_ns": start_ns}
     headers = [(k, v) for k, v in request.headers.items(multi=True) if k.lower() != "content-length"]  # httpx's own
     try:
-        async with _client().stream(request.method, url, headers=headers, content=request.raw_content or None,
+        async with _client(proxy, request.scheme).stream(request.method, url, headers=headers, content=request.raw_content or None,
                                     timeout=settings.timeout) as response:
             body = bytearray()
             async for chunk in response.aiter_bytes():  # decoded, limited as it arrives
@@ -164,5 +172,9 @@ async def send(request: http.Request, settings: "ServerSettings", label: str) ->
     finally:
         note["ms"] = round((time.monotonic() - started) * 1000, 1)
         note["end_ns"] = time.time_ns()
+    if response.status_code == 407 and proxy is not None and proxy.url_for(request.scheme) is not None:
+        log.warning("tool %s: %s: the route's proxy refused its credentials (407)", label, where)
+        note["error"] = "unreachable"  # the proxy's answer, not the API's: neither its body nor its status is the result
+        return _error("The REST API could not be reached"), note
     note["status"] = response.status_code
     return _result(response.status_code, response.reason_phrase, response.headers.get("content-type", ""), bytes(body)), note
