@@ -30,7 +30,7 @@ ACL_OPTIONS = ("consumer_identifier", "include_consumer_groups", "acl_attribute_
 OPTIONS = ("mode", "tools", "server", "default_acl", "logging", "max_request_body_size", "tools_cache_ttl_seconds",
            "proxy_config", *ACL_OPTIONS)
 PROXY_OPTIONS = ("http_proxy_host", "http_proxy_port", "https_proxy_host", "https_proxy_port", "proxy_scheme",
-                 "auth_username", "auth_password")  # rest_tools/proxy_settings.py: Kong's proxying plugins' names
+                 "auth_username", "auth_password")  # upstream_proxy/settings.py: Kong's proxying plugins' names
 
 
 # -- reading the file before routes are built --------------------------------------------------------

@@ -24,7 +24,7 @@ from .request import RestRequest
 
 if TYPE_CHECKING:
     from ..context import FlowContext
-    from .proxy_settings import ProxySettings
+    from ..upstream_proxy.settings import ProxySettings
     from .settings import ServerSettings
 
 log = logging.getLogger("mcpgw.rest_tools")

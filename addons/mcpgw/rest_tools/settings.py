@@ -14,7 +14,7 @@
 
 A tool's `path` is the path as the route sees it (Kong: "must match the route's paths"); the call
 goes to the route's service as a request on that path would (strip_path applies). Only
-policy/base.py and policy/secrets.py (and proxy_settings.py, which imports only those) are imported
+policy/base.py and policy/secrets.py (and upstream_proxy/settings.py, which imports only those) are imported
 here: the policy model imports this module."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..policy.base import ByteSize, StrictModel
 from ..policy.secrets import CREDENTIAL_NAME, Secret, SecretTextValue
-from .proxy_settings import ProxySettings
+from ..upstream_proxy.settings import ProxySettings
 
 Mode = Literal["conversion-listener", "conversion-only", "listener"]
 SERVING_MODES = frozenset({"conversion-listener", "listener"})
