@@ -99,3 +99,33 @@ def test_nothing_found_is_byte_for_byte():
     body = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"upstream-injected"}]}}'
     out, _, m = _run(secrets, [body[:50], body[50:]])
     assert out == body and m.masked == 0
+
+
+def test_stream_masks_what_the_inner_stream_emits_and_decodes_gzip():
+    import gzip
+
+    from mcpgw.integrity.own_secrets import MaskedStream
+
+    secrets = SecretSet.of([SECRET])
+    body = json.dumps({"echo": SECRET}).encode()
+    inner_seen = []
+
+    def inner(chunk):  # a stream callable already set (e.g. the SSE transforms): a list out
+        inner_seen.append(chunk)
+        return [chunk] if chunk else []
+
+    stream = MaskedStream(inner, Masker(secrets), None)
+    out = b"".join(b"".join(stream(c)) for c in (body[:12], body[12:], b""))
+    assert out == body.replace(SECRET.encode(), b"*" * len(SECRET)) and inner_seen[-1] == b""
+    packed = gzip.compress(body)
+    stream = MaskedStream(True, Masker(secrets), "gzip")  # resp.stream True: raw chunks, compressed
+    out = b"".join(b"".join(stream(c)) for c in (packed[:10], packed[10:], b""))
+    assert out == body.replace(SECRET.encode(), b"*" * len(SECRET))
+
+
+def test_a_failing_stream_ends_rather_than_relaying_unmasked():
+    from mcpgw.integrity.own_secrets import MaskedStream
+
+    stream = MaskedStream(True, Masker(SecretSet.of([SECRET])), "gzip")
+    assert stream(b"not gzip at all " + SECRET.encode()) == []  # a decoding error: nothing relayed
+    assert stream(SECRET.encode()) == [] and stream(b"") == []  # and nothing after it

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import weakref
 from urllib.parse import quote
 
@@ -39,8 +40,10 @@ from ..headers import header
 from ..identity import exchange
 from ..policy.derived import PerPolicy
 from ..protocol.messages import _Decoder, can_decode
+from ..responses import json_response
 from . import record
 
+log = logging.getLogger("mcpgw.integrity")
 _STAR = 0x2A
 _BACKSLASH = 0x5C
 
@@ -227,21 +230,29 @@ class Masker:
 class MaskedStream:
     """resp.stream: what the chain set before emits (or the raw chunks), decoded if needed, masked."""
 
-    __slots__ = ("inner", "masker", "decoder", "__weakref__")
+    __slots__ = ("inner", "masker", "decoder", "failed", "__weakref__")
 
     def __init__(self, inner, masker: Masker, encoding: str | None):
         self.inner = inner if callable(inner) else None
         self.masker = masker
         self.decoder = _Decoder(encoding) if encoding else None
+        self.failed = False
 
     def __call__(self, chunk: bytes) -> list[bytes]:
-        pieces = self.inner(chunk) if self.inner is not None else [chunk]
-        if isinstance(pieces, (bytes, bytearray)):
-            pieces = [pieces]
-        data = b"".join(pieces)
-        if self.decoder is not None:
-            data = self.decoder.decode(data) + (self.decoder.flush() if not chunk else b"")
-        out = self.masker.feed(data, final=not chunk)
+        if self.failed:
+            return []
+        try:
+            pieces = self.inner(chunk) if self.inner is not None else [chunk]
+            if isinstance(pieces, (bytes, bytearray)):
+                pieces = [pieces]
+            data = b"".join(pieces)
+            if self.decoder is not None:
+                data = self.decoder.decode(data) + (self.decoder.flush() if not chunk else b"")
+            out = self.masker.feed(data, final=not chunk)
+        except Exception:  # fail closed: nothing more is relayed that could not be masked
+            log.exception("masking the gateway's secrets in a stream failed; ending it")
+            self.failed = True
+            return []
         return [out] if out else []  # never an empty chunk: it would end a chunked response
 
 
@@ -278,8 +289,6 @@ def mask_stream(ctx, flow: http.HTTPFlow) -> http.Response | None:
     encoding = "" if encoding == "identity" else encoding
     if encoding:
         if not can_decode(encoding):
-            from ..responses import json_response
-
             return json_response(502, {"message": f"upstream used an unsupported Content-Encoding {encoding!r}"})
         resp.headers.pop("content-encoding", None)
         resp.headers.pop("content-length", None)  # decoded: another length, streamed chunked
@@ -290,12 +299,15 @@ def mask_stream(ctx, flow: http.HTTPFlow) -> http.Response | None:
 _masks: "weakref.WeakKeyDictionary[http.HTTPFlow, Masker]" = weakref.WeakKeyDictionary()
 
 
-def mask_buffered(ctx, flow: http.HTTPFlow) -> None:
+def mask_buffered(ctx, flow: http.HTTPFlow) -> http.Response | None:
     """Response phase (last): a buffered body, after every transform that rewrites it."""
     masker = _masks.pop(flow, None)
     resp = flow.response
     if masker is None or resp is None:
         return None
+    encoding = header(resp.headers, "content-encoding", "").strip().lower()
+    if encoding and encoding != "identity" and not can_decode(encoding):  # unreadable: never passed unmasked
+        return json_response(502, {"message": f"upstream used an unsupported Content-Encoding {encoding!r}"})
     body = resp.get_content(strict=False)
     if body:
         new = masker.feed(body, final=True)
