@@ -129,3 +129,25 @@ def test_a_failing_stream_ends_rather_than_relaying_unmasked():
     stream = MaskedStream(True, Masker(SecretSet.of([SECRET])), "gzip")
     assert stream(b"not gzip at all " + SECRET.encode()) == []  # a decoding error: nothing relayed
     assert stream(SECRET.encode()) == [] and stream(b"") == []  # and nothing after it
+
+
+def test_which_routes_hold_which_secrets(monkeypatch):
+    from mcpgw.integrity.own_secrets import route_secrets
+    from mcpgw.policy.models import Policy
+
+    monkeypatch.setenv("OWN_SECRETS_PROVIDER_KEY", "provider-key-value-77")
+    inject = {"mode": "inject", "allow_anonymous": True, "add": {"headers": ["Authorization:Bearer mcp-route-secret-91"]}}
+    policy = Policy.model_validate({
+        "services": {"mcp": {"url": "http://127.0.0.1:1/mcp"}, "llm": {"url": "http://127.0.0.1:1/v1"}},
+        "routes": {
+            "github": {"service": "mcp", "paths": ["/github"], "credentials": inject},
+            "open": {"service": "mcp", "paths": ["/open"]},
+            "llm": {"service": "llm", "paths": ["/llm"], "ai": {"route_type": "llm/v1/responses", "auth": {
+                "header_name": "Authorization", "header_value": "Bearer {env://OWN_SECRETS_PROVIDER_KEY}"}}},
+        }})
+    found = route_secrets(policy)
+    assert "open" not in found  # nothing to scan: the route costs nothing
+    assert b"mcp-route-secret-91" in found["github"].forms and b"provider-key-value-77" not in found["github"].forms
+    # the LLM route: its provider key, and the MCP routes' credentials it may put into MCP tools
+    assert {b"provider-key-value-77", b"mcp-route-secret-91"} <= set(found["llm"].forms)
+    assert route_secrets(policy) is found  # once per policy version

@@ -117,11 +117,16 @@ class SecretSet:
 def _route_secrets(policy) -> dict[str, SecretSet]:
     """Per route: every secret value its settings and its service hold (what it sends upstream the
     client did not); a REST tools listener's also those of the routes whose tools it serves, whose
-    credentials its calls carry (docs/rest-tools.md)."""
+    credentials its calls carry (docs/rest-tools.md); an LLM route's also every injected MCP route
+    credential, which the gateway may put into a Responses request's MCP tools for the provider."""
     values = {name: set(redaction._collect_policy_secrets(route))  # (not the per-policy cache: keyed by policy)
               | set(redaction._collect_policy_secrets(policy.services.get(route.service)) if route.service else ())
               for name, route in policy.routes.items()}
+    injecting = set().union(*(values[n] for n, r in policy.routes.items()
+                               if r.credentials is not None and r.credentials.mode == "inject"))
     for name, route in policy.routes.items():
+        if route.ai is not None:  # MCP tools in a Responses request carry those routes' credentials (ai/mcp_tools.py)
+            values[name] |= injecting
         rest = getattr(route, "rest_tools", None)
         tag = rest.server.tag if rest is not None and rest.mode == "listener" and rest.server is not None else None
         if tag:
