@@ -11,6 +11,8 @@
 - prefilter.py, approved.py: the raw-bytes screen that lets answers with nothing to act on pass
   unparsed (Hyperscan; lists judged clean before, recognised by their bytes);
 - scanning.py, rules.yaml: description scanning; leaks.py: secret scanning;
+- own_secrets.py: the gateway's own secrets (what a route sends upstream that the client did
+  not) masked in every answer of every route holding one, with or without `integrity:`;
 - explain.py: what integrity would do (mcp.explain, `mcp-gateway explain`); cli.py, catalog.py:
   `mcp-gateway pin` and `scan`.
 """
