@@ -23,6 +23,8 @@ from .mcpserver import server as mcp_server
 from .limits import tokens as token_limits
 from .integrity import own_secrets, phases as integrity
 from .sessions import binding as sessions
+from .upstream_proxy import forward as upstream_proxy
+from .request_validator import phase as request_validator
 from .telemetry import answers as telemetry_answers
 
 Phase = Callable[[FlowContext, http.HTTPFlow], "http.Response | None | Awaitable[http.Response | None]"]
@@ -50,6 +52,7 @@ HEADER_PHASES: tuple[Phase, ...] = (
 # At request end (body available), for MCP traffic that passed the header phases.
 REQUEST_PHASES: tuple[Phase, ...] = (
     forwarding.check_body,
+    request_validator.validate_request,  # Kong's request-validator (priority 999): after identity, before acl (950)
     inbound.parse_client_messages,
     # governance
     access.check_route_access,
@@ -68,6 +71,7 @@ REQUEST_PHASES: tuple[Phase, ...] = (
     mcp_server.serve,  # rest_tools routes: the gateway answers where it would forward (docs/rest-tools.md)
     forwarding.forward,
     credentials.check_destination,  # the final target, once forward has set it
+    upstream_proxy.route_via,  # through the route's forward proxy, once the target is final (docs/rest-tools.md)
     forwarding.not_routed,
 )
 
@@ -111,6 +115,7 @@ RESPONSE_PHASES: tuple[Phase, ...] = (
 # instead of the MCP ones: the body is an OpenAI request, not JSON-RPC.
 AI_REQUEST_PHASES: tuple[Phase, ...] = (
     forwarding.check_body,
+    request_validator.validate_request,  # the body is the OpenAI request here: what Kong's plugin would judge
     access.check_route_access,
     ai_balancer.choose_target,  # balanced routes: a reachable target, before its model and key apply
     ai_request.prepare,  # route type, model, options, include_usage

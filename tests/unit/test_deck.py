@@ -1026,8 +1026,9 @@ def test_transformers_never_touch_what_the_gateway_decided_on():
         ({"add": {"headers": ["Mcp-Session-Id:fixed"]}}, "config: add.headers: Mcp-Session-Id cannot be changed"),
     ):
         assert message in only_problem(deck(KEY_AUTH, {"name": "request-transformer", "config": config}))
-    assert "plugin 'request-validator' is not supported: on an MCP route every request body is a JSON-RPC message" in (
-        only_problem(deck({"name": "request-validator", "config": {"body_schema": "[]"}})))
+    # request-validator is translated (tests/unit/test_request_validator.py)
+    assert route(deck({"name": "request-validator", "config": {"body_schema": "[]"}}))["request_validator"] == {
+        "body_schema": "[]"}
 
 
 def test_a_transformer_setting_a_credential_is_the_token_swap_only():

@@ -31,7 +31,7 @@ DEFAULT_BODY_LIMIT = 1024 * 1024  # Kong's max_request_body_size default, and th
 PLUGIN_FIELDS = ("name", "config", "instance_name", "tags", "enabled", "ordering", "protocols", "id",
                  "service", "route", "consumer", "consumer_group")
 # The gateway's fixed order of access-phase work, by the plugin that does it in Kong.
-NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "openid-connect", "key-auth", "acl", "ai-mcp-proxy", "rate-limiting",
+NATIVE_ORDER = ("cors", "datakit", "ai-mcp-oauth2", "openid-connect", "key-auth", "request-validator", "acl", "ai-mcp-proxy", "rate-limiting",
                 "rate-limiting-advanced", "ai-rate-limiting-advanced", "request-transformer-advanced",
                 "request-transformer", "ai-proxy", "ai-proxy-advanced", "ai-prompt-guard")
 RTA, RT, RESPONSE_TRANSFORMER = "request-transformer-advanced", "request-transformer", "response-transformer-advanced"
@@ -43,12 +43,7 @@ SUPPORTED_TEXT = ("key-auth, acl (with include_consumer_groups), ai-mcp-proxy, a
                   "response-transformer-advanced (PRM rewrite), datakit (PRM challenge), "
                   "rate-limiting, rate-limiting-advanced and ai-rate-limiting-advanced (strategy local or redis), "
                   "ai-proxy and ai-proxy-advanced (round-robin or least-connections; docs/ai.md), ai-prompt-guard")
-REFUSED: dict[str, str] = {
-    "request-validator": "plugin 'request-validator' is not supported: on an MCP route every request body is a JSON-RPC "
-                         "message the gateway parses and checks itself; body_schema and parameter_schema would judge "
-                         "that envelope, not a tool's arguments (which the MCP server validates against its tool's "
-                         "inputSchema)",
-}
+REFUSED: dict[str, str] = {}  # plugin -> why it is refused, instead of the generic message
 
 
 def _equal(default: Any) -> Any:
@@ -309,7 +304,7 @@ def apply_plugins(builds: dict[str, RouteBuild], t: "Translator") -> None:
     handlers = {"cors": _cors, "datakit": _datakit, "ai-mcp-oauth2": deck_oauth.translate,
                 "openid-connect": deck_oauth.translate_oidc, "key-auth": _key_auth,
                 "acl": _acl, "ai-mcp-proxy": _mcp_proxy, **deck_limits.HANDLERS, **deck_ai.HANDLERS}
-    handlers.update(LOGGING_HANDLERS, **deck_conversion.HANDLERS)  # logging plugins; ai-mcp-proxy's conversion modes
+    handlers.update(LOGGING_HANDLERS, **deck_conversion.HANDLERS, **VALIDATOR_HANDLERS)  # logging; conversion modes; request-validator
     for build in builds.values():
         if build.folded:
             continue
@@ -369,7 +364,10 @@ def _mcp_proxy(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
     problems = t.problems
     config = take_options(plugin, ("mode", "default_acl", "tools", "prompts", "resources", "consumer_identifier",
                                    "include_consumer_groups", "logging", "max_request_body_size",
-                                   "acl_attribute_type", "access_token_claim_field"), problems)
+                                   "acl_attribute_type", "access_token_claim_field", "proxy_config"), problems)
+    if config.pop("proxy_config", None) is not None:  # the route's upstream_proxy (policy/deck_proxy.py)
+        from .deck_proxy import proxy_config
+        proxy_config(plugin, build, t)
     if config.get("acl_attribute_type") == "consumer":  # Kong's default, spelt out by dumps
         del config["acl_attribute_type"]
     if config.pop("mode", None) != "passthrough-listener":
@@ -638,5 +636,8 @@ from .deck_logging import HANDLERS as LOGGING_HANDLERS, SUPPORTED_TEXT as _LOGGI
 
 NATIVE_ORDER += tuple(LOGGING_HANDLERS)
 SUPPORTED += tuple(LOGGING_HANDLERS)
+from .deck_validator import HANDLERS as VALIDATOR_HANDLERS  # noqa: E402 (request-validator, docs/kong.md)
+SUPPORTED += tuple(VALIDATOR_HANDLERS)
+SUPPORTED_TEXT += ", request-validator (docs/kong.md)"
 SUPPORTED_TEXT += ", " + _LOGGING_TEXT
 SECRET_OPTIONS["http-log"] = lambda sub: len(sub) == 2 and sub[0] == "headers"  # a log endpoint's credential

@@ -23,6 +23,8 @@ from ..identity.prm_settings import PrmConfig, check_discovery
 from ..identity.upstream_header_settings import IdentityHeaderSetting
 from ..integrity.settings import IntegritySettings
 from ..rest_tools.settings import RestToolsSettings, check_policy as check_rest_tools
+from ..upstream_proxy.settings import ProxySettings, check_policy as check_upstream_proxy
+from ..request_validator.settings import RequestValidatorSettings
 from ..limits.settings import RouteLimits, check_route as check_limits
 from ..transform_settings import RequestTransform
 from ..sessions.settings import SessionSettings
@@ -95,6 +97,8 @@ class Route(StrictModel):
     rate_limits: RouteLimits | None = Field(None, description="Request rate limits per consumer, group, method and tool (Kong's rate-limiting-advanced; docs/limits.md)")
     integrity: IntegritySettings | None = Field(None, description="Tool integrity: pin tool definitions against rug pulls (docs/integrity.md)")
     rest_tools: RestToolsSettings | None = Field(None, description="REST operations as MCP tools the gateway serves itself (Kong's conversion and listener modes; docs/rest-tools.md)")
+    upstream_proxy: ProxySettings | None = Field(None, description="Forward proxy toward the service: forwarded requests and REST tool calls (Kong's proxy_config; docs/rest-tools.md)")
+    request_validator: RequestValidatorSettings | None = Field(None, description="Content type, query and header parameters and body checked before anything else judges the request (Kong's request-validator; docs/kong.md)")
 
     @field_validator("paths")
     @classmethod
@@ -189,4 +193,5 @@ class Policy(StrictModel):
                     raise ValueError(f"path {p!r} is claimed by both route {seen[p]!r} and route {name!r}")
                 seen[p] = name
         check_rest_tools(self)  # after the routes' own checks: listeners gather tools across routes
+        check_upstream_proxy(self)
         return self
