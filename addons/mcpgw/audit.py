@@ -89,8 +89,11 @@ def consumer_of(ctx: FlowContext | None) -> dict[str, Any] | None:
     ident = ctx.identity if ctx else None
     if ident is None:
         return None
-    return {"name": ident.username, "id": ident.id, "custom_id": ident.custom_id,
-            "groups": list(ident.groups), "method": ident.method}
+    record = {"name": ident.username, "id": ident.id, "custom_id": ident.custom_id,
+              "groups": list(ident.groups), "method": ident.method}
+    if ident.authenticated_groups:  # what route access may have matched instead (governance/access.py)
+        record["authenticated_groups"] = list(ident.authenticated_groups)
+    return record
 
 
 def match_decisions(messages: list[Message], decisions: list[Decision]) -> list[Decision | None]:

@@ -204,3 +204,16 @@ async def test_groups_from_an_introspected_token(gateway_with, auth):
     assert refused.response.status_code == 403
     inactive = await call(addon, auth.mint_opaque("svc-agent", aud=RESOURCE, groups=["ops"], active=False))
     assert inactive.response.status_code == 401
+
+
+def test_audit_records_name_the_authenticated_groups():
+    from types import SimpleNamespace
+
+    from mcpgw.audit import consumer_of
+    from mcpgw.identity.consumers import Identity
+
+    with_groups = Identity("svc-agent", method="oauth", authenticated_groups=("ops", "reader"))
+    assert consumer_of(SimpleNamespace(identity=with_groups)) == {
+        "name": "svc-agent", "id": None, "custom_id": None, "groups": [], "method": "oauth",
+        "authenticated_groups": ["ops", "reader"]}
+    assert "authenticated_groups" not in consumer_of(SimpleNamespace(identity=Identity("dev-user")))
