@@ -52,9 +52,10 @@ def validate_request(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response |
         return None
     verbose = plan.settings.verbose_response
     request = flow.request
+    query = request.query.fields if plan.parameters else ()  # parsed once: each .query access parses again
     for p in plan.parameters:
-        values = request.query.get_all(p.name) if p.location == "query" else request.headers.get_all(p.name)
-        error = p.judge(list(values))
+        values = [v for k, v in query if k == p.name] if p.location == "query" else request.headers.get_all(p.name)
+        error = p.judge(values)
         if error is not None:
             return _refuse(f"{p.location} '{p.name}' validation failed, [error] {error}" if verbose else PARAM_MESSAGE)
     if plan.body is None:
