@@ -301,3 +301,49 @@ def test_deck_refusals_are_located_at_the_plugin():
     with pytest.raises(PolicyError) as refused:
         translate_deck(doc, "kong.yaml", env={})
     assert "style 'deepObject' is not implemented" in str(refused.value)
+
+
+# --- where the phase runs, and the body as the upstream would read it --------------------------------------
+
+
+def test_phase_order_is_kongs_priority_order():
+    """request-validator (999) after every identity phase (key-auth 1250, openid-connect 1050,
+    ai-mcp-oauth2 1015: header phases), before acl (950) and the JSON-RPC parsing (ai-mcp-proxy, 820)."""
+    from mcpgw import inbound, pipeline
+    from mcpgw.governance import access
+
+    phases = list(pipeline.REQUEST_PHASES)
+    assert phases.index(phase.validate_request) < phases.index(inbound.parse_client_messages) < phases.index(
+        access.check_route_access)
+    ai = list(pipeline.AI_REQUEST_PHASES)
+    assert ai.index(phase.validate_request) < ai.index(access.check_route_access)
+    assert phase.validate_request not in pipeline.HEADER_PHASES  # it needs the body
+
+
+def test_a_request_without_content_type_is_refused_with_a_body_schema():
+    """As in Kong: the SSE GET and the session DELETE carry no Content-Type."""
+    for method in ("GET", "DELETE"):
+        assert answer(judge({"body_schema": "[]", "verbose_response": True}, headers=[], body=None, method=method)) == (
+            400, "specified Content-Type is not allowed")
+
+
+def test_the_body_is_judged_as_sent_never_decoded():
+    """As Kong reads it: a gzip body is not JSON (and nothing is inflated: no compression bomb).
+    Request.make encodes the content by its Content-Encoding, so the wire holds gzip."""
+    config = {"version": "draft4", "body_schema": JSONRPC_SCHEMA, "verbose_response": True}
+    packed = [("content-type", "application/json"), ("content-encoding", "gzip")]
+    assert answer(judge(config, headers=packed, body=INIT)) == (400, "request body is not valid JSON")
+    assert answer(judge(config, body=b"\xff\xfe{}")) == (400, "request body is not valid JSON")
+
+
+def test_compiled_once_per_policy_version(monkeypatch):
+    from mcpgw.request_validator import compile as compiled
+
+    calls = []
+    original = compiled.compile_plan
+    monkeypatch.setattr(phase, "compile_plan", lambda s: calls.append(s) or original(s))
+    policy = Policy.model_validate({"services": {"s": {"url": "http://127.0.0.1:9/mcp"}}, "routes": {
+        "r": {"service": "s", "paths": ["/mcp"], "request_validator": {"body_schema": "[]"}}}})
+    for _ in range(3):
+        phase._plans(policy)
+    assert len(calls) == 1

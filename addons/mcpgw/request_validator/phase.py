@@ -67,9 +67,11 @@ def validate_request(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response |
     if not is_json(media):
         return None  # Kong: other allowed types are forwarded unjudged
     try:
-        content = request.get_content(strict=True)
+        # The bytes as sent, never decoded: Kong reads them so (a gzip body is not JSON), the JSON-RPC
+        # parsing refuses any Content-Encoding, and decoding first would inflate a compression bomb.
+        content = request.raw_content
         body = json.loads(content, object_pairs_hook=_no_duplicates) if content else {}
-    except (ValueError, RecursionError):  # bad encoding, not JSON, a repeated key, nesting too deep
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), a repeated key, nesting too deep
         return _refuse(NOT_JSON)
     error = plan.body(body)
     if error is not None:
