@@ -168,3 +168,51 @@ async def test_a_non_conforming_body_gets_kongs_400(admitting, upstream, body, m
     refused = await post(admitting.url(PATH), body=body, query="?param-test=7")
     assert (refused.status_code, refused.json()) == (400, {"message": message})
     assert upstream.requests() == []
+
+
+# --- an LLM route: the body is the OpenAI request, judged as Kong's plugin would in front of ai-proxy ----------
+
+LLM_SCHEMA = {"type": "object", "required": ["messages"],
+              "properties": {"messages": {"type": "array", "maxItems": 2}, "model": {"type": "string"}}}
+
+
+@pytest.fixture(scope="module")
+def llm(workdir):
+    from scripts.demo_llm_provider import Provider
+    from tests.support.threaded_server import ThreadedServer
+
+    provider = Provider()
+    server = ThreadedServer(provider.app)
+    server.start()
+    policy = {"services": {"openai": {"url": f"{server.base_url}/v1"}}, "routes": {"chat": {
+        "service": "openai", "paths": ["/chat"],
+        "ai": {"route_type": "llm/v1/chat", "auth": {"header_name": "Authorization", "header_value": "Bearer sk-provider"}},
+        "request_validator": {"version": "draft4", "body_schema": json.dumps(LLM_SCHEMA), "verbose_response": True,
+                              "parameter_schema": [{"in": "header", "name": "X-Team", "required": True,
+                                                    "schema": '{"type": "integer"}'}]}}}}
+    gw = Gateway(workdir, policy, intercept=False, name="llm")
+    yield gw, provider
+    gw.stop()
+    server.stop()
+
+
+def test_llm_route_with_the_openai_sdk(llm):
+    import openai
+
+    gw, provider = llm
+
+    def chat(team: str, messages: list[dict]):
+        client = openai.OpenAI(api_key="sk-client", base_url=gw.url("/chat"), default_headers={"X-Team": team},
+                               max_retries=0)
+        return client.chat.completions.create(model="demo", messages=messages)
+
+    one = [{"role": "user", "content": "hello"}]
+    assert chat("7", one).choices[0].message.content == "echo: hello"
+    assert len(provider.requests) == 1
+    provider.requests.clear()
+    for team, messages, message in (("7", one * 3, "property messages failed maxItems: 2"),
+                                    ("seven", one, "header 'X-Team' validation failed, [error] wrong type: expected integer")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            chat(team, messages)
+        assert refused.value.status_code == 400 and refused.value.body == {"message": message}
+    assert provider.requests == []

@@ -168,8 +168,7 @@ def parameter_validator(p: "Parameter") -> ParameterCheck:
             if item_kind not in PARAM_TYPES[:4]:
                 raise ValueError(f"{where}: array items must be string, integer, number or boolean")
     explode = p.explode if p.explode is not None else p.location == "query"  # the OpenAPI defaults of form/simple
-    return ParameterCheck(p.location, p.name if p.location == "query" else p.name.lower(), p.required, kind,
-                          item_kind, explode, check)
+    return ParameterCheck(p.location, p.name, p.required, kind, item_kind, explode, check)  # headers: looked up case-insensitively
 
 
 def body_validator(s: "RequestValidatorSettings") -> Callable[[Any], Any]:
