@@ -3,6 +3,7 @@ and Kong's 400 answers, and the decK translation of Kong doc case 35."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from pathlib import Path
@@ -347,3 +348,19 @@ def test_compiled_once_per_policy_version(monkeypatch):
     for _ in range(3):
         phase._plans(policy)
     assert len(calls) == 1
+
+
+def test_deck_ordering_and_consumer_scope():
+    """`ordering` may ask for what the fixed order does (before acl), not the reverse; an instance
+    scoped to a consumer is refused (the gateway applies it to routes only)."""
+    doc = case_35()
+    validator = doc["services"][0]["plugins"][1]
+    validator["ordering"] = {"before": {"access": ["acl"]}}
+    assert translate_deck(copy.deepcopy(doc), "kong.yaml", env={})["routes"]["r1"]["request_validator"]
+    validator["ordering"] = {"after": {"access": ["acl"]}}
+    with pytest.raises(PolicyError, match="request-validator cannot run after acl"):
+        translate_deck(copy.deepcopy(doc), "kong.yaml", env={})
+    del validator["ordering"]
+    doc["consumers"][0]["plugins"] = [copy.deepcopy(validator)]
+    with pytest.raises(PolicyError, match="plugins scoped to a consumer or consumer group are supported for"):
+        translate_deck(doc, "kong.yaml", env={})
