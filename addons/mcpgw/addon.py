@@ -26,6 +26,7 @@ from .identity import exchange, prm
 from .headers import host_header
 from .metrics import Metrics
 from .telemetry.addon import DropCollector, Telemetry
+from .upstream_proxy.forward import UpstreamProxyAuth
 from .mitm_options import REQUIRED_OPTIONS  # noqa: F401 - the gateway's required mitmproxy options, named here too
 from .mitm_ui import MCPConsole
 from .policy.deck import DENY_RESPONSES, DeckSettings
@@ -61,7 +62,8 @@ class MCPGateway:
         metrics.registry.register(DropCollector(self.telemetry))
         self.addons = [self.audit, metrics, MCPConsole(self.store), self.destinations,
                        TunnelGate(self.store, self.destinations),  # intercept_unmatched: block covers CONNECT too
-                       self.telemetry, LimitsAddon()]  # LimitsAddon: token limits charged when an LLM answer ends
+                       self.telemetry, LimitsAddon(),  # LimitsAddon: token limits charged when an LLM answer ends
+                       UpstreamProxyAuth(self.store)]  # upstream_proxy: the route proxy's credentials on its CONNECT
         # LLM routes (ai/): their counters among the metrics, an audit record per MCP tool call inside an
         # answer; first, so that on a failed flow it completes the LLM call before the audit log records it
         self.addons.insert(0, LlmAddon(self.audit, next(a for a in self.addons if isinstance(a, Metrics))))

@@ -140,9 +140,27 @@ def test_proxy_config_translates_with_its_credential_as_a_reference():
         "https_proxy_host": "proxy.internal", "https_proxy_port": 8080, "http_proxy_host": "proxy.internal",
         "http_proxy_port": 3128, "proxy_scheme": "http", "auth_username": "gw", "auth_password": '${{ env "DECK_PW" }}'}})
     out = translate_deck(copy.deepcopy(doc), "kong.yaml", env={"DECK_PW": "proxy-pw-value"}, secret_references=True)
-    assert out["routes"]["r"]["rest_tools"]["proxy"]["auth_password"] == "{env://DECK_PW}"
+    assert out["routes"]["r"]["upstream_proxy"]["auth_password"] == "{env://DECK_PW}"
     resolved = translate_deck(copy.deepcopy(doc), "kong.yaml", env={"DECK_PW": "proxy-pw-value"})
-    proxy = Policy.model_validate(resolved).routes["r"].rest_tools.proxy
+    proxy = Policy.model_validate(resolved).routes["r"].upstream_proxy
     assert proxy.auth_password.reveal() == "proxy-pw-value"
     assert proxy.url_for("https") == "http://proxy.internal:8080" and proxy.url_for("http") == "http://proxy.internal:3128"
     assert "proxy-pw-value" not in repr(proxy) and "proxy-pw-value" not in proxy.model_dump_json()
+
+
+@needs_cases
+def test_deck_fixture_22_is_refused_for_upstream_server_only():
+    """decK's ai2kong output: its conversion-listener entries and its passthrough route's
+    proxy_config translate; the upstream-server route alone is refused, saying why."""
+    doc = case("22")
+    with pytest.raises(PolicyError) as e:
+        translate_deck(copy.deepcopy(doc), "kong.yaml", env={})
+    (problem,) = e.value.problems
+    assert "config.mode: mode 'upstream-server' is not supported" in problem and "federation" in problem
+    # Its two conversion routes claim one path (Kong gives no order between them): one of them loads.
+    services = [s for s in doc["services"] if s["name"] not in ("upstream-mcp", "secure-flights-mcp-consumer")]
+    policy = Policy.model_validate(translate_deck({**doc, "services": services}, "kong.yaml", env={}))
+    assert policy.routes["secure-flights-mcp-oauth-route"].rest_tools.mode == "conversion-listener"
+    vendor = policy.routes["vendor-proxy-mcp-route"]
+    assert vendor.upstream_proxy.address_for("https") == ("proxy.internal", 8080)
+    assert vendor.upstream_proxy.address_for("http") is None and vendor.rest_tools is None

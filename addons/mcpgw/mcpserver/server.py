@@ -100,9 +100,8 @@ async def _call(ctx: FlowContext, flow: http.HTTPFlow, cat: Catalog, message_id:
         return jsonrpc_error(message_id, INVALID_PARAMS, f"Invalid arguments for tool {name}: {e}")
     except rest_call.Refused as e:
         return _result(message_id, {"content": [{"type": "text", "text": str(e)}], "isError": True})
-    home = tool.match.route.route.rest_tools  # the tool's route: its proxy, as its credentials
     result, note = await rest_call.send(request, cat.settings.server, f"{ctx.route_name}/{name}",
-                                        home.proxy if home is not None else None)
+                                        tool.match.route.route.upstream_proxy)  # the tool's route's, as its credentials
     start_ns, end_ns = note.pop("start_ns"), note.pop("end_ns")
     ctx.audit_fields.setdefault("rest_tools", []).append({"tool": name, "route": tool.home, **note})
     ctx.rest_calls.append(RestCall(message_id, request.method, request.scheme, request.host, request.port,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .deck_proxy import proxy_config
 from .deck_plugins import DEFAULT_BODY_LIMIT, Plugin, RouteBuild, as_bool, as_int, take_options
 
 if TYPE_CHECKING:
@@ -29,8 +30,6 @@ SERVER_OPTIONS = ("tag", "timeout", "forward_client_headers", "session")
 ACL_OPTIONS = ("consumer_identifier", "include_consumer_groups", "acl_attribute_type", "access_token_claim_field")
 OPTIONS = ("mode", "tools", "server", "default_acl", "logging", "max_request_body_size", "tools_cache_ttl_seconds",
            "proxy_config", *ACL_OPTIONS)
-PROXY_OPTIONS = ("http_proxy_host", "http_proxy_port", "https_proxy_host", "https_proxy_port", "proxy_scheme",
-                 "auth_username", "auth_password")  # upstream_proxy/settings.py: Kong's proxying plugins' names
 
 
 # -- reading the file before routes are built --------------------------------------------------------
@@ -192,9 +191,8 @@ def _conversion(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
         native["tags"] = tags
     if server := _server(plugin, t):
         native["server"] = server
-    if proxy := _proxy(plugin, t):
-        native["proxy"] = proxy
     build.native["rest_tools"] = native
+    proxy_config(plugin, build, t)
     build.origin(t, "rest_tools", plugin)
     _common(plugin, build, t)
     if plugin.config["mode"] == "conversion-listener":
@@ -202,22 +200,6 @@ def _conversion(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
         if acl is not None:
             build.native["acl"] = acl
             build.origin(t, "acl", plugin)
-
-
-def _proxy(plugin: Plugin, t: "Translator") -> dict[str, Any] | None:
-    """proxy_config -> rest_tools.proxy (the fields keep their names; values are checked there)."""
-    config = plugin.config.get("proxy_config")
-    if config is None:
-        return None
-    if not isinstance(config, dict):
-        plugin.problem(t.problems, "expected a mapping", "config", "proxy_config")
-        return None
-    for key in config:
-        if key not in PROXY_OPTIONS:
-            plugin.problem(t.problems, f"option not supported by this gateway (supported: {', '.join(PROXY_OPTIONS)})",
-                           "config", "proxy_config", key)
-    return {k: t.secret(v) if k == "auth_password" else v for k, v in config.items()
-            if k in PROXY_OPTIONS and v is not None} or None
 
 
 def _listener(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
@@ -250,9 +232,12 @@ def translate(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
         _mcp_proxy(plugin, build, t)
         return
     if mode not in (*CONVERSION, "listener"):
+        why = ("; upstream-server aggregates the tools of MCP servers behind one endpoint (federation), which this "
+               "gateway does not do, by decision (docs/rest-tools.md): give each MCP server its own "
+               "passthrough-listener route") if mode == "upstream-server" else ""
         plugin.problem(t.problems, f"mode {mode!r} is not supported; supported: passthrough-listener (an MCP server "
                        "behind the gateway), conversion-listener, conversion-only and listener (REST operations as "
-                       "tools the gateway serves)", "config", "mode")
+                       f"tools the gateway serves){why}", "config", "mode")
         return
     take_options(plugin, OPTIONS, t.problems)  # refuses what is not an option of these modes
     if mode == "listener":

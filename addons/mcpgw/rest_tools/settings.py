@@ -14,8 +14,7 @@
 
 A tool's `path` is the path as the route sees it (Kong: "must match the route's paths"); the call
 goes to the route's service as a request on that path would (strip_path applies). Only
-policy/base.py and policy/secrets.py (and upstream_proxy/settings.py, which imports only those) are imported
-here: the policy model imports this module."""
+policy/base.py and policy/secrets.py are imported here: the policy model imports this module."""
 
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..policy.base import ByteSize, StrictModel
 from ..policy.secrets import CREDENTIAL_NAME, Secret, SecretTextValue
-from ..upstream_proxy.settings import ProxySettings
 
 Mode = Literal["conversion-listener", "conversion-only", "listener"]
 SERVING_MODES = frozenset({"conversion-listener", "listener"})
@@ -205,16 +203,12 @@ class RestToolsSettings(StrictModel):
     tags: list[str] = Field(default_factory=list, description="Tags of this route's tools (Kong's plugin tags)")
     tools: list[RestTool] = Field(default_factory=list)
     server: ServerSettings = Field(default_factory=ServerSettings)
-    proxy: ProxySettings | None = Field(None, description="Forward proxy of this route's REST calls (Kong's proxy_config)")
 
     @model_validator(mode="after")
     def _check(self) -> "RestToolsSettings":
         if self.mode == "listener":
             if self.tools:
                 raise ValueError("a listener defines no tools: it serves those of the routes tagged server.tag")
-            if self.proxy is not None:
-                raise ValueError("a listener's calls go through the proxy of each tagged route (its rest_tools.proxy), "
-                                 "not the listener's")
             if not self.server.tag:
                 raise ValueError("a listener needs server.tag: the tag of the routes whose tools it serves")
         elif not self.tools:

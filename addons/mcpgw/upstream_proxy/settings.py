@@ -1,21 +1,22 @@
-"""The forward proxy a route's REST calls go through (Kong's `proxy_config`, with the field names
-Kong's proxying plugins use: forward-proxy, ai-request-transformer).
+"""A route's forward proxy toward its service (`upstream_proxy`, Kong's `proxy_config`, with the
+field names Kong's proxying plugins use: forward-proxy, ai-request-transformer), for what the
+route sends there: forwarded requests (passthrough, upstream_proxy/forward.py) and REST tool calls
+(rest_tools/call.py).
 
-    rest_tools:
-      proxy:
-        https_proxy_host: proxy.internal   # for services on https (CONNECT through the proxy)
-        https_proxy_port: 8080
-        http_proxy_host: proxy.internal    # for services on http (absolute-form requests)
-        http_proxy_port: 3128
-        auth_username: gateway             # Basic proxy authentication, sent to the proxy only
-        auth_password: "{env://PROXY_PASSWORD}"
+    upstream_proxy:
+      https_proxy_host: proxy.internal   # for services on https
+      https_proxy_port: 8080
+      http_proxy_host: proxy.internal    # for services on http
+      http_proxy_port: 3128
+      auth_username: gateway             # Basic proxy authentication, sent to the proxy only
+      auth_password: "{env://PROXY_PASSWORD}"
 
 A service whose scheme has no proxy set is called directly, as in Kong. Only policy/base.py and
 policy/secrets.py are imported: the policy model imports this module."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -50,8 +51,37 @@ class ProxySettings(StrictModel):
             raise ValueError("auth_username and auth_password go together")
         return self
 
+    def address_for(self, scheme: str) -> tuple[str, int] | None:
+        """The proxy's (host, port) for a service on `scheme`, or None: called directly."""
+        host, port = (self.https_proxy_host, self.https_proxy_port) if scheme == "https" else \
+            (self.http_proxy_host, self.http_proxy_port)
+        return (host, port) if host is not None and port is not None else None
+
     def url_for(self, scheme: str) -> str | None:
         """The proxy's URL (no credentials) for a service on `scheme`, or None: called directly."""
         host, port = (self.https_proxy_host, self.https_proxy_port) if scheme == "https" else \
             (self.http_proxy_host, self.http_proxy_port)
         return f"{self.proxy_scheme}://{host}:{port}" if host is not None else None
+
+
+def check_policy(policy: Any) -> None:
+    """At load: one set of credentials per proxy address; no proxy where nothing would use it."""
+    seen: dict[tuple[str, int], tuple[str, tuple[str | None, str | None]]] = {}
+    for name, route in policy.routes.items():
+        proxy = route.upstream_proxy
+        if proxy is None:
+            continue
+        if route.ai is not None:
+            raise ValueError(f"route {name!r}: upstream_proxy is not used on LLM routes (ai)")
+        if route.rest_tools is not None and route.rest_tools.mode == "listener":
+            raise ValueError(f"route {name!r}: a listener's calls go through the proxy of each tagged route, "
+                             "not the listener's upstream_proxy")
+        creds = (proxy.auth_username, proxy.auth_password.reveal() if proxy.auth_password is not None else None)
+        for scheme in ("http", "https"):
+            address = proxy.address_for(scheme)
+            if address is None:
+                continue
+            other = seen.setdefault(address, (name, creds))
+            if other[1] != creds:
+                raise ValueError(f"routes {other[0]!r} and {name!r} use the proxy {address[0]}:{address[1]} with "
+                                 "different credentials: give them one (a CONNECT does not say which route it serves)")
