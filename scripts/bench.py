@@ -930,7 +930,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.rest_tools:
             import bench_rest_tools  # scripts/, beside this file
 
-            ok = bench_rest_tools.main(["--rounds", str(config.rounds), "--samples", str(max(20, config.requests // 4))]) == 0 and ok
+            ok = bench_rest_tools.main(["--rounds", str(config.rounds), "--samples", str(max(20, config.requests // 4)),
+                                        *(["--baseline", config.baseline] if config.baseline else [])]) == 0 and ok
     except BenchError as e:
         progress(f"error: {e}")
         return 1

@@ -11,7 +11,9 @@ keep-alive connections, so that a burst of load on a shared machine hits all ali
   - open: the same GET through the gateway's open route (what the gateway costs a plain request);
   - gateway: the tools/call that makes exactly that request (validated, ACL decided, request
     built, sent, the JSON answer turned into a tool result), in an MCP session;
-  - gateway tools/list: the route's catalog, filtered by the ACL (no API call).
+  - gateway tools/list: the route's catalog, filtered by the ACL (no API call);
+  - baseline, with --baseline REV: the same tools/call through the gateway as it was at git
+    revision REV (from 0c52e11 on, which has rest_tools), same policy: what a change costs.
 
 It reports medians and the ratios of the call to mitmdump and to the open route (informational:
 the gateway does an MCP exchange around the REST call, so it pays two parses and one more hop
@@ -19,6 +21,7 @@ inside its process). `scripts/bench --rest-tools` runs it after the main benchma
 
     scripts/bench_rest_tools.py              # about twenty seconds
     scripts/bench_rest_tools.py --rounds 2   # quicker, noisier
+    scripts/bench_rest_tools.py --baseline HEAD~3
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import HOST, MITMDUMP, MITMDUMP_QUIET, ROOT, start_gateway, start_process  # noqa: E402
+from bench import HOST, MITMDUMP, MITMDUMP_QUIET, ROOT, baseline_entry, start_gateway, start_process  # noqa: E402
 from tests.support.procs import free_port  # noqa: E402
 from tests.support.rest_upstream import RestUpstream  # noqa: E402
 
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--samples", type=int, default=50, help="requests per measure, target and round")
+    parser.add_argument("--baseline", metavar="REV", help="also the tools/call through the gateway at git revision REV")
     args = parser.parse_args(argv)
     api = RestUpstream().start()
     processes = []
@@ -88,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             (work / "policy.yaml").write_text(yaml.safe_dump(policy(api.url)))
             gport, gproc = start_gateway(work, "gateway", ROOT / "addons" / "mcp_gateway.py", work / "policy.yaml")
             processes.append(gproc)
+            if args.baseline:
+                bport, bproc = start_gateway(work, "baseline", baseline_entry(work, args.baseline), work / "policy.yaml")
+                processes.append(bproc)
             rest_url = f"http://{HOST}:{mport}/api/orders/o-1?verbose=true"
             open_url = f"http://{HOST}:{gport}/open/orders/o-1?verbose=true"
             mcp_url = f"http://{HOST}:{gport}/orders-mcp"
@@ -98,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                         client.get(rest_url).raise_for_status()
                         client.get(open_url).raise_for_status()
                         headers = session(client, mcp_url)
+                        if args.baseline:
+                            base_url = f"http://{HOST}:{bport}/orders-mcp"
+                            base_headers = session(client, base_url)
                         break
                     except httpx.HTTPError:
                         if time.monotonic() > deadline:
@@ -111,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                     "gateway": lambda: client.post(mcp_url, json=call, headers=headers),
                     "list": lambda: client.post(mcp_url, json=listing, headers=headers),
                 }
+                if args.baseline:
+                    measures["baseline"] = lambda: client.post(base_url, json=call, headers=base_headers)
+                    assert "isError" not in measures["baseline"]().json()["result"]
                 assert "isError" not in measures["gateway"]().json()["result"]
                 results: dict[str, list[float]] = {name: [] for name in measures}
                 names = list(measures)
@@ -127,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'tools/call through the gateway':<40}{g:>8.2f}   ratio {g / m:.2f}x, {g / o:.2f}x the open route "
               "(informational)")
         print(f"{'tools/list (answered, no API call)':<40}{lst:>8.2f}")
+        if args.baseline:
+            b = statistics.median(results["baseline"]) * 1000
+            print(f"{'tools/call through the baseline':<40}{b:>8.2f}   gateway/baseline {g / b:.3f}x ({args.baseline})")
     finally:
         for p in processes:
             p.terminate()
