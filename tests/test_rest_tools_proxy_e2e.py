@@ -32,7 +32,8 @@ def _start_proxy(conf: Path):
     port = free_port()
     process = start_process([str(MITMDUMP), "--listen-host", "127.0.0.1", "--listen-port", str(port),
                              "--set", f"confdir={conf}", "--set", f"proxyauth={PROXY_USER}:{PROXY_PASSWORD}",
-                             "--set", "modify_headers=/~q/X-Via-Proxy/yes", "--set", "flow_detail=1"],
+                             "--set", "modify_headers=/~q/X-Via-Proxy/yes", "--set", "flow_detail=1",
+                             "--set", "ssl_insecure=true"],  # the test's https server has a throwaway certificate
                             ready=re.compile(r"proxy listening at"))
     return port, process
 
@@ -55,13 +56,13 @@ def other_proxy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, rest, proxy, other_proxy):
     workdir = tmp_path_factory.mktemp("rest-proxy")
-    upstream = DemoUpstream(workdir)
+    upstream, vendor = DemoUpstream(workdir), DemoUpstream(workdir, tls=True, name="vendor")
     via = {"http_proxy_host": "127.0.0.1", "http_proxy_port": proxy[0],
            "auth_username": PROXY_USER, "auth_password": "{env://PROXY_PASSWORD}"}
     wrong = {**via, "http_proxy_port": other_proxy[0], "auth_password": "not-the-password"}
     policy = {
         "consumers": {"alice": {"keys": [CALLER["apikey"]]}},
-        "services": {"api": {"url": rest.url + "/api"}, "mcp": {"url": upstream.url}},
+        "services": {"api": {"url": rest.url + "/api"}, "mcp": {"url": upstream.url}, "vendor": {"url": vendor.url}},
         "routes": {
             "proxied": {"service": "api", "paths": ["/proxied"], "key_auth": {}, "upstream_proxy": via,
                         "rest_tools": {"mode": "conversion-listener", "tools": [tool("order", "orders")]}},
@@ -75,6 +76,9 @@ def gateway(tmp_path_factory, rest, proxy, other_proxy):
             "tagged": {"service": "api", "paths": ["/tagged"], "upstream_proxy": via, "rest_tools": {
                 "mode": "conversion-only", "tags": ["hub"], "tools": [tool("stock", "stock")]}},
             "mcp": {"service": "mcp", "paths": ["/mcp-via"], "key_auth": {}, "upstream_proxy": via},
+            "vendor": {"service": "vendor", "paths": ["/vendor-via"], "key_auth": {}, "upstream_proxy": {
+                "https_proxy_host": "127.0.0.1", "https_proxy_port": proxy[0], "auth_username": PROXY_USER,
+                "auth_password": "{env://PROXY_PASSWORD}"}},
             "mcp-wrong": {"service": "mcp", "paths": ["/mcp-wrong"], "key_auth": {},
                           "upstream_proxy": wrong},
             "hub": {"service": "api", "paths": ["/hub"], "key_auth": {},
@@ -83,10 +87,11 @@ def gateway(tmp_path_factory, rest, proxy, other_proxy):
     }
     gw = Gateway(workdir, policy, intercept=False, env={"PROXY_PASSWORD": PROXY_PASSWORD},
                  extra=["--set", f"mcp_audit={workdir / 'audit.jsonl'}"])
-    gw.mcp_upstream = upstream
+    gw.mcp_upstream, gw.vendor = upstream, vendor
     yield gw
     gw.stop()
     upstream.stop()
+    vendor.stop()
 
 
 async def _call(gateway: Gateway, path: str, name: str):
@@ -153,6 +158,13 @@ async def test_passthrough_requests_go_through_the_routes_proxy(gateway, proxy):
     authority = gateway.mcp_upstream.url.split("//", 1)[1].split("/", 1)[0]
     process.wait_for_line(re.compile(rf"POST http://{re.escape(authority)}/mcp"), 15)  # the proxy saw it
     assert PROXY_PASSWORD not in process.output
+
+
+async def test_passthrough_to_an_https_server_tunnels_through_the_https_proxy(gateway, proxy):
+    async with mcp_session(gateway.url("/vendor-via"), headers=CALLER) as session:
+        assert (await session.list_tools()).tools
+    authority = gateway.vendor.url.split("//", 1)[1].split("/", 1)[0]
+    proxy[1].wait_for_line(re.compile(rf"POST https://{re.escape(authority)}/mcp"), 15)  # CONNECT, then TLS
 
 
 async def test_passthrough_with_refused_proxy_credentials_fails_closed(gateway, other_proxy):
