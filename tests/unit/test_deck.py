@@ -921,6 +921,20 @@ def test_acl_dump_with_always_use_authenticated_groups():
     assert problems(doc) == ["(top level): route 'r': access names group 'developer', which is not declared in any consumer's acls"]
 
 
+def test_acl_groups_of_a_policy_without_any_group_load_with_a_warning(caplog):
+    """Case 35 as decK dumps it: no consumer, no consumer group, an acl deny list. No caller of
+    such a policy is in any group, so no name can be a typo for a real one: it loads, with a
+    warning. One declared group anywhere and the same name is refused again (above)."""
+    doc = deck({"name": "acl", "config": {"deny": ["example"], "include_consumer_groups": False,
+                                          "always_use_authenticated_groups": True}}, consumers=[], groups=[])
+    with caplog.at_level("WARNING", logger="mcpgw.policy"):
+        assert translate(doc)["routes"]["r"]["access"]["deny"] == ["example"]
+    assert "access names group 'example', which is not declared" in caplog.text
+    doc = deck({"name": "acl", "config": {"deny": ["example"]}}, consumers=[], groups=[{"name": "admin"}])
+    assert problems(doc) == ["(top level): route 'r': access names group 'example', which is not declared in any "
+                             "consumer's acls"]
+
+
 def test_deny_option_reloads_the_decK_policy(tmp_path):
     """`--set mcp_deck_deny=http403` at start or at runtime (mitmweb's options, `:set`): the decK
     file is translated again; a value that is no setting is refused and never half-applied."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from pydantic import Field, model_validator
 
 from ..policy.base import StrictModel
+
+log = logging.getLogger("mcpgw.policy")
 
 
 class RouteAccess(StrictModel):
@@ -32,11 +36,16 @@ def check_groups(route_name: str, access: RouteAccess | None, declared: set[str]
                  acl_groups: frozenset[str] = frozenset(), token_groups: bool = False) -> None:
     """A group name that matches nothing would silently admit everyone on a deny list. On a route
     whose tokens authenticate groups (`token_groups`: its oauth sets authenticated_groups_claim) the
-    names come from the authorization server, which the policy cannot list: any name is accepted."""
+    names come from the authorization server, which the policy cannot list: any name is accepted.
+    A policy that declares no group at all (a decK dump of plugins without consumers) has no caller
+    in any group, so no name can be a typo for a real one: it is accepted with a warning."""
     if token_groups:
         return
     known = {*acl_groups, *(declared if access is not None and access.include_consumer_groups else ())}
     for group in access.groups if access else ():
         if group not in known:
             where = "under consumer_groups" if access.include_consumer_groups else "in any consumer's acls"
-            raise ValueError(f"route {route_name!r}: access names group {group!r}, which is not declared {where}")
+            problem = f"route {route_name!r}: access names group {group!r}, which is not declared {where}"
+            if declared or acl_groups:  # e.g. a consumer group meant, without include_consumer_groups
+                raise ValueError(problem)
+            log.warning("%s; the policy declares no group, so no caller is in it", problem)
