@@ -18,18 +18,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not CASE.exists(), reason="the
 INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("acl-credentials")
-
-
-@pytest.fixture(scope="module")
-def upstream(workdir):
-    up = DemoUpstream(workdir)
-    yield up
-    up.stop()
-
-
 def case(upstream, *, acls: bool = False, include: bool = False, authenticated: bool = False) -> dict:
     doc = yaml.safe_load(CASE.read_text().replace("http://host.docker.internal:3001", upstream.url))
     if acls:

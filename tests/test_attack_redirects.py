@@ -28,11 +28,6 @@ ACL = {"consumer_identifier": "username", "include_consumer_groups": True,
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("attack-redirects")
-
-
-@pytest.fixture(scope="module")
 def upstream(workdir):
     up = DemoUpstream(workdir, name="upstream")
     yield up

@@ -181,11 +181,6 @@ class Bystander:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("attack-urls")
-
-
-@pytest.fixture(scope="module")
 def upstream(workdir):
     up = DemoUpstream(workdir, "--json-response", name="upstream")
     yield up

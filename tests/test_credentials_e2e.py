@@ -60,21 +60,9 @@ class Bystander:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("credentials")
-
-
-@pytest.fixture(scope="module")
 def auth():
     with running_auth_server(token_format="opaque") as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def upstream(workdir):
-    up = DemoUpstream(workdir)
-    yield up
-    up.stop()
 
 
 @pytest.fixture(scope="module")

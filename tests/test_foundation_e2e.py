@@ -20,11 +20,6 @@ INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"nam
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("foundation")
-
-
-@pytest.fixture(scope="module")
 def upstream(workdir):
     up = DemoUpstream(workdir, name="sse")
     yield up

@@ -16,21 +16,9 @@ INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"nam
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("oauth-discovery")
-
-
-@pytest.fixture(scope="module")
 def auth():
     with running_auth_server(issuer_path="/realms/mcp") as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def upstream(workdir):
-    up = DemoUpstream(workdir)
-    yield up
-    up.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,27 +22,9 @@ SEARCH = {"query": "kong gateway language:go"}
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("oauth")
-
-
-@pytest.fixture(scope="module")
-def auth():
-    with running_auth_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def opaque_auth():
     with running_auth_server(token_format="opaque") as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def upstream(workdir):
-    up = DemoUpstream(workdir)
-    yield up
-    up.stop()
 
 
 @pytest.fixture(scope="module")

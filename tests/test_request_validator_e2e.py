@@ -37,11 +37,6 @@ def pointed_at(doc: dict, upstream: DemoUpstream) -> dict:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("request-validator")
-
-
-@pytest.fixture(scope="module")
 def upstream(workdir):
     server = DemoUpstream(workdir, name="upstream")
     yield server
