@@ -9,18 +9,16 @@ import json
 from pathlib import Path
 
 import pytest
-from mitmproxy.test import tflow
 
-from mcpgw import context, inbound
-from mcpgw.context import FlowContext
 from mcpgw.integrity import scanning
-from mcpgw.integrity.phases import check_tools
 from mcpgw.integrity.scanning import Scanner, load_rules, skeleton
 from mcpgw.policy.models import Policy
 from mcpgw.policy.store import Snapshot
 from mcpgw.protocol.messages import transform_json_body
 from mcpgw.routing import RouteTable
 from scripts.demo_github_tools import TOOLS
+
+from .integrity_flows import flow_for
 
 CASES = json.loads((Path(__file__).parent / "data" / "integrity_poisoned_tools.json").read_text())
 DEFAULT = Scanner(load_rules())
@@ -88,17 +86,6 @@ def snapshot(scan: dict, tmp_path) -> Snapshot:
     policy = Policy.model_validate({"services": {"gh": {"url": "http://127.0.0.1:1/mcp"}},
                                     "routes": {"gh": {"service": "gh", "paths": ["/gh"], "integrity": {"scan": scan}}}})
     return Snapshot(policy, RouteTable(policy), "digest", 1, str(tmp_path / "policy.yaml"), ())
-
-
-def flow_for(snap, body):
-    flow = tflow.tflow()
-    flow.request.method, flow.request.path = "POST", "/gh"
-    flow.request.headers.clear()
-    flow.request.headers["accept"] = "application/json, text/event-stream"
-    flow.request.headers["content-type"] = "application/json"
-    flow.request.content = json.dumps(body).encode()
-    ctx = context.attach(flow, FlowContext(snap, "gateway", snap.routes.match_gateway("/gh")))
-    return ctx, flow, inbound.parse_client_messages(ctx, flow) or check_tools(ctx, flow)
 
 
 POISONED = CASES[0]["tools"][0]  # Invariant Labs' `add`: high severity findings

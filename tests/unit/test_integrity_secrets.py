@@ -7,17 +7,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from mitmproxy.test import tflow
 
-from mcpgw import context, inbound
-from mcpgw.context import FlowContext
 from mcpgw.integrity.leaks import BUILTIN, LeakScanner
-from mcpgw.integrity.phases import check_tools
 from mcpgw.integrity.settings import SecretSettings
 from mcpgw.policy.models import Policy
 from mcpgw.policy.store import Snapshot
 from mcpgw.protocol.messages import SSEStream, message_event_transform, transform_json_body
 from mcpgw.routing import RouteTable
+
+from .integrity_flows import flow_for
 
 GHP = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"  # 36 after the prefix, as GitHub issues them
 AWS = "AKIA" + "IOSFODNN7EXAMPLE"  # AWS's documented example key id
@@ -92,17 +90,6 @@ def snapshot(secrets: dict, tmp_path, credentials: dict | None = None) -> Snapsh
         route.update(credentials=credentials)
     policy = Policy.model_validate({"services": {"gh": {"url": "http://127.0.0.1:1/mcp"}}, "routes": {"gh": route}})
     return Snapshot(policy, RouteTable(policy), "digest", 1, str(tmp_path / "policy.yaml"), ())
-
-
-def flow_for(snap, body):
-    flow = tflow.tflow()
-    flow.request.method, flow.request.path = "POST", "/gh"
-    flow.request.headers.clear()
-    flow.request.headers["accept"] = "application/json, text/event-stream"
-    flow.request.headers["content-type"] = "application/json"
-    flow.request.content = json.dumps(body).encode()
-    ctx = context.attach(flow, FlowContext(snap, "gateway", snap.routes.match_gateway("/gh")))
-    return ctx, flow, inbound.parse_client_messages(ctx, flow) or check_tools(ctx, flow)
 
 
 def call(**arguments):
