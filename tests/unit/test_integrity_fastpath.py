@@ -73,6 +73,29 @@ def test_tokens_hidden_by_json_escapes_still_go_the_full_path(tmp_path, spelled)
     assert not unparsed and "[redacted:" in out["result"]["content"][0]["text"]
 
 
+@pytest.mark.parametrize("before", ['"', ' ', '\\t', '\\r', '\\b', '\\f', '\\\\', 'é', '\\"', ':'])
+def test_a_token_after_anything_but_a_word_character_is_seen_in_raw_bytes(before):
+    # the screen's patterns are led by what may precede a token in JSON text (leaks._after_boundary)
+    for sample in (GHP, AWS, *SAMPLES["openai_key"]):
+        body = ('{"result":{"text":"' + (before if before != '"' else '') + sample + ' y"}}').encode()
+        assert not scanner().clean(body), (before, sample)
+
+
+def test_a_token_inside_a_word_is_no_finding_of_the_screen_nor_of_the_detectors():
+    text = "the task-" + "a" * 30 + " and risk-" + "b" * 30 + " and maskghp_" + "c" * 36
+    assert scanner().clean(raw({"content": [{"type": "text", "text": text}]}))
+    assert scanner().scan({"text": text}, redact=True)[1].detectors == set()  # the detectors agree
+
+
+def test_one_pass_serves_the_list_screen_and_the_secrets_screen_of_the_same_bytes():
+    s = scanner()
+    dirty, clean_copy = raw({"text": "x " + GHP}), bytes(bytearray(raw({"tools": []})))
+    assert s.list_screen(clean_copy) == {approved.SCREEN_LITERALS.index(b'"tools"')}
+    assert s.clean(clean_copy)
+    assert not s.clean(dirty)  # other bytes: screened anew, never the last verdict
+    assert s.list_screen(dirty) == set()
+
+
 def test_a_gateway_secret_with_escaped_slashes_is_found():
     s = scanner(known=("tok/en-secret-value-1234",))
     assert not s.clean(b'{"result":{"text":"echo tok\\/en-secret-value-1234"}}')

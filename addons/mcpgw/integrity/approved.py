@@ -39,8 +39,9 @@ _TOOLS_KEY = re.compile(r'"tools"\s*:\s*')
 _DECODER = json.JSONDecoder()
 # "tools", what could hide it (a \u escape; a NUL byte: UTF-16 or UTF-32, which JSON parsers
 # read too), a stand-in id; then the lists pinned when a route asks (pin_also)
-_SCREEN = prefilter.Patterns([b'"tools"', b"\\u", STAND_IN_PREFIX.encode(), b'"prompts"', b'"resources"',
-                              b'"resourceTemplates"', b"\x00"], [True] * 7) if prefilter.AVAILABLE else None
+SCREEN_LITERALS = (b'"tools"', b"\\u", STAND_IN_PREFIX.encode(), b'"prompts"', b'"resources"',
+                   b'"resourceTemplates"', b"\x00")
+_SCREEN = prefilter.Patterns(SCREEN_LITERALS, [True] * len(SCREEN_LITERALS)) if prefilter.AVAILABLE else None
 _OTHERS = frozenset({3, 4, 5})
 
 
@@ -59,12 +60,15 @@ def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     return len(a) == len(b) and all(x is y or (type(x) is int and x == y) for x, y in zip(a, b))
 
 
-def passes(route: str, key: tuple[Any, ...], data: bytes, others: bool = False) -> bool:
+def passes(route: str, key: tuple[Any, ...], data: bytes, others: bool = False,
+           found: set[int] | None = None) -> bool:
     """Whether an answer's raw bytes certainly need no judging: no list in them, or a kept one.
-    `others`: prompts and resources are pinned too, so an answer naming their lists is judged."""
-    if _SCREEN is None:
-        return False
-    found = _SCREEN.present(data)
+    `others`: prompts and resources are pinned too, so an answer naming their lists is judged.
+    `found`: which of SCREEN_LITERALS occur in `data`, when a pass over it already told."""
+    if found is None:
+        if _SCREEN is None:
+            return False
+        found = _SCREEN.present(data)
     if others and found & _OTHERS:
         return False
     found -= _OTHERS

@@ -77,7 +77,8 @@ def check_tools(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     scanner = scanner_for(ctx.snapshot.source, scan.rules_file) if scan is not None else None
     leak_scanner = leaks.scanners(ctx.snapshot.policy).get(route)
     owner = caller_key(ctx, flow.request)
-    transforms: list = [ToolTransform(flow, route, settings, store, scanner, owner)]
+    transforms: list = [ToolTransform(flow, route, settings, store, scanner, owner,
+                                      leak_scanner.list_screen if leak_scanner is not None else None)]
     if leak_scanner is not None:
         assert settings.secrets is not None
         transforms.append(leaks.LeakTransform(flow, settings.secrets, leak_scanner))

@@ -14,7 +14,7 @@ tool and record what would have been withheld."""
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from mitmproxy import http
 
@@ -31,13 +31,14 @@ from .settings import IntegritySettings
 
 class ToolTransform:
     def __init__(self, flow: http.HTTPFlow, route: str, settings: IntegritySettings, store: PinStore | None,
-                 scanner: Scanner | None, caller: str):
+                 scanner: Scanner | None, caller: str, screen: Callable[[bytes], set[int] | None] | None = None):
         self._flow = weakref.ref(flow)  # the flow owns this transform
         self.route = route
         self.settings = settings
         self.store = store  # None: pinning off
         self.scanner = scanner  # None: scanning off
         self.caller = caller
+        self.screen = screen  # the secret scanner's pass, which also looks for approved.SCREEN_LITERALS
         self.pin_shadow = settings.pin == "shadow"
         self.others = also(settings.pin_also) if store is not None else ()  # prompts, resources: pinned too
         self._raw: bytes | None = None  # the bytes `passes` saw last: the full path keeps a clean list's
@@ -48,7 +49,8 @@ class ToolTransform:
     def passes(self, data: bytes) -> bool:
         """protocol/messages.py: an answer with no list, or with a list judged clean before, passes unparsed."""
         self._raw = data
-        return approved.passes(self.route, self._key(), data, bool(self.others))
+        found = self.screen(data) if self.screen is not None else None
+        return approved.passes(self.route, self._key(), data, bool(self.others), found)
 
     def __call__(self, message: dict[str, Any]) -> dict[str, Any]:
         if "method" in message:
