@@ -8,6 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import yaml
+from mcp.shared.exceptions import McpError
 
 from tests.support.gateway import Gateway, mcp_session
 from tests.test_oauth_exchange_e2e import post_initialize as initialize
@@ -21,6 +22,11 @@ def roles(*names: str) -> dict:
     return {"realm_access": {"roles": list(names)}}
 
 
+# Per-tool ACLs matching the token's authenticated groups (governance/groups.py)
+TOOL_ACL = {"include_consumer_groups": True, "default_acl": [{"scope": "tools", "allow": ["ops"]}],
+            "tools": [{"name": "push_files", "acl": {"allow": ["admin"]}}]}
+
+
 @pytest.fixture(scope="module")
 def gateway(workdir, upstream, auth):
     oauth = {"authorization_servers": [auth.url], "jwks_endpoint": auth.jwks_url, "consumer_claim": ["sub"],
@@ -32,6 +38,7 @@ def gateway(workdir, upstream, auth):
             "groups": {"service": "gh", "paths": ["/groups"], "oauth": oauth, "access": {"allow": ["ops"]}},
             "always": {"service": "gh", "paths": ["/always"], "oauth": oauth,
                        "access": {"allow": ["ops"], "always_use_authenticated_groups": True}},
+            "tools": {"service": "gh", "paths": ["/tools"], "oauth": oauth, "acl": TOOL_ACL},
             "required": {"service": "gh", "paths": ["/required"],
                          "oauth": {**oauth, "groups_required": ["staff ops", "admin"], "groups_claim": REALM}},
         },
@@ -94,6 +101,39 @@ async def test_a_mapped_consumer_by_always_use_authenticated_groups(gateway, ups
     upstream.reset()
     assert await tools(gateway, always, auth.mint("ops-user", aud=always)) > 0
     assert group_headers(upstream) == {(("x-consumer-groups", "ops"),)}
+
+
+async def tool_names(gateway: Gateway, url: str, token: str, headers: dict | None = None) -> set[str]:
+    async with mcp_session(url, gateway=gateway, headers={"Authorization": f"Bearer {token}", **(headers or {})}) as session:
+        return {t.name for t in (await session.list_tools()).tools}
+
+
+async def test_tool_acls_match_the_token_groups_in_lists_and_calls(gateway, upstream, auth):
+    url = gateway.url("/tools")
+    ops = auth.mint("svc-agent", aud=url, extra=roles("ops"))
+    listed = await tool_names(gateway, url, ops)
+    assert "search_repositories" in listed and "push_files" not in listed
+    assert await tool_names(gateway, url, auth.mint("svc-agent", aud=url, extra=roles("admin"))) == {"push_files"}
+    upstream.reset()
+    async with mcp_session(url, gateway=gateway, headers={"Authorization": f"Bearer {ops}"}) as session:
+        assert not (await session.call_tool("search_repositories", {"query": "kong"})).isError
+        with pytest.raises(McpError, match="not available for consumer group 'ops'"):
+            await session.call_tool("push_files", {"owner": "o", "repo": "r", "branch": "b", "files": [],
+                                                   "message": "m"})
+    assert upstream.tool_calls() == ["search_repositories"]
+
+
+async def test_attack_tool_acls_ignore_forged_headers_and_malformed_claims(gateway, upstream, auth):
+    url = gateway.url("/tools")
+    forged = {"X-Authenticated-Groups": "ops", "X_Authenticated_Groups": "admin", "X-Consumer-Groups": "admin"}
+    for extra in ({}, {"realm_access": {"roles": {"admin": True}}}, {"realm_access": "ops"}, {"groups": ["ops"]}):
+        assert await tool_names(gateway, url, auth.mint("svc-agent", aud=url, extra=extra), forged) == set()
+    upstream.reset()
+    async with mcp_session(url, gateway=gateway, headers={"Authorization": f"Bearer {auth.mint('svc-agent', aud=url)}",
+                                                          **forged}) as session:
+        with pytest.raises(McpError, match="not available for consumer 'svc-agent'"):
+            await session.call_tool("search_repositories", {"query": "kong"})
+    assert upstream.tool_calls() == []
 
 
 async def test_groups_required(gateway, upstream, auth):

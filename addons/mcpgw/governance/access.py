@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from ..responses import json_response
+from .groups import is_consumer, uses_authenticated
 
 if TYPE_CHECKING:
     from ..context import FlowContext
@@ -28,9 +29,8 @@ def matched_groups(access: "RouteAccess", identity: "Identity", consumer: bool) 
     authenticated groups will only be used when there is no consumer or the consumer is anonymous."
     Authenticated groups, when used, are the only groups matched (never mixed with the consumer's).
     `consumer`: the identity is a consumer of the policy (not a token mapped to none, not anonymous)."""
-    authenticated = identity.authenticated_groups  # only ever set from a validated token (identity/oauth.py)
-    if authenticated and (not consumer or access.always_use_authenticated_groups):
-        return authenticated, True
+    if uses_authenticated(identity, consumer, access.always_use_authenticated_groups):
+        return identity.authenticated_groups, True  # only ever set from a validated token (identity/oauth.py)
     names = (*identity.acl_groups, *identity.groups) if access.include_consumer_groups else identity.acl_groups
     return names, False
 
@@ -43,8 +43,7 @@ def check_route_access(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response
     if ctx.identity is None:
         return json_response(401, {"message": "Unauthorized"})
     identity = ctx.identity
-    consumer = identity.method != "anonymous" and identity.username in ctx.snapshot.policy.consumers
-    names, authenticated = matched_groups(access, identity, consumer)
+    names, authenticated = matched_groups(access, identity, is_consumer(identity, ctx.snapshot.policy.consumers))
     groups = set(names)
     allowed = bool(groups.intersection(access.allow)) if access.allow is not None else not groups.intersection(access.deny or ())
     if not allowed:

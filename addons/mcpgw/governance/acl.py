@@ -64,6 +64,12 @@ class CompiledAcl:
     resources: dict[str, CompiledLists]  # exact URIs
     resource_patterns: tuple[tuple[re.Pattern[str], CompiledLists], ...]
     defaults: dict[str, CompiledLists]  # by primitive
+    # For the groups rule (groups.py): the policy's consumer names; every consumer name, id and
+    # custom_id (an authenticated group spelt like one is no group subject); the route's
+    # access.always_use_authenticated_groups.
+    consumers: frozenset[str] = frozenset()
+    consumer_subjects: frozenset[str] = frozenset()
+    always_use_authenticated_groups: bool = False
     # engine.view() caches its SubjectView per subject set here (typed loosely: the engine imports this module)
     views: dict[frozenset[str], object] = field(default_factory=dict)
 
@@ -72,7 +78,7 @@ class CompiledAcl:
         return self.settings.shadow
 
 
-def compile_acl(settings: AclSettings) -> CompiledAcl:
+def compile_acl(settings: AclSettings, policy: "Policy | None" = None, route_name: str | None = None) -> CompiledAcl:
     defaults = {p: CompiledLists(f"acl.default_acl({SCOPE_OF[p]}): none", None, None) for p in SCOPE_OF}
     for i, d in enumerate(settings.default_acl):
         primitive = next(p for p, s in SCOPE_OF.items() if s == d.scope)
@@ -94,7 +100,18 @@ def compile_acl(settings: AclSettings) -> CompiledAcl:
         resources=exact,
         resource_patterns=tuple(patterns),
         defaults=defaults,
+        **_policy_context(policy, route_name),
     )
+
+
+def _policy_context(policy: "Policy | None", route_name: str | None) -> dict:
+    if policy is None:
+        return {}
+    route = policy.routes.get(route_name) if route_name else None
+    consumers = policy.consumers
+    return {"consumers": frozenset(consumers),
+            "consumer_subjects": frozenset(s for n, c in consumers.items() for s in (n, c.id, c.custom_id) if s),
+            "always_use_authenticated_groups": bool(route and route.access and route.access.always_use_authenticated_groups)}
 
 
 # Compiled per settings object, i.e. per policy version: a reload validates new (frozen) models,
@@ -102,10 +119,12 @@ def compile_acl(settings: AclSettings) -> CompiledAcl:
 _compiled: dict[int, CompiledAcl] = {}
 
 
-def compiled(settings: AclSettings) -> CompiledAcl:
+def compiled(settings: AclSettings, policy: "Policy | None" = None, route_name: str | None = None) -> CompiledAcl:
+    """`policy` and `route_name`: the ones `settings` belong to (a settings object is one route's
+    of one policy version), for the groups rule."""
     acl = _compiled.get(id(settings))
     if acl is None or acl.settings is not settings:
-        acl = _compiled[id(settings)] = compile_acl(settings)
+        acl = _compiled[id(settings)] = compile_acl(settings, policy, route_name)
         weakref.finalize(settings, _compiled.pop, id(settings), None)
     return acl
 
@@ -117,7 +136,7 @@ def route_acl(policy: "Policy", route_name: str | None) -> CompiledAcl | None:
     if settings is None:
         return None
     first_use = id(settings) not in _compiled
-    acl = compiled(settings)
+    acl = compiled(settings, policy, route_name)
     if first_use:
         _warn_about_groups(policy, route_name, settings)
     return acl

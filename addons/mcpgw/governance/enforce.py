@@ -29,7 +29,7 @@ from ..responses import denied_with_reason, insufficient_scope, json_response, j
 from ..sessions.caller import caller_key
 from . import annotate, ledger
 from .acl import CompiledAcl, route_acl
-from .engine import SubjectView, Verdict, view
+from .engine import SubjectView, Verdict, audience, view
 from .filtering import LIST_RESULTS, ResponseGovernor
 from .ledger import Expected, id_key
 
@@ -145,15 +145,7 @@ class Enforcer:
         return jsonrpc_error(message.id, INVALID_PARAMS, text)
 
     def _audience(self) -> str:
-        identity = self.ctx.identity
-        if identity is None:
-            return "anonymous consumers"
-        groups = identity.groups if self.acl.settings.include_consumer_groups else ()
-        if len(groups) == 1:
-            return f"consumer group '{groups[0]}'"
-        if groups:
-            return "consumer groups " + ", ".join(f"'{g}'" for g in groups)
-        return f"consumer '{identity.username}'"
+        return audience(self.ctx.identity, self.acl)
 
     def _malformed(self, message: Message, code: int, text: str) -> Checked:
         decision = Decision(False, message.method, None, None, "malformed", "malformed", message.id)

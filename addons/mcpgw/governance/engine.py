@@ -7,8 +7,9 @@ Evaluation of one allow/deny pair, as Kong's ai-mcp-proxy documents it:
   3. otherwise (only `deny`, caller not on it; or no lists) -> allowed
 The pair evaluated is the primitive's own `acl` if it has one, else the `default_acl` of its scope.
 The caller's subjects are its consumer_identifier value and, with include_consumer_groups, its
-consumer group names; with acl_attribute_type oauth_access_token, the values of a claim of the
-route's validated OAuth token instead (no consumer needed)."""
+group names: its consumer groups, or the groups its validated token authenticated where Kong's
+acl rule picks those (groups.py); with acl_attribute_type oauth_access_token, the values of a
+claim of the route's validated OAuth token instead (no consumer needed)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .acl import CompiledAcl, CompiledLists, Primitive, route_acl
+from .groups import is_consumer, uses_authenticated
 
 if TYPE_CHECKING:
     from ..context import Decision
@@ -72,9 +74,32 @@ def subjects_of(identity: "Identity | None", acl: CompiledAcl, claims: dict | No
     field = acl.settings.consumer_identifier
     own = identity.username if field == "username" else identity.id if field == "consumer_id" else identity.custom_id
     subjects = {own} if own else set()
-    if acl.settings.include_consumer_groups:
-        subjects.update(identity.groups)
+    subjects.update(groups_of(identity, acl))
     return frozenset(subjects)
+
+
+def groups_of(identity: "Identity", acl: CompiledAcl) -> tuple[str, ...]:
+    """The group names the ACL matches for this caller (none without include_consumer_groups): the
+    token's authenticated groups where the acl rule uses them (groups.py), else its consumer groups.
+    An authenticated group spelt like a consumer's name or id is dropped: the authorization server
+    names groups, and a group "alice" must not pass an entry written for the consumer alice."""
+    if not acl.settings.include_consumer_groups:
+        return ()
+    if uses_authenticated(identity, is_consumer(identity, acl.consumers), acl.always_use_authenticated_groups):
+        return tuple(g for g in identity.authenticated_groups if g not in acl.consumer_subjects)
+    return identity.groups
+
+
+def audience(identity: "Identity | None", acl: CompiledAcl) -> str:
+    """Who a denial names: the caller's groups as the ACL matched them, else the caller."""
+    if identity is None:
+        return "anonymous consumers"
+    groups = groups_of(identity, acl)
+    if len(groups) == 1:
+        return f"consumer group '{groups[0]}'"
+    if groups:
+        return "consumer groups " + ", ".join(f"'{g}'" for g in groups)
+    return f"consumer '{identity.username}'"
 
 
 class SubjectView:

@@ -17,7 +17,7 @@ from ..protocol.jsonrpc import INVALID_PARAMS
 from ..responses import denied_with_reason, insufficient_scope, json_response, jsonrpc_error, jsonrpc_errors_response
 from . import annotate
 from .acl import route_acl
-from .engine import SubjectView, view
+from .engine import SubjectView, audience, view
 
 log = logging.getLogger("mcpgw.governance")
 
@@ -35,7 +35,7 @@ def refuse_without_tools(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response
     subject_view = view(acl, ctx.identity, ctx.token_claims)
     if not allows_no_tool(subject_view):
         return None
-    text = f"No tool is available for {_audience(ctx, settings.include_consumer_groups)}"
+    text = f"No tool is available for {audience(ctx.identity, acl)}"
     caller = annotate.caller_label(ctx.identity)
     log.info("route %s: refused %s: no tool is allowed to it", ctx.route_name, caller)
     requests = [m for m in ctx.messages if m.kind == "request"]
@@ -56,15 +56,3 @@ def refuse_without_tools(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response
     return jsonrpc_errors_response(flow.request, [denied_with_reason(e) for e in errors], batch=ctx.is_batch,
                                    status=403, headers=insufficient_scope(text))
 
-
-def _audience(ctx: FlowContext, groups_count: bool) -> str:
-    """Who was refused, as the per-tool denials name it (enforce)."""
-    identity = ctx.identity
-    if identity is None:
-        return "anonymous consumers"
-    groups = identity.groups if groups_count else ()
-    if len(groups) == 1:
-        return f"consumer group '{groups[0]}'"
-    if groups:
-        return "consumer groups " + ", ".join(f"'{g}'" for g in groups)
-    return f"consumer '{identity.username}'"
