@@ -28,8 +28,8 @@ import yaml
 from pydantic import ValidationError
 
 from ..canonical import host_of
-from . import deck_conversion, deck_limits, deck_plugins
-from .deck_plugins import Loc, Origin, Plugin, Problems, RouteBuild, as_bool, as_int, known_fields
+from . import deck_conversion, deck_limits, deck_plugins, deck_registry, deck_vault
+from .deck_registry import Loc, Origin, Plugin, Problems, RouteBuild, as_bool, as_int, known_fields
 
 DECK_FORMAT = "3.0"
 DENY_RESPONSES = ("jsonrpc", "http403")
@@ -389,7 +389,7 @@ class Translator:
     def _add_plugin(self, entry: Any, loc: Loc, scope: dict[str, str]) -> None:
         if (entry := self._mapping(entry, loc)) is None:
             return
-        plugin = deck_plugins.read_plugin(entry, loc, scope, self.problems)
+        plugin = deck_registry.read_plugin(entry, loc, scope, self.problems)
         if plugin is not None:
             plugin.index = len(self.plugins)
             self.plugins.append(plugin)
@@ -535,7 +535,7 @@ def _native_policy(t: Translator, routes: dict[str, RouteBuild]) -> dict[str, An
         gateway["hosts"] = t.hosts
     deck_limits.gateway_state(t, gateway)  # the Redis rate-limiting plugins named
     limits = [build.native.get("acl", {}).get("max_request_body_size", 0) for build in routes.values()]
-    if max(limits, default=0) > deck_plugins.DEFAULT_BODY_LIMIT:
+    if max(limits, default=0) > deck_registry.DEFAULT_BODY_LIMIT:
         gateway["max_body_size"] = max(limits)
     services = {}
     for name in dict.fromkeys(build.service for build in routes.values()):
@@ -583,7 +583,7 @@ def translate_deck(data: dict[str, Any], source: str, root: yaml.Node | None = N
     data = substitute_env(data, env, problems)
     t = Translator(problems, secret_references, settings or DeckSettings())
     t.read(data)
-    deck_plugins.check_vault_references(data, problems)
+    deck_vault.check_vault_references(data, problems)
     routes = t.build_routes()
     if not routes and not problems:
         problems.add((), "the file defines no route: nothing would be served")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, get_args
 
 from ..ai.settings import ENDPOINTS, FailoverCriterion
-from .deck_plugins import Plugin, RouteBuild, take_options
+from .deck_registry import Plugin, RouteBuild, take_options
 
 if TYPE_CHECKING:
     from .deck import Translator

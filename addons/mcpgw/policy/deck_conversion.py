@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .deck_access import _mcp_proxy
 from .deck_proxy import proxy_config
-from .deck_plugins import DEFAULT_BODY_LIMIT, Plugin, RouteBuild, as_bool, as_int, take_options
+from .deck_registry import DEFAULT_BODY_LIMIT, Plugin, RouteBuild, as_bool, as_int, take_options
 
 if TYPE_CHECKING:
     from .deck import Translator
@@ -227,8 +228,6 @@ def _listener(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
 def translate(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
     mode = plugin.config.get("mode")
     if mode == "passthrough-listener":
-        from .deck_plugins import _mcp_proxy
-
         _mcp_proxy(plugin, build, t)
         return
     if mode not in (*CONVERSION, "listener"):

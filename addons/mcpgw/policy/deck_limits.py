@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from .deck_plugins import Plugin, RouteBuild, take_options
+from .deck_registry import Plugin, RouteBuild, take_options
 
 if TYPE_CHECKING:
     from .deck import Translator

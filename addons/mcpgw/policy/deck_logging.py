@@ -16,14 +16,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .deck_plugins import Plugin, RouteBuild, take_options
+from .deck_registry import FILE_LOG, HTTP_LOG, LOGGING_PLUGINS, OTEL, PROMETHEUS, Plugin, RouteBuild, take_options
 
 if TYPE_CHECKING:
     from .deck import Translator
 
-FILE_LOG, HTTP_LOG, PROMETHEUS, OTEL = "file-log", "http-log", "prometheus", "opentelemetry"
-LOGGING_PLUGINS = (FILE_LOG, HTTP_LOG, PROMETHEUS, OTEL)
-SUPPORTED_TEXT = "file-log, http-log, prometheus and opentelemetry (docs/telemetry.md)"
 
 # Kong's options that change nothing here (Kong's queue and connection tuning, metric families the
 # native metrics have or do not split by).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .deck_plugins import WELL_KNOWN, Plugin, RouteBuild, as_int, take_options
+from .deck_registry import WELL_KNOWN, Plugin, RouteBuild, as_int, take_options
 
 if TYPE_CHECKING:
     from .deck import Translator

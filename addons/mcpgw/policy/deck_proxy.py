@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .deck_plugins import Plugin, RouteBuild
+from .deck_registry import Plugin, RouteBuild
 
 if TYPE_CHECKING:
     from .deck import Translator

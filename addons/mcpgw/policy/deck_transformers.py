@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .deck_plugins import RT, RTA, Plugin, RouteBuild, _empty, take_options
+from .deck_registry import RT, RTA, Plugin, RouteBuild, _empty, take_options
 from .secrets import CREDENTIAL_NAME
 
 if TYPE_CHECKING:
