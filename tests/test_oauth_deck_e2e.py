@@ -1,9 +1,10 @@
 """Kong's ai-mcp-oauth2 documentation examples, as decK files (../shared/kong-docs/cases/), loaded
 by a real mitmdump and tried as their pages describe: 08 (claim_to_header with introspection),
 10 (nested claims as headers), 11 (token exchange with an actor token) and 24 (the Keycloak
-token-exchange how-to, client_auth inherit). Only the addresses change: the examples' upstream
-(host.docker.internal) becomes the demo upstream, the DECK_* variables name the test
-authorization server."""
+token-exchange how-to, client_auth inherit), 32 (openid-connect introspection) and 22's
+claim-ACL route (decK's ai2kong output) given the ai-mcp-oauth2 plugin it lacks. Only the
+addresses change: the examples' upstream (host.docker.internal) becomes the demo upstream, the
+DECK_* variables name the test authorization server."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from tests.support.gateway import MCP_HEADERS, Gateway, jsonrpc
+from tests.support.gateway import MCP_HEADERS, Gateway, jsonrpc, mcp_session
+from tests.support.rest_upstream import RestUpstream
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "kong-docs" / "cases"
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not CASES.is_dir(), reason="the Kong docs corpus is not beside this checkout")]
@@ -150,3 +153,44 @@ async def test_32_openid_connect_introspection_discovers_the_endpoint(workdir, u
                            host=gw.url().split("//")[1])).status_code == 401
     finally:
         gw.stop()
+
+
+async def test_22_claim_acl_route_with_ai_mcp_oauth2(workdir, auth):
+    """Case 22's first route as decK wrote it (conversion-listener, a tool ACL on the nested claim
+    .user.email: gold and premium allowed, platinum denied), its service pointed at a REST API
+    and the ai-mcp-oauth2 plugin it needs added (without one it is refused at load)."""
+    rest = RestUpstream().start()
+    doc = yaml.safe_load((CASES / "22-deck-fixture-ai2kong-mcp-output.yaml").read_text())
+    service = doc["services"][0]
+    host, port = rest.url.removeprefix("http://").split(":")
+    service.update(host=host, port=int(port))
+    resource = "https://mcp.example.com/mcp/secure-flights"
+    service["routes"][0]["plugins"].append({"name": "ai-mcp-oauth2", "config": {
+        "resource": resource, "authorization_servers": [auth.url], "jwks_endpoint": auth.jwks_url}})
+    gw = Gateway(workdir, yaml.safe_dump({**doc, "services": [service]}), intercept=False, name="gw22")
+
+    def token(sub: str, **claims) -> str:
+        return auth.mint(sub, aud=resource, extra=claims)
+
+    try:
+        url = gw.url("/mcp/secure-flights")
+        for level in ("gold", "premium", ["premium", "silver"]):
+            async with mcp_session(url, gateway=gw, headers={"Authorization": f"Bearer {token('u', user={'email': level})}"}) as session:
+                assert [t.name for t in (await session.list_tools()).tools] == ["searchFlights"]
+                assert not (await session.call_tool("searchFlights", {})).isError
+        assert [(r["method"], r["path"]) for r in rest.received] == [("GET", "/flights")] * 3
+        rest.reset()
+        # deny wins; another claim value, the claim at the top level or under a dotted name, none:
+        # no tool is allowed, so the caller cannot connect (Kong's rule for such a caller)
+        for claims in ({"user": {"email": "platinum"}}, {"user": {"email": ["gold", "platinum"]}},
+                       {"user": {"email": "silver"}}, {"email": "gold"}, {"user.email": "gold"},
+                       {"user": {"email": {"level": "gold"}}}, {}):
+            refused = await post(gw, "/mcp/secure-flights", token("u", **claims), [("X-User-Email", "gold")])
+            assert refused.status_code == 200 and refused.json()["error"]["code"] == -32602, claims
+            assert refused.json()["error"]["message"].startswith("No tool is available")
+        assert (await post(gw, "/mcp/secure-flights", auth.mint("u", aud="https://other.example/mcp",
+                                                                 extra={"user": {"email": "gold"}}))).status_code == 401
+        assert rest.received == []
+    finally:
+        gw.stop()
+        rest.stop()

@@ -70,7 +70,10 @@ def policy_summary(policy: Policy, *, source: str, digest: str, version: int | N
 
 def _acl_lines(acl: Any) -> list[str]:
     mode = " (shadow: denials are recorded, not enforced)" if acl.shadow else ""
-    subjects = acl.consumer_identifier + (" and consumer groups" if acl.include_consumer_groups else "")
+    if acl.acl_attribute_type == "oauth_access_token":  # the consumer and its groups do not count then
+        subjects = f"the values of claim {acl.access_token_claim_field} of the route's validated OAuth token"
+    else:
+        subjects = acl.consumer_identifier + (" and consumer groups" if acl.include_consumer_groups else "")
     out = [f"    acl{mode}: subjects are {subjects}; denied calls answered as {acl.deny_response}"]
     for d in acl.default_acl:
         out.append(f"      default_acl[{d.scope}]: {_lists(d)}")

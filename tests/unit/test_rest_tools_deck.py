@@ -157,10 +157,11 @@ def test_deck_fixture_22_is_refused_for_upstream_server_only():
         translate_deck(copy.deepcopy(doc), "kong.yaml", env={})
     (problem,) = e.value.problems
     assert "config.mode: mode 'upstream-server' is not supported" in problem and "federation" in problem
-    # Its two conversion routes claim one path (Kong gives no order between them): one of them loads.
-    services = [s for s in doc["services"] if s["name"] not in ("upstream-mcp", "secure-flights-mcp-consumer")]
+    # Its two conversion routes claim one path (Kong gives no order between them): one of them loads;
+    # the other, a claim ACL on a route without an OAuth plugin, is refused (tests/unit/test_claim_acl_source.py).
+    services = [s for s in doc["services"] if s["name"] not in ("upstream-mcp", "secure-flights-mcp-oauth")]
     policy = Policy.model_validate(translate_deck({**doc, "services": services}, "kong.yaml", env={}))
-    assert policy.routes["secure-flights-mcp-oauth-route"].rest_tools.mode == "conversion-listener"
+    assert policy.routes["secure-flights-mcp-consumer-route"].rest_tools.mode == "conversion-listener"
     vendor = policy.routes["vendor-proxy-mcp-route"]
     assert vendor.upstream_proxy.address_for("https") == ("proxy.internal", 8080)
     assert vendor.upstream_proxy.address_for("http") is None and vendor.rest_tools is None

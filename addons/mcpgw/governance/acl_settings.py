@@ -109,3 +109,16 @@ class AclSettings(StrictModel):
             if dupes:
                 raise ValueError(f"{kind} lists {', '.join(map(repr, dupes))} more than once")
         return self
+
+
+def check_claim_source(route_name: str, acl: AclSettings | None, validates_tokens: bool) -> None:
+    """An ACL on a token claim needs the route to validate the token (its `oauth`): without one there
+    is no claim to read, only whatever the client sent. Kong's pages do not say what its
+    ai-mcp-proxy does then (a decK converter writes such a route: case 22), so it is refused at
+    load rather than left to deny or admit at run time."""
+    if acl is not None and acl.acl_attribute_type == "oauth_access_token" and not validates_tokens:
+        raise ValueError(
+            f"route {route_name!r}: acl_attribute_type oauth_access_token matches the claim "
+            f"{acl.access_token_claim_field} of the token the route's oauth validates, and this route validates no "
+            "token; add oauth (in a decK file: ai-mcp-oauth2 or openid-connect on the route) or use "
+            "acl_attribute_type consumer with an authentication plugin")

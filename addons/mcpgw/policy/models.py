@@ -14,7 +14,7 @@ from ..audit_settings import AuditSettings
 from ..telemetry.settings import RouteTelemetry
 from ..credentials_settings import CredentialsConfig, check_route as check_credentials
 from ..governance.access_settings import RouteAccess, check_groups as check_access_groups
-from ..governance.acl_settings import AclSettings
+from ..governance.acl_settings import AclSettings, check_claim_source
 from ..cors_settings import CorsConfig
 from ..identity.consumer_settings import Consumer, ConsumerGroup, groups_validator, normalize_groups
 from ..identity.keyauth_settings import KeyAuthConfig, check_anonymous
@@ -185,6 +185,7 @@ class Policy(StrictModel):
             check_access_groups(name, route.access, self.consumer_groups,
                                 frozenset(a for c in self.consumers.values() for a in c.acls),
                                 route.oauth is not None and route.oauth.authenticated_groups_claim is not None)
+            check_claim_source(name, route.acl, route.oauth is not None)
             check_credentials(name, route, self.consumer_groups)
             check_ai(name, route.ai, self.consumer_groups)
             check_limits(name, route.rate_limits, self.consumer_groups, self.gateway.state, self.consumers)
