@@ -9,6 +9,7 @@ import json
 import pytest
 
 from mcpgw.integrity import approved, lockfile, pinning, prefilter, scanning
+from mcpgw.protocol import sse as sse_module
 from mcpgw.protocol.messages import SSEStream, message_event_transform, still_needed, transform_json_body
 from tests.unit.test_integrity_pinning import LIST, TOOL, call, flow_for, snapshot
 from tests.unit.test_integrity_secrets import AWS, GHP, SAMPLES, scanner
@@ -213,3 +214,53 @@ def test_an_invalid_utf8_byte_does_not_get_a_list_past_the_checks(tmp_path):
     new = transform_json_body(body, ctx.server_transforms)
     out = json.loads(new)
     assert POISONED not in out["result"]["tools"] and out["result"]["x"] == "\ufffd"
+
+
+# --- SSE events judged on their raw bytes ----------------------------------------------------------
+
+def streamed(ctx, stream: bytes, monkeypatch, split: int = 7) -> tuple[int, bytes]:
+    """(how many events were decoded and parsed, what the client gets), the stream fed in pieces
+    of `split` bytes."""
+    built, real = [], sse_module._build_event
+    monkeypatch.setattr(sse_module, "_build_event", lambda *a, **k: built.append(1) or real(*a, **k))
+    sse = SSEStream([message_event_transform(ctx.server_transforms)])
+    out = b"".join(b"".join(sse(stream[i:i + split])) for i in range(0, len(stream), split)) + b"".join(sse(b""))
+    return len(built), out
+
+
+def test_a_clean_sse_event_passes_byte_for_byte_without_being_decoded(tmp_path, monkeypatch):
+    ctx, _, _ = flow_for(tofu(tmp_path), call())
+    body = json.dumps({"jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": "hi \xe9"}]}},
+                      ensure_ascii=False).encode()  # UTF-8 as it came: a `\\u` escape would take the full path
+    stream = b": ping\n\nevent: message\r\nid: 7\r\ndata: " + body + b"\r\n\n"
+    parsed, out = streamed(ctx, stream, monkeypatch)
+    assert out == stream and parsed == 0
+
+
+@pytest.mark.parametrize("lines", [
+    [b'{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":', b'"' + GHP.encode() + b'"}]}}'],
+    [b'{"jsonrpc":"2.0","id":2,', b'"result":{"content":[{"type":"text","text":"x\\t' + GHP.encode() + b'"}]}}'],
+])
+@pytest.mark.parametrize("eol", [b"\n", b"\r", b"\r\n"])
+def test_a_token_in_a_multi_line_sse_event_is_still_redacted(tmp_path, lines, eol, monkeypatch):
+    ctx, _, _ = flow_for(tofu(tmp_path), call())
+    stream = b"event: message" + eol + b"".join(b"data: " + line + eol for line in lines) + eol
+    parsed, out = streamed(ctx, stream, monkeypatch, split=5)
+    assert GHP.encode() not in out and b"[redacted:github_token]" in out and parsed == 1
+
+
+@pytest.mark.parametrize("dress", [
+    lambda: raw({"tools": [POISONED, *CATALOG[6:]]}).replace(b'"tools": [', b'"tools":\ndata: [', 1),
+    # the kept bytes whole on one line, a second `tools` key (the one parsers read) on the next
+    lambda: raw({"tools": CATALOG})[:-2] + b',\ndata: "tools": [' + json.dumps(POISONED).encode() + b"]}}",
+])
+def test_a_changed_tool_in_a_multi_line_sse_list_is_still_withheld(tmp_path, monkeypatch, dress):
+    snap = tofu(tmp_path)
+    judged_twice(snap, CATALOG)  # kept: a JSON answer of these bytes would pass unparsed
+    ctx, _, _ = flow_for(snap, LIST)
+    body = dress()
+    assert b"\ndata: " in body
+    stream = b"event: message\ndata: " + body + b"\n\n"
+    _, out = streamed(ctx, stream, monkeypatch, split=4096)
+    data = "".join(line[6:] for line in out.decode().split("\n") if line.startswith("data: "))
+    assert POISONED not in json.loads(data)["result"]["tools"]

@@ -98,6 +98,9 @@ def message_event_transform(transforms: list[MessageTransform]) -> EventTransfor
         new = apply_transforms(obj, needed)
         return ev if new is obj else replace(ev, data=_dumps(new), raw=b"")
 
+    # An event's raw bytes hold its data lines whole, between field names and line breaks that no
+    # transform's screen looks for: bytes that pass every screen are passed without being decoded.
+    transform_event.passes_raw = lambda raw: not still_needed(raw, transforms)  # type: ignore[attr-defined]
     return transform_event
 
 
@@ -149,6 +152,11 @@ class SSEStream:
         self.decoder = _Decoder(enc) if enc and enc != "identity" else None
         self.on_event = on_event
         self.failed = False
+        screens = [getattr(t, "passes_raw", None) for t in transforms]
+        if transforms and on_event is None and all(screens):
+            # every transform can judge an event from its raw bytes: those that certainly pass
+            # come back from the parser as bytes, never decoded, split or rebuilt
+            self.parser.screen = screens[0] if len(screens) == 1 else (lambda raw: all(s(raw) for s in screens))
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         # A list, never b"": mitmproxy sends each element as a body chunk, and an empty chunk
@@ -170,7 +178,9 @@ class SSEStream:
                     "params": {"level": "error", "logger": "mcp-gateway", "data": _WITHHELD}}
             return [b"event: message\ndata: " + _dumps(note).encode() + b"\n\n"]
 
-    def _emit(self, ev: SSEEvent) -> bytes:
+    def _emit(self, ev: SSEEvent | bytes) -> bytes:
+        if type(ev) is bytes:  # screened: passes as it came
+            return ev
         original = ev
         for t in self.transforms:
             ev = t(ev)

@@ -30,6 +30,7 @@ byte of the next event's ``raw`` and is not read as an empty line.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEError", "SSEEvent", "SSEParser"]
 
@@ -118,6 +119,7 @@ class SSEParser:
         "_at_stream_start",
         "_pending_lf",
         "_failed",
+        "screen",
     )
 
     def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
@@ -125,6 +127,9 @@ class SSEParser:
             raise ValueError("max_event_size must be positive")
         self.max_event_size = max_event_size
         self._failed = False
+        # Optional: given a complete event's raw bytes, True when its reader needs no parsed
+        # event; `feed` then returns those bytes in its place (messages.SSEStream).
+        self.screen: Callable[[bytes], bool] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -145,8 +150,9 @@ class SSEParser:
         """Bytes received but not yet returned as part of an event."""
         return len(self._buf)
 
-    def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """Add a chunk of the stream; return the events it completes."""
+    def feed(self, chunk: bytes) -> list[SSEEvent | bytes]:
+        """Add a chunk of the stream; return the events it completes (as their raw bytes,
+        unparsed, those that `screen` passes)."""
         if self._failed:
             raise SSEError("SSE parser already failed")
         if not chunk:
@@ -173,9 +179,10 @@ class SSEParser:
                 pos += 1
                 line_start = pos
 
-        events: list[SSEEvent] = []
+        events: list[SSEEvent | bytes] = []
         event_start = 0
         max_size = self.max_event_size
+        screen = self.screen
         find = buf.find
         # Offset of the next LF at or after pos, or `end` if there is none.
         # Cached so that a stream of CR-terminated lines is not rescanned
@@ -203,7 +210,12 @@ class SSEParser:
             if line_end == line_start:  # a blank line ends the event
                 if pos - event_start > max_size:
                     self._fail()
-                events.append(_build_event(buf, event_start, body_start, pos, complete=True))
+                if screen is not None:
+                    with memoryview(buf) as view:
+                        raw = bytes(view[event_start:pos])
+                    events.append(raw if screen(raw) else _build_event(buf, event_start, body_start, pos, complete=True))
+                else:
+                    events.append(_build_event(buf, event_start, body_start, pos, complete=True))
                 event_start = body_start = pos
             line_start = pos
 
