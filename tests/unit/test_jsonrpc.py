@@ -494,7 +494,7 @@ def test_canonical_method_unknown(method):
 
 
 def test_known_methods_stay_distinct_after_folding():
-    from mcpgw.protocol.jsonrpc import _fold_method
+    from mcpgw.protocol.mcp_methods import _fold_method
 
     assert len({_fold_method(m) for m in KNOWN_METHODS}) == len(KNOWN_METHODS)
 
