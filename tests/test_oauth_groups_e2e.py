@@ -152,9 +152,15 @@ def deck_file(upstream, auth) -> str:
     return yaml.safe_dump({
         "_format_version": "3.0",
         "consumers": [{"username": "dev-user", "acls": [{"group": "dev"}]}],
-        "services": [{"name": "mcp", "url": upstream.url, "routes": [{"name": "mcp-route", "paths": ["/mcp"]}]}],
+        "services": [{"name": "mcp", "url": upstream.url, "routes": [{"name": "mcp-route", "paths": ["/mcp"]},
+                                                                      {"name": "aud-route", "paths": ["/aud"]}]}],
         "plugins": [
             {"name": "ai-mcp-proxy", "route": "mcp-route", "config": {"mode": "passthrough-listener"}},
+            {"name": "ai-mcp-proxy", "route": "aud-route", "config": {"mode": "passthrough-listener"}},
+            {"name": "openid-connect", "route": "aud-route", "config": {
+                "issuer": auth.url, "auth_methods": ["bearer"], "hide_credentials": True,
+                "audience_required": ["mcp-gateway", "https://a.example https://b.example"],
+                "audience_claim": AUDIENCE_CLAIM}},
             {"name": "openid-connect", "route": "mcp-route", "config": {
                 "issuer": auth.url, "auth_methods": ["bearer"], "bearer_token_param_type": ["header"],
                 "consumer_claim": ["sub"], "consumer_by": ["username"], "consumer_optional": True,
@@ -163,6 +169,13 @@ def deck_file(upstream, auth) -> str:
                                                              "include_consumer_groups": False}},
         ],
     })
+
+
+AUDIENCE_CLAIM = ["resource_access", "audiences"]  # openid-connect's audience_claim, a claim path
+
+
+def audiences(*names) -> dict:
+    return {"resource_access": {"audiences": list(names)}}
 
 
 async def test_deck_openid_connect_with_acl(workdir, upstream, auth):
@@ -175,6 +188,18 @@ async def test_deck_openid_connect_with_acl(workdir, upstream, auth):
         for sub, extra in (("dev-user", {}), ("svc-agent", roles("dev")), ("svc-agent", {})):
             response = await initialize(url, auth.mint(sub, aud="any", extra=extra), {"X-Authenticated-Groups": "ops"})
             assert response.status_code == 403
+        assert upstream.requests() == []
+        # audience_required, any one entry (all audiences of it) in the claim audience_claim names
+        aud = gw.url("/aud")
+        for claims in (audiences("mcp-gateway"), audiences("x", "https://b.example", "https://a.example")):
+            assert await tools(gw, aud, auth.mint("svc", aud="elsewhere", extra=claims)) > 0
+        upstream.reset()
+        for where, claims in (("mcp-gateway", {}), (aud, audiences("https://a.example")),  # half an entry
+                              ("mcp-gateway", {"resource_access": {"aud": ["mcp-gateway"]}}),  # another claim
+                              (None, audiences("mcp-gateway", 7)), (None, audiences()),
+                              (None, {"resource_access": {"audiences": {"mcp-gateway": True}}})):
+            response = await initialize(aud, auth.mint("svc", aud=where, extra=claims))
+            assert response.status_code == 401 and 'error="invalid_token"' in response.headers["www-authenticate"]
         assert upstream.requests() == []
     finally:
         gw.stop()

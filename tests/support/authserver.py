@@ -201,10 +201,11 @@ class AuthServer:
         groups: list[str] | None = None,
         exp_in: int = 300,
         scope: str = "openid",
+        extra: dict | None = None,
     ) -> str:
-        """A random token that only introspection can resolve."""
+        """A random token that only introspection can resolve; `extra` as for mint()."""
         token = secrets.token_urlsafe(32)
-        self._opaque_tokens[token] = self.claims(sub, aud=aud, groups=groups, exp_in=exp_in, scope=scope)
+        self._opaque_tokens[token] = self.claims(sub, aud=aud, groups=groups, exp_in=exp_in, scope=scope, extra=extra)
         if not active:
             self._revoked.add(token)
         return token

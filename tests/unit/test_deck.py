@@ -811,6 +811,7 @@ def test_openid_connect_becomes_the_native_resource_server():
     bearer = route(deck({"name": "openid-connect", "config": {
         "issuer": "https://idp", "auth_methods": ["bearer"], "audience_required": ["https://gw.example.com/mcp"]}}))
     assert bearer["oauth"] == {"authorization_servers": ["https://idp"], "issuer": "https://idp",
+                               "audience_required": ["https://gw.example.com/mcp"],
                                "resource": "https://gw.example.com/mcp", "passthrough_credentials": True}
     scoped = route(deck({"name": "openid-connect", "config": {
         "issuer": "https://idp", "auth_methods": ["bearer"], "scopes_required": ["mcp:read mcp:write", "admin"],

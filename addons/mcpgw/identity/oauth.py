@@ -27,7 +27,7 @@ from .jwks import JwtValidator, key_set
 from .oauth_settings import OAuthConfig
 from .resource import candidates as audiences
 from .scopes import insufficient, missing as missing_scopes, required_sets
-from .tokens import AuthServerUnavailable, TokenRejected, check_audience, check_times, claim_at
+from .tokens import AuthServerUnavailable, TokenRejected, check_audience, check_audience_required, check_times, claim_at
 
 if TYPE_CHECKING:
     from ..context import FlowContext
@@ -113,6 +113,7 @@ class RouteOAuth:
     scopes: tuple[frozenset[str], ...] = ()  # scopes_required: any one set, wholly granted
     groups: tuple[frozenset[str], ...] = ()  # groups_required, the same rule
     roles: tuple[frozenset[str], ...] = ()  # roles_required, the same rule
+    audiences: tuple[frozenset[str], ...] = ()  # audience_required, the same rule, in place of the resource
 
     async def claims(self, token: str, resources: Sequence[str]) -> dict:
         """The token's claims once it is valid for this route; `resources` are the audiences accepted."""
@@ -122,7 +123,9 @@ class RouteOAuth:
             iss = claims.get("iss")
             if self.issuers is not None and iss is not None and iss not in self.issuers:
                 raise TokenRejected("The access token was issued by an unexpected issuer")
-        if not self.config.insecure_relaxed_audience_validation:
+        if self.audiences:
+            check_audience_required(claims, self.audiences, self.config.audience_claim)
+        elif not self.config.insecure_relaxed_audience_validation:
             check_audience(claims, resources)
         return claims
 
@@ -149,7 +152,8 @@ def compile_route(config: OAuthConfig, policy: "Policy") -> RouteOAuth:
             verify=config.ssl_verify, timeout=config.timeout, cache=config.cache_introspection,
             ttl=config.introspection_cache_ttl, inactive_ttl=config.introspection_negative_cache_ttl)
     return RouteOAuth(config, validator, issuers, consumer_index(policy), required_sets(config.scopes_required),
-                      required_sets(config.groups_required), required_sets(config.roles_required))
+                      required_sets(config.groups_required), required_sets(config.roles_required),
+                      required_sets(config.audience_required))
 
 
 def _compile_routes(policy: "Policy") -> dict[str, RouteOAuth]:

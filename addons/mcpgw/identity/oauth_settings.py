@@ -1,7 +1,7 @@
 """Settings of a route's OAuth resource server (Kong's ai-mcp-oauth2 `config`, same names where
-Kong has the option, and openid-connect's `scopes_required`, `groups_required`, `roles_required`
-and `authenticated_groups_claim`). Only the policy's foundation and
-other settings modules here: the phase is oauth.py."""
+Kong has the option, and openid-connect's `scopes_required`, `groups_required`, `roles_required`,
+`audience_required`, `audience_claim` and `authenticated_groups_claim`). Only the policy's
+foundation and other settings modules here: the phase is oauth.py."""
 
 from __future__ import annotations
 
@@ -105,6 +105,11 @@ class OAuthConfig(StrictModel):
                                                    description="Claims at a path sent upstream as headers")
     token_exchange: TokenExchangeConfig | None = Field(
         None, description="RFC 8693: send the upstream a token exchanged for the caller's (docs/identity.md)")
+    audience_required: list[str] = Field(default_factory=list, description="openid-connect's: audiences the token must "
+                                         "carry in audience_claim, each entry a space-separated set all required, any one "
+                                         "entry suffices; replaces the check that aud names this resource (docs/oauth.md)")
+    audience_claim: ClaimPath = Field(default_factory=lambda: ["aud"], min_length=1,
+                                      description="openid-connect's: claim path of the audiences audience_required reads")
     insecure_relaxed_audience_validation: bool = Field(False, description="Do not require the token's aud to name this resource")
     ssl_verify: bool = Field(True, description="Verify the authorization server's TLS certificate")
     timeout: float = Field(10, gt=0, description="Seconds to wait for the JWKS or introspection endpoint")
@@ -135,7 +140,7 @@ class OAuthConfig(StrictModel):
     def _check_scopes(cls, v: list[str]) -> list[str]:
         return check_scopes(v)
 
-    @field_validator("groups_required", "roles_required")
+    @field_validator("groups_required", "roles_required", "audience_required")
     @classmethod
     def _check_names(cls, v: list[str], info) -> list[str]:
         if not all(entry.split() for entry in v):
@@ -143,7 +148,7 @@ class OAuthConfig(StrictModel):
         return v
 
     @field_validator("consumer_claim", "consumer_groups_claim", "credential_claim", "scopes_claim", "groups_claim",
-                     "roles_claim", "authenticated_groups_claim")
+                     "roles_claim", "authenticated_groups_claim", "audience_claim")
     @classmethod
     def _check_claim_path(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and not all(v):
@@ -169,6 +174,12 @@ class OAuthConfig(StrictModel):
         if not self.introspects and (self.client_id or self.client_secret is not None):
             raise ValueError("client_id and client_secret are used only with introspection")
         check_claim_headers(self.claim_to_header, self.upstream_headers)
+        if self.audience_required and self.insecure_relaxed_audience_validation:
+            raise ValueError("audience_required checks the token's audience; insecure_relaxed_audience_validation "
+                             "turns audience checks off: set one")
+        if self.audience_claim != ["aud"] and not self.audience_required:
+            raise ValueError("audience_claim says where audience_required looks for the audience; without "
+                             "audience_required the token's aud must name this resource")
         te = self.token_exchange
         if te is not None and te.enabled and te.client_auth == "inherit" and not self.introspects:
             raise ValueError("token_exchange client_auth inherit takes the introspection client; with "

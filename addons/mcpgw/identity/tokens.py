@@ -93,6 +93,28 @@ def check_audience(claims: dict, resources: Iterable[str]) -> None:
         raise TokenRejected("The access token was issued for another audience")
 
 
+def check_audience_required(claims: dict, required: tuple[frozenset[str], ...], path: Sequence[str]) -> None:
+    """openid-connect's audience_required, read from its audience_claim (a claim path): each entry
+    a set of audiences all required, any one entry suffices (Kong's AND/OR rule for `*_required`).
+    The claim is a list of strings or one string (space-separated, as Kong reads claim values);
+    audiences compare exactly. Anything else in it (a number, an object, a list holding one) makes
+    the token malformed rather than quietly dropping what cannot be compared."""
+    value: Any = claim_at(claims, path)
+    if isinstance(value, str):
+        audiences = value.split()
+    elif isinstance(value, list) and all(isinstance(a, str) for a in value):
+        audiences = value
+    elif value is None:
+        audiences = []
+    else:
+        raise TokenRejected(f"The access token's audience ({'.'.join(path)}) is malformed")
+    if not audiences:
+        raise TokenRejected(f"The access token has no audience ({'.'.join(path)}); it must be issued for this resource")
+    have = frozenset(audiences)
+    if not any(entry <= have for entry in required):
+        raise TokenRejected("The access token was issued for another audience")
+
+
 def check_times(claims: dict, leeway: float) -> None:
     """exp and nbf of an introspection answer (a JWT's are checked by the JWT library)."""
     now = time.time()

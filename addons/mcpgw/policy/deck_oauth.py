@@ -6,6 +6,7 @@ empty lists are dropped before anything is judged."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .deck_registry import WELL_KNOWN, Plugin, RouteBuild, as_int, take_options
 
@@ -103,7 +104,7 @@ OIDC_OPTIONS = ("issuer", "auth_methods", "client_id", "client_secret", "client_
                 "introspection_endpoint", "audience_required", "consumer_claim", "consumer_by", "consumer_optional",
                 "consumer_groups_claim", "consumer_groups_optional", "credential_claim", "hide_credentials",
                 "ssl_verify", "timeout", "jwks_endpoint", "scopes_required", "scopes_claim", "authenticated_groups_claim",
-                "groups_required", "groups_claim", "roles_required", "roles_claim")
+                "groups_required", "groups_claim", "roles_required", "roles_claim", "audience_claim")
 RESOURCE_SERVER_METHODS = ("bearer", "introspection")
 # Kong's other auth_methods log a user in or get a token for the gateway itself: not a resource server's job.
 SESSION_METHODS = ("authorization_code", "session", "password", "client_credentials", "refresh_token",
@@ -119,6 +120,25 @@ def _one(plugin: Plugin, t: "Translator", config: dict[str, Any], key: str) -> A
             return None
         return value[0]
     return value
+
+
+def _audiences(plugin: Plugin, t: "Translator", config: dict[str, Any], native: dict[str, Any]) -> None:
+    """audience_required (Kong's AND/OR entries) read from audience_claim (default [aud]); one URL
+    alone is also the native `resource`, the one the route's PRM names. Without
+    audience_required openid-connect checks no audience, and audience_claim changes nothing."""
+    audiences = config.get("audience_required")
+    if audiences is None:
+        native["insecure_relaxed_audience_validation"] = True
+        return
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        plugin.problem(t.problems, "expected a list of audiences", "config", "audience_required")
+        return
+    native["audience_required"] = audiences
+    if config.get("audience_claim", ["aud"]) != ["aud"]:
+        native["audience_claim"] = config["audience_claim"]
+    one = audiences[0].split() if len(audiences) == 1 else []
+    if len(one) == 1 and urlsplit(one[0]).scheme in ("http", "https"):  # an audience such as "account" names no URL
+        native["resource"] = one[0]
 
 
 def translate_oidc(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
@@ -167,13 +187,7 @@ def translate_oidc(plugin: Plugin, build: RouteBuild, t: "Translator") -> None:
             native["discover_introspection"] = True
     elif "jwks_endpoint" in config:
         native["jwks_endpoint"] = config["jwks_endpoint"]
-    audiences = config.get("audience_required")
-    if isinstance(audiences, list) and len(audiences) == 1:
-        native["resource"] = audiences[0]
-    elif audiences is not None:
-        plugin.problem(t.problems, "one audience is supported", "config", "audience_required")
-    else:
-        native["insecure_relaxed_audience_validation"] = True  # openid-connect checks no audience unless asked
+    _audiences(plugin, t, config, native)
     for key in ("consumer_claim", "consumer_by", "consumer_optional", "consumer_groups_claim",
                 "consumer_groups_optional", "credential_claim", "ssl_verify", "scopes_required", "scopes_claim",
                 "authenticated_groups_claim", "groups_required", "groups_claim", "roles_required", "roles_claim"):
