@@ -9,9 +9,10 @@ used, is destinations.py's business."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from .policy.models import Policy, Route, Service
+if TYPE_CHECKING:  # annotations only: the policy model's load-time checks build on routing (rest_tools.catalog)
+    from .policy.models import Policy, Route, Service
 
 PRM_PREFIX = "/.well-known/oauth-protected-resource"
 

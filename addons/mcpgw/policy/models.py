@@ -22,7 +22,8 @@ from ..identity.oauth_settings import OAuthConfig
 from ..identity.prm_settings import PrmConfig, check_discovery
 from ..identity.upstream_header_settings import IdentityHeaderSetting
 from ..integrity.settings import IntegritySettings
-from ..rest_tools.settings import RestToolsSettings, check_policy as check_rest_tools
+from ..rest_tools.catalog import check_policy as check_rest_tools
+from ..rest_tools.settings import RestToolsSettings
 from ..upstream_proxy.settings import ProxySettings, check_policy as check_upstream_proxy
 from ..request_validator.settings import RequestValidatorSettings
 from ..limits.settings import RouteLimits, check_route as check_limits

@@ -171,6 +171,18 @@ def build(policy: "Policy") -> dict[str, Catalog]:
     return catalogs
 
 
+def check_policy(policy: "Policy") -> None:
+    """At load (Policy validation): tool paths under their routes, valid schemas, listeners' tags
+    and duplicate names. The policy model imports this module: routing, which the catalog builds
+    on, imports the model for annotations only."""
+    if any(r.rest_tools is not None for r in policy.routes.values()):
+        for name, route in policy.routes.items():
+            if route.rest_tools is not None and route.ai is not None:
+                raise ValueError(f"route {name!r}: rest_tools and ai exclude each other (an LLM route forwards to "
+                                 "its provider; a rest_tools route answers MCP itself)")
+        build(policy)
+
+
 _catalogs = PerPolicy(build)
 
 

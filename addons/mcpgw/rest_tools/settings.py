@@ -215,15 +215,3 @@ class RestToolsSettings(StrictModel):
             raise ValueError(f"mode {self.mode} needs tools")
         return self
 
-
-def check_policy(policy: Any) -> None:
-    """At load (Policy validation): tool paths under their routes, valid schemas, listeners' tags
-    and duplicate names. Imported late: the catalog builds on routing, which imports the policy."""
-    if any(r.rest_tools is not None for r in policy.routes.values()):
-        for name, route in policy.routes.items():
-            if route.rest_tools is not None and route.ai is not None:
-                raise ValueError(f"route {name!r}: rest_tools and ai exclude each other (an LLM route forwards to "
-                                 "its provider; a rest_tools route answers MCP itself)")
-        from .catalog import build
-
-        build(policy)
