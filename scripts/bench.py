@@ -23,7 +23,7 @@ stream) and four ways to reach them:
             (scripts/bench_otlp_sink.py); traced/gateway is what tracing costs.
   oauth     with --oauth: this tree's gateway with the same routes and ACL, the caller identified
             by a JWT (validated with the test authorization server's JWKS, mapped to the same
-            consumer, a required scope and group, authenticated groups read from a claim) instead of key-auth, the token exchanged (RFC 8693, cached) for the
+            consumer, a required audience, scope and group, authenticated groups read from a claim) instead of key-auth, the token exchanged (RFC 8693, cached) for the
             upstream's and a claim forwarded as a header; oauth/gateway is what that costs.
             Every target then receives the same Authorization header, so requests stay equal.
 
@@ -494,9 +494,12 @@ def start_gateway(workdir: Path, name: str, entry: Path, policy_path: Path,
                                 "--mode", f"reverse:http://{HOST}:9@{HOST}:{port}"], env=env)
 
 
+BENCH_AUDIENCE = "mcp-bench"  # the oauth target's audience_required (openid-connect's, one of two entries)
+
+
 def oauth_policy(upstream_urls: dict[str, str], features: str, auth) -> dict:
     """The gateway policy with key-auth replaced by an OAuth resource server (JWKS, a required
-    scope and group, authenticated groups from a claim), RFC 8693 token exchange toward each
+    audience, scope and group, authenticated groups from a claim), RFC 8693 token exchange toward each
     upstream and a claim header; same consumer, same ACL."""
     policy = gateway_policy(upstream_urls, features)
     client_id, client_secret = auth.introspection_client
@@ -507,6 +510,7 @@ def oauth_policy(upstream_urls: dict[str, str], features: str, auth) -> dict:
             "consumer_claim": ["sub"], "consumer_by": ["username"], "scopes_required": ["openid"],
             "groups_required": ["reader"], "groups_claim": ["realm_access", "roles"],
             "authenticated_groups_claim": ["realm_access", "roles"],
+            "audience_required": [BENCH_AUDIENCE, "mcp-other"], "audience_claim": ["aud"],
             "upstream_headers": [{"header": "X-User-Role", "path": ["realm_access", "roles"]}],
             "token_exchange": {"token_endpoint": auth.token_url, "client_id": client_id, "client_secret": client_secret,
                                "request": {"resource": policy["services"][route["service"]]["url"]}}}
@@ -525,7 +529,7 @@ def start_oauth(workdir: Path, upstream_urls: dict[str, str], features: str,
     port, gateway = start_gateway(workdir, "oauth", GATEWAY_ENTRY, path)
     processes.append(gateway)
     urls = {kind: f"http://{HOST}:{port}/github-{kind}" for kind in upstream_urls}
-    token = auth.mint(CONSUMER, aud=list(urls.values()), exp_in=7200,
+    token = auth.mint(CONSUMER, aud=[*urls.values(), BENCH_AUDIENCE], exp_in=7200,
                       extra={"realm_access": {"roles": ["reader", "writer"]}})
     BASE_HEADERS["Authorization"] = f"Bearer {token}"  # sent to every target alike
     return Target("oauth", urls, gateway)
@@ -772,8 +776,9 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
     if bench.config.baseline:
         print(f"  baseline: the gateway at revision {bench.config.baseline}, same policy")
     if bench.config.oauth:
-        print("  oauth: the same routes and ACL, the caller a JWT (JWKS) mapped to the same consumer, the token "
-              "exchanged (RFC 8693, cached) for the upstream's, one claim header; every target gets the token")
+        print("  oauth: the same routes and ACL, the caller a JWT (JWKS, audience_required) mapped to the same "
+              "consumer, the token exchanged (RFC 8693, cached) for the upstream's, one claim header; every target "
+              "gets the token")
     print("  mitmdump: no addon, --set stream_large_bodies=1; buffered: mitmdump holding request bodies "
           "(scripts/bench_buffered_addon.py);")
     print("  all mitmdumps: termlog_verbosity=warn, flow_detail=0")
