@@ -187,7 +187,7 @@ async def test_22_claim_acl_route_with_ai_mcp_oauth2(workdir, auth):
                        {"user": {"email": {"level": "gold"}}}, {}):
             refused = await post(gw, "/mcp/secure-flights", token("u", **claims), [("X-User-Email", "gold")])
             assert refused.status_code == 200 and refused.json()["error"]["code"] == -32602, claims
-            assert refused.json()["error"]["message"].startswith("No tool is available")
+            assert refused.json()["error"]["message"] == "No tool is available for the access token's .user.email"
         assert (await post(gw, "/mcp/secure-flights", auth.mint("u", aud="https://other.example/mcp",
                                                                  extra={"user": {"email": "gold"}}))).status_code == 401
         assert rest.received == []

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from mcpgw.context import FlowContext
 from mcpgw.governance.acl import AclSettings, compile_acl
-from mcpgw.governance.engine import claim_subjects, subjects_of, view
+from mcpgw.governance.engine import audience, claim_subjects, subjects_of, view
 from mcpgw.identity.claim_headers import add_claim_headers, header_value
 from mcpgw.identity.consumers import Identity
 from mcpgw.identity.oauth import OAuthConfig
@@ -87,6 +87,7 @@ def test_acl_on_a_claim_ignores_the_consumer():
     assert not view(acl, admin).tool("t").allowed
     assert view(acl, None, {"team": "blue"}).tool("t").allowed
     assert not view(acl, admin, {"team": "red"}).tool("t").allowed
+    assert audience(admin, acl) == audience(None, acl) == "the access token's .team"  # a denial names the claim
     with pytest.raises(ValidationError, match="goes with access_token_claim_field"):
         AclSettings(acl_attribute_type="oauth_access_token")
     with pytest.raises(ValidationError, match="goes with access_token_claim_field"):

@@ -91,7 +91,10 @@ def groups_of(identity: "Identity", acl: CompiledAcl) -> tuple[str, ...]:
 
 
 def audience(identity: "Identity | None", acl: CompiledAcl) -> str:
-    """Who a denial names: the caller's groups as the ACL matched them, else the caller."""
+    """Who a denial names: the claim an ACL on a claim matched (its values are the token's, not
+    repeated), the caller's groups as the ACL matched them, else the caller."""
+    if acl.settings.acl_attribute_type == "oauth_access_token":
+        return f"the access token's {acl.settings.access_token_claim_field}"
     if identity is None:
         return "anonymous consumers"
     groups = groups_of(identity, acl)
