@@ -9,8 +9,6 @@ from typing import Any, Sequence
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -18,6 +16,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .conventions import DURATION_BUCKETS, SEMCONV
+from .histograms import Meter
 from .otlp_encode import Encoder
 from .settings import TelemetrySettings
 from .spans import Tracer
@@ -149,26 +148,22 @@ class Pipeline:
         self.tracer_provider.add_span_processor(processor)  # (so that its shutdown flushes the queue)
         self.tracer = Tracer(self.tracer_provider, sampler, processor,
                              InstrumentationScope("mcpgw", None, None, {"mcpgw.semconv": SEMCONV}))
-        reader = PeriodicExportingMetricReader(metric_exporter)
-        self.meter_provider = MeterProvider(metric_readers=[reader], resource=resource)
-        meter = self.meter_provider.get_meter("mcpgw")
-        self.server_duration = meter.create_histogram(
-            "mcp.server.operation.duration", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            description="MCP request or notification duration as observed on the receiver from the time it was "
-                        "received until the result or ack is sent.")
-        self.client_duration = meter.create_histogram(
-            "mcp.client.operation.duration", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            description="The duration of the MCP request or notification as observed on the sender from the time "
-                        "it was sent until the response or ack is received.")
-        self.server_session_duration = meter.create_histogram(
-            "mcp.server.session.duration", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            description="The duration of the MCP session as observed on the MCP server.")
-        self.client_session_duration = meter.create_histogram(
-            "mcp.client.session.duration", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            description="The duration of the MCP session as observed on the MCP client.")
+        self.meter = Meter(metric_exporter, resource, InstrumentationScope("mcpgw"))
+        self.server_duration = self.meter.histogram(
+            "mcp.server.operation.duration", "s", "MCP request or notification duration as observed on the receiver "
+            "from the time it was received until the result or ack is sent.", DURATION_BUCKETS)
+        self.client_duration = self.meter.histogram(
+            "mcp.client.operation.duration", "s", "The duration of the MCP request or notification as observed on "
+            "the sender from the time it was sent until the response or ack is received.", DURATION_BUCKETS)
+        self.server_session_duration = self.meter.histogram(
+            "mcp.server.session.duration", "s", "The duration of the MCP session as observed on the MCP server.",
+            DURATION_BUCKETS)
+        self.client_session_duration = self.meter.histogram(
+            "mcp.client.session.duration", "s", "The duration of the MCP session as observed on the MCP client.",
+            DURATION_BUCKETS)
 
     def shutdown(self) -> None:
-        for provider in (self.tracer_provider, self.meter_provider):
+        for provider in (self.tracer_provider, self.meter):
             try:
                 provider.shutdown()
             except Exception:  # at exit: nothing left to protect but the rest of the shutdown
