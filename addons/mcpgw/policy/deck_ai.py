@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, get_args
 
 from ..ai.settings import ENDPOINTS, FailoverCriterion
-from .deck_registry import Plugin, RouteBuild, take_options
+from .deck_registry import Plugin, RouteBuild, Service, take_options
 
 if TYPE_CHECKING:
     from .deck import Translator
@@ -103,8 +103,6 @@ def _settings(plugin: Plugin, cfg: dict[str, Any], t: "Translator", *sub: str | 
 
 
 def _place(build: RouteBuild, t: "Translator", plugin: Plugin, native: dict[str, Any], base: str) -> None:
-    from .deck import Service
-
     name = f"{build.name}-llm"
     t.services[name] = Service(name, plugin.loc, base)
     build.service = build.native["service"] = name

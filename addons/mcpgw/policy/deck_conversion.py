@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .deck_access import _mcp_proxy
 from .deck_proxy import proxy_config
-from .deck_registry import DEFAULT_BODY_LIMIT, Plugin, RouteBuild, as_bool, as_int, take_options
+from .deck_registry import DEFAULT_BODY_LIMIT, Plugin, RouteBuild, Service, as_bool, as_int, take_options
 
 if TYPE_CHECKING:
     from .deck import Translator
@@ -70,8 +70,6 @@ def scan(data: dict[str, Any]) -> tuple[dict[tuple, list[str]], set[str]]:
 
 def listener_service(t: "Translator", route: str, loc: tuple) -> str:
     """The placeholder service of a serviceless listener route."""
-    from .deck import Service
-
     name = f"{route}-listener"
     t.services.setdefault(name, Service(name, loc, LISTENER_SERVICE_URL))
     return name

@@ -293,6 +293,15 @@ class RouteBuild:
         t.origins[("routes", self.name, section, *more)] = Origin((*plugin.loc, "config"), plugin.name, len(plugin.loc))
 
 
+@dataclass
+class Service:
+    """A decK service as read (deck_ai and deck_conversion add the ones their plugins imply)."""
+
+    name: str
+    loc: Loc
+    url: str | None
+
+
 def _empty(value: Any) -> bool:
     """Kong's spelled-out defaults of a transformer: nothing, or sections of empty lists."""
     return value in (None, [], {}) or (isinstance(value, dict) and all(_empty(v) for v in value.values()))
