@@ -93,3 +93,26 @@ def test_a_stream_without_usage_counts_none_and_an_oversized_event_ends_the_stre
                      AiSettings(route_type="llm/v1/chat").model.options, stream=True)
     out = relay(b"data: " + b"x" * 500 + b"\n\n", small, [100, 200])
     assert out == b"" and small.stream_error
+
+
+def test_chat_chunks_are_judged_on_their_bytes_and_only_the_usage_chunk_is_parsed(monkeypatch):
+    from mcpgw.protocol import sse
+
+    built, real = [], sse._build_event
+    monkeypatch.setattr(sse, "_build_event", lambda *a, **k: built.append(1) or real(*a, **k))
+    s = state("llm/v1/chat", injected=True)
+    out = relay(CHAT, s, [])
+    assert built == [1] and s.usage.total_tokens == 9 and s.first_token is not None  # the usage-only chunk
+    assert all(e["choices"] and "usage" not in e for e in events(out)[:-1])
+
+
+@pytest.mark.parametrize("dress", [
+    lambda raw: raw.replace(b"\n", b"\r\n"),  # CRLF line endings: the byte cut does not apply, parsing does
+    lambda raw: raw.replace(b"data: {", b": keep-alive\ndata: {"),  # a comment line in every event
+    lambda raw: raw.replace(b',"usage":null}', b',\ndata: "usage":null}'),  # the JSON over two data lines
+])
+def test_chat_chunks_in_other_shapes_give_the_same_events(dress):
+    s = state("llm/v1/chat", injected=True)
+    out = relay(dress(CHAT), s, []).replace(b"\r\n", b"\n")
+    assert events(out) == events(relay(CHAT, state("llm/v1/chat", injected=True), []))
+    assert s.usage.total_tokens == 9

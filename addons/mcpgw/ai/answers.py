@@ -39,6 +39,11 @@ def _ctype(resp: http.Response) -> str:
 _NULL_USAGE = re.compile(r'"usage"\s*:\s*null')
 _NULL_USAGE_LAST = ',"usage":null}'
 _CHOICES = re.compile(r'"choices"\s*:\s*\[\s*\{')  # a chunk with a choice: the first token's time
+# The same tests on an event's raw bytes (`data: ` and the line breaks around its JSON add no
+# '"usage"'), for the chat fast path that never builds the event (LlmStream._raw_chat)
+_NULL_USAGE_B = re.compile(rb'"usage"\s*:\s*null')
+_CHOICES_B = re.compile(rb'"choices"\s*:\s*\[\s*\{')
+_NULL_USAGE_EVENT_END = b',"usage":null}\n\n'
 _RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _RESPONSES_ITEMS = frozenset({"response.output_item.added", "response.output_item.done"})
 
@@ -52,6 +57,8 @@ class LlmStream:
         self.state = state
         self.parser = SSEParser(state.settings.max_response_event)
         self.chat = state.settings.route_type == "llm/v1/chat"
+        if self.chat:
+            self.parser.screen = self._raw_chat
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         state = self.state
@@ -63,12 +70,30 @@ class LlmStream:
             return []
         out = []
         for ev in events:
-            kept = self._event(ev)
+            kept = ev if type(ev) is bytes else self._event(ev)
             if kept:
                 out.append(kept)
         if not chunk:
             state.ended = time.monotonic()
         return out
+
+    def _raw_chat(self, raw: bytes) -> bytes | None:
+        """A chat event judged on its raw bytes, as `_event` judges its data: what to send on, or
+        None to parse it. Most chunks are a single `data:` line whose only usage is the
+        `"usage":null` the gateway's include_usage added: cut as bytes, never decoded."""
+        state = self.state
+        if state.first_token is None and _CHOICES_B.search(raw):
+            state.first_token = time.monotonic()
+        if b'"usage"' not in raw:
+            return raw
+        if raw.count(b'"usage"') != 1 or not _NULL_USAGE_B.search(raw):
+            return None
+        if not state.usage_injected:
+            return raw
+        if raw.endswith(_NULL_USAGE_EVENT_END) and raw.startswith(b"data: ") and raw.count(b"\n") == 2 \
+                and b"\r" not in raw:
+            return raw[:-len(_NULL_USAGE_EVENT_END)] + b"}\n\n"  # what ev.encode() makes of the cut data
+        return None
 
     def _event(self, ev: SSEEvent) -> bytes | None:
         state = self.state

@@ -156,7 +156,7 @@ class SSEStream:
         if transforms and on_event is None and all(screens):
             # every transform can judge an event from its raw bytes: those that certainly pass
             # come back from the parser as bytes, never decoded, split or rebuilt
-            self.parser.screen = screens[0] if len(screens) == 1 else (lambda raw: all(s(raw) for s in screens))
+            self.parser.screen = lambda raw: raw if all(s(raw) for s in screens) else None
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         # A list, never b"": mitmproxy sends each element as a body chunk, and an empty chunk

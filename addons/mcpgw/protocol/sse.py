@@ -127,9 +127,9 @@ class SSEParser:
             raise ValueError("max_event_size must be positive")
         self.max_event_size = max_event_size
         self._failed = False
-        # Optional: given a complete event's raw bytes, True when its reader needs no parsed
-        # event; `feed` then returns those bytes in its place (messages.SSEStream).
-        self.screen: Callable[[bytes], bool] | None = None
+        # Optional: given a complete event's raw bytes, the bytes to hand on in its place when its
+        # reader needs no parsed event, else None (messages.SSEStream, ai/answers.LlmStream).
+        self.screen: Callable[[bytes], bytes | None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -151,8 +151,8 @@ class SSEParser:
         return len(self._buf)
 
     def feed(self, chunk: bytes) -> list[SSEEvent | bytes]:
-        """Add a chunk of the stream; return the events it completes (as their raw bytes,
-        unparsed, those that `screen` passes)."""
+        """Add a chunk of the stream; return the events it completes (as bytes, unparsed, those
+        that `screen` answers for)."""
         if self._failed:
             raise SSEError("SSE parser already failed")
         if not chunk:
@@ -213,7 +213,9 @@ class SSEParser:
                 if screen is not None:
                     with memoryview(buf) as view:
                         raw = bytes(view[event_start:pos])
-                    events.append(raw if screen(raw) else _build_event(buf, event_start, body_start, pos, complete=True))
+                    screened = screen(raw)
+                    events.append(screened if screened is not None
+                                  else _build_event(buf, event_start, body_start, pos, complete=True))
                 else:
                     events.append(_build_event(buf, event_start, body_start, pos, complete=True))
                 event_start = body_start = pos
