@@ -178,7 +178,7 @@ class Telemetry:
     def _start(self, pipeline: Pipeline, fctx: context.FlowContext, flow: http.HTTPFlow) -> None:
         req = flow.request
         forwarded = flow.response is None
-        header_parent = propagation.from_headers(req.headers)
+        header_parent = propagation.parent_from_headers(req.headers)
         start = int(req.timestamp_start * 1e9)
         now = time.time_ns()
         spans = self._flows[flow] = _Spans()
@@ -186,7 +186,7 @@ class Telemetry:
         decisions = match_decisions(fctx.messages, fctx.decisions) if fctx.messages else [None]
         carriers: list[dict[str, str] | None] = []
         for msg, decision in zip(fctx.messages or [None], decisions):
-            parent = (propagation.from_meta(msg.obj) if msg is not None else None) or header_parent
+            parent = (propagation.parent_from_meta(msg.obj) if msg is not None else None) or header_parent
             server = pipeline.tracer.start_server(server_name(msg, req), parent, start)
             client = None
             if forwarded and (decision is None or decision.allowed or decision.shadow):
@@ -228,7 +228,7 @@ class Telemetry:
         for i, record in enumerate(records):
             pair = spans.pairs[i] if spans is not None and i < len(spans.pairs) else None
             if pair is None:  # refused before `request` (at the headers): the whole span now
-                pair = (pipeline.tracer.start_server(conv.span_name(record), propagation.from_headers(req.headers),
+                pair = (pipeline.tracer.start_server(conv.span_name(record), propagation.parent_from_headers(req.headers),
                                                      int(req.timestamp_start * 1e9)), None)
             server, client = pair
             rpc_id = (record.get("jsonrpc") or {}).get("id")

@@ -146,7 +146,7 @@ class Pipeline:
         exporter = _CountingExporter(span_exporter, self.counts)
         processor = _DropCountingProcessor(BatchSpanProcessor(exporter), self.counts)
         self.tracer_provider.add_span_processor(processor)  # (so that its shutdown flushes the queue)
-        self.tracer = Tracer(self.tracer_provider, sampler, processor,
+        self.tracer = Tracer(self.tracer_provider, settings.sampling, processor,
                              InstrumentationScope("mcpgw", None, None, {"mcpgw.semconv": SEMCONV}))
         self.meter = Meter(metric_exporter, resource, InstrumentationScope("mcpgw"))
         self.server_duration = self.meter.histogram(

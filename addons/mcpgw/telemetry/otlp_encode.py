@@ -67,9 +67,13 @@ def _any_value(value: Any) -> bytes:
 
 
 # Most of the gateway's attributes repeat from span to span (method, route, consumer, rule,
-# decision...): each (key, value) pair's encoding is kept, up to a bound, so a pair is encoded once.
-_PAIRS: dict[tuple[str, type, Any], bytes] = {}
-MAX_PAIRS = 4096
+# decision...): each attribute's whole field (tag, length, KeyValue) is kept per key and value,
+# so a repeated one costs a dict lookup and an append. Per key at most MAX_VALUES values are kept:
+# a key whose values differ on every span (a request or session id) fills its share and is then
+# encoded each time, without pushing out the others.
+_FIELDS: dict[bytes, dict[str, dict[Any, bytes]]] = {}  # tag -> key -> value -> field
+MAX_VALUES = 256
+MAX_KEYS = 512
 
 
 def _key_value(key: str, value: Any) -> bytes:
@@ -80,17 +84,23 @@ def attributes(tag: bytes, attrs: Mapping[str, Any] | None) -> bytes:
     """Each attribute as a repeated KeyValue field `tag`."""
     if not attrs:
         return b""
+    by_key = _FIELDS.get(tag)
+    if by_key is None:
+        by_key = _FIELDS[tag] = {}
     out = []
     for key, value in attrs.items():
-        cacheable = isinstance(value, (str, int))  # (bool is an int: the type keeps True apart from 1; floats: -0.0 == 0.0)
-        pair = _PAIRS.get((key, type(value), value)) if cacheable else None
-        if pair is None:
-            pair = _key_value(key, value)
-            if cacheable and len(_PAIRS) < MAX_PAIRS:
-                _PAIRS[(key, type(value), value)] = pair
-        out.append(tag)
-        out.append(_SMALL[len(pair)] if len(pair) < 128 else _varint(len(pair)))
-        out.append(pair)
+        # only exact str and int values are kept: a bool is an int subclass but True == 1 (it
+        # is not `int`); floats are not kept (-0.0 == 0.0)
+        cls = value.__class__
+        values = by_key.get(key) if cls is str or cls is int else None
+        if values is None and (cls is str or cls is int) and len(by_key) < MAX_KEYS:
+            values = by_key[key] = {}
+        field = values.get(value) if values is not None else None
+        if field is None:
+            field = _field(tag, _key_value(key, value))
+            if values is not None and len(values) < MAX_VALUES:
+                values[value] = field
+        out.append(field)
     return b"".join(out)
 
 
@@ -153,13 +163,22 @@ class Encoder:
         return out
 
     def encode(self, spans: Sequence[Any]) -> bytes:
-        groups: dict[Any, dict[Any, list[bytes]]] = {}
+        # grouped by identity (the gateway's spans share one resource and scope object):
+        # Resource.__hash__ serializes its attributes to JSON on every call
+        groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
         for s in spans:
-            groups.setdefault(s.resource, {}).setdefault(s.instrumentation_scope or None, []).append(span(s))
+            resource, scope = s.resource, s.instrumentation_scope or None
+            scopes = groups.get(id(resource))
+            if scopes is None:
+                scopes = groups[id(resource)] = (resource, {})
+            encoded = scopes[1].get(id(scope))
+            if encoded is None:
+                encoded = scopes[1][id(scope)] = (scope, [])
+            encoded[1].append(span(s))
         out = []
-        for resource, scopes in groups.items():
+        for resource, scopes in groups.values():
             body = [self._resource(resource)]
-            for scope, encoded in scopes.items():
+            for scope, encoded in scopes.values():
                 scope_body = self._scope(scope) + b"".join(_field(b"\x12", e) for e in encoded)
                 if scope is not None and scope.schema_url:
                     scope_body += _field(b"\x1a", scope.schema_url.encode())

@@ -13,57 +13,95 @@ from __future__ import annotations
 from typing import Any
 
 from mitmproxy import http
+from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH
 
+from ..headers import has_header, header_values, put, remove, replace_all
 from ..protocol.jsonrpc import JsonRpcParseError, dumps, parse_strict
 
-_W3C = TraceContextTextMapPropagator()
 KEYS = ("traceparent", "tracestate")
+# The W3C propagator's own pattern and limits: what it accepts is accepted here, nothing more
+# (tests/unit/test_telemetry_propagation.py compares the two on hostile values).
+_TRACEPARENT = TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE
+_MAX_TRACEPARENT = TraceContextTextMapPropagator._TRACEPARENT_MAXIMUM_LENGTH
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+_FLAGS = [TraceFlags(n) for n in range(256)]
 
 
-class _MetaGetter:
-    @staticmethod
-    def get(carrier: dict, key: str) -> list[str] | None:
-        value = carrier.get(key)
-        return [value] if isinstance(value, str) else None
+def parse(traceparent: str, tracestate: list[str] | None) -> SpanContext | None:
+    """The remote parent a W3C traceparent/tracestate names, or None (absent or invalid): what
+    TraceContextTextMapPropagator.extract reads, without the Context and span objects around it
+    (the gateway reads a parent for every message)."""
+    if not traceparent or len(traceparent) > _MAX_TRACEPARENT:
+        return None
+    match = _TRACEPARENT.search(traceparent)
+    if not match:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN or version == "ff" or (version == "00" and rest):
+        return None
+    state = None
+    if tracestate is not None and sum(map(len, tracestate)) + len(tracestate) - 1 <= \
+            _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH:
+        state = TraceState.from_header(tracestate)
+    return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=_FLAGS[int(flags, 16)],
+                       trace_state=state)
 
-    @staticmethod
-    def keys(carrier: dict) -> list[str]:
-        return [k for k in carrier if isinstance(k, str)]
 
-
-_EMPTY = Context()
-
-
-def from_headers(headers: http.Headers) -> Context:
-    parents = headers.get_all("traceparent")
+def parent_from_headers(headers: http.Headers) -> SpanContext | None:
+    parents = header_values(headers, "traceparent")
     if len(parents) != 1:
-        return _EMPTY  # none, or two parents: neither is believed
-    states = headers.get_all("tracestate")
-    carrier = {"traceparent": parents[0], "tracestate": ",".join(states)} if states else {"traceparent": parents[0]}
-    return _W3C.extract(carrier, getter=_MetaGetter)  # (a plain dict: mitmproxy's Headers is slow to read)
+        return None  # none, or two parents: neither is believed
+    states = header_values(headers, "tracestate")
+    return parse(parents[0], [",".join(states)] if states else None)
 
 
-def from_meta(message: dict[str, Any]) -> Context | None:
+def parent_from_meta(message: dict[str, Any]) -> SpanContext | None:
     """The context in a message's params._meta, or None when it carries none (or an invalid one)."""
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
-    if not isinstance(meta, dict) or not isinstance(meta.get("traceparent"), str):
+    if not isinstance(meta, dict):
         return None
-    found = _W3C.extract(meta, getter=_MetaGetter)
-    from opentelemetry import trace
+    parent, state = meta.get("traceparent"), meta.get("tracestate")
+    if not isinstance(parent, str):
+        return None
+    return parse(parent, [state] if isinstance(state, str) else None)
 
-    return found if trace.get_current_span(found).get_span_context().is_valid else None
+
+def _context(parent: SpanContext | None) -> Context:
+    return trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else Context()
+
+
+def from_headers(headers: http.Headers) -> Context:
+    """The client's context from the headers, as an OpenTelemetry Context (an empty one: none)."""
+    return _context(parent_from_headers(headers))
+
+
+def from_meta(message: dict[str, Any]) -> Context | None:
+    parent = parent_from_meta(message)
+    return _context(parent) if parent is not None else None
 
 
 def set_headers(request: http.Request, carrier: dict[str, str]) -> None:
     headers = request.headers
-    headers["traceparent"] = carrier["traceparent"]  # (replaces every value the client sent)
-    if "tracestate" in carrier:
-        headers["tracestate"] = carrier["tracestate"]
-    elif "tracestate" in headers:
-        del headers["tracestate"]
+    replace_all(headers, carrier)  # (replaces every value the client sent)
+    if "tracestate" not in carrier:
+        remove(headers, "tracestate")
+
+
+def _set_body(request: http.Request, body: bytes) -> None:
+    """request.content = body, as mitmproxy sets it, through the header index (mitmproxy's setter
+    scans and re-encodes the headers twice). An encoded body is left to mitmproxy's setter."""
+    headers = request.headers
+    if has_header(headers, "content-encoding"):
+        request.content = body
+        return
+    request.raw_content = body
+    if not has_header(headers, "transfer-encoding"):
+        put(headers, "content-length", str(len(body)))
 
 
 def inject_body(request: http.Request, carriers: list[dict[str, str] | None]) -> bool:
@@ -96,5 +134,5 @@ def inject_body(request: http.Request, carriers: list[dict[str, str] | None]) ->
         changed = True
     if changed:
         objs = [m.obj for m in messages]
-        request.content = dumps(objs if is_batch else objs[0])
+        _set_body(request, dumps(objs if is_batch else objs[0]))
     return changed

@@ -7,18 +7,16 @@ attributes only when the response has ended, and the SDK's live span pays for wh
 never uses (a lock per call, each attribute validated and copied into a bounded mapping, span
 processors' on_start). The attributes built here are already clean (str, int, bool, lists of
 str; client-chosen strings cut at 256 characters: conventions.py). What stays the SDK's: the id
-generator, the sampler (ParentBased(TraceIdRatioBased)), the resource, the batch processor and
-its bounded queue, the OTLP exporter. A child follows its local parent's sampled flag, as
-ParentBased does."""
+generator, the sampling rule (ParentBased(TraceIdRatioBased), applied in `start_server`), the
+resource, the batch processor and its bounded queue, the OTLP exporter. A child follows its local
+parent's sampled flag, as ParentBased does."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
@@ -49,24 +47,28 @@ class Started:
 
 
 class Tracer:
-    def __init__(self, provider: TracerProvider, sampler: Sampler, processor: SpanProcessor,
+    def __init__(self, provider: TracerProvider, ratio: float, processor: SpanProcessor,
                  scope: InstrumentationScope):
         self.ids = provider.id_generator
         self.resource = provider.resource
-        self.sampler, self.processor, self.scope = sampler, processor, scope
+        self.processor, self.scope = processor, scope
+        # ParentBased(TraceIdRatioBased(ratio)), the provider's sampler, decided here without its
+        # Context lookups: a parent's sampled flag is followed (remote or local), a new trace is
+        # kept when the low 64 bits of its id fall under the ratio's bound (TraceIdRatioBased's rule)
+        self.bound = TraceIdRatioBased.get_bound_for_rate(ratio)
 
-    def start_server(self, name: str, parent: Context | None, start: int) -> Started:
-        """A SERVER span, child of the client's context (None or an empty Context: a new trace)."""
-        parent_span = trace.get_current_span(parent).get_span_context() if parent is not None else None
-        if parent_span is not None and not parent_span.is_valid:
-            parent_span = None
-        trace_id = parent_span.trace_id if parent_span is not None else self.ids.generate_trace_id()
-        result = self.sampler.should_sample(parent, trace_id, name, SpanKind.SERVER)
-        sampled = result.decision is Decision.RECORD_AND_SAMPLE
+    def start_server(self, name: str, parent: SpanContext | None, start: int) -> Started:
+        """A SERVER span, child of the client's context (None: a new trace)."""
+        if parent is not None and parent.is_valid:
+            trace_id, flags, state = parent.trace_id, parent.trace_flags, parent.trace_state
+            context = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False,
+                                  trace_flags=_SAMPLED if flags.sampled else _UNSAMPLED, trace_state=state)
+            return Started(context, parent, start)
+        trace_id = self.ids.generate_trace_id()
+        sampled = trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self.bound
         context = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False,
-                              trace_flags=_SAMPLED if sampled else _UNSAMPLED,
-                              trace_state=result.trace_state or _EMPTY)
-        return Started(context, parent_span, start)
+                              trace_flags=_SAMPLED if sampled else _UNSAMPLED, trace_state=_EMPTY)
+        return Started(context, None, start)
 
     def start_child(self, parent: Started, start: int) -> Started:
         p = parent.context
