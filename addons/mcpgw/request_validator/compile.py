@@ -30,6 +30,7 @@ DRAFTS = {"draft4": jsonschema.Draft4Validator, "draft6": jsonschema.Draft6Valid
           "draft7": jsonschema.Draft7Validator, "draft201909": jsonschema.Draft201909Validator,
           "draft202012": jsonschema.Draft202012Validator}
 MediaType = tuple[str, str, dict[str, str]]
+PARAM_TYPES = ("string", "integer", "number", "boolean", "array")  # a parameter schema's top-level types
 
 
 def parse_media_type(text: str, allowed: bool = False) -> MediaType | None:
@@ -151,8 +152,6 @@ def _coerce(kind: str | None, value: str) -> Any:
 
 
 def parameter_validator(p: "Parameter") -> ParameterCheck:
-    from .settings import PARAM_TYPES
-
     where = f"parameter {p.name!r} schema"
     check, kind, item_kind = None, None, "string"
     if p.schema_ is not None:

@@ -14,7 +14,6 @@ from ..policy.base import StrictModel
 VERSIONS = ("kong", "draft4", "draft6", "draft7", "draft201909", "draft202012")
 # Parameter styles implemented (OpenAPI 3 serialization): form for the query, simple for headers.
 STYLES = {"query": ("form",), "header": ("simple",)}
-PARAM_TYPES = ("string", "integer", "number", "boolean", "array")
 
 
 class Parameter(StrictModel):
