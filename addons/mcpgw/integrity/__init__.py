@@ -8,8 +8,8 @@
 - phases.py: the pipeline phases (shared pins synced, calls to withheld tools refused, the list
   transform installed);
 - transform.py: the server -> client transform that withholds changed tools from lists;
-- prefilter.py, approved.py: the raw-bytes screen that lets answers with nothing to act on pass
-  unparsed (Hyperscan; lists judged clean before, recognised by their bytes);
+- approved.py (with protocol/bytescreen.py): the raw-bytes screen that lets answers with nothing
+  to act on pass unparsed (Hyperscan; lists judged clean before, recognised by their bytes);
 - scanning.py, rules.yaml: description scanning; leaks.py: secret scanning;
 - own_secrets.py: the gateway's own secrets (what a route sends upstream that the client did
   not) masked in every answer of every route holding one, with or without `integrity:`;

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..governance.ledger import STAND_IN_PREFIX
-from . import prefilter
+from ..protocol import bytescreen
 
 MIN_SIZE = 16 * 1024  # smaller lists are cheap to parse: not worth keeping
 PER_ROUTE = 8
@@ -41,7 +41,7 @@ _DECODER = json.JSONDecoder()
 # read too), a stand-in id; then the lists pinned when a route asks (pin_also)
 SCREEN_LITERALS = (b'"tools"', b"\\u", STAND_IN_PREFIX.encode(), b'"prompts"', b'"resources"',
                    b'"resourceTemplates"', b"\x00")
-_SCREEN = prefilter.Patterns(SCREEN_LITERALS, [True] * len(SCREEN_LITERALS)) if prefilter.AVAILABLE else None
+_SCREEN = bytescreen.Patterns(SCREEN_LITERALS, [True] * len(SCREEN_LITERALS)) if bytescreen.AVAILABLE else None
 _OTHERS = frozenset({3, 4, 5})
 
 

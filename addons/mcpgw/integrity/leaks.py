@@ -28,7 +28,8 @@ from typing import Any
 from .. import context, redaction
 from ..governance import annotate
 from ..policy.derived import PerPolicy
-from . import approved, prefilter, record
+from ..protocol import bytescreen
+from . import approved, record
 from .settings import DETECTORS, SecretSettings
 
 MASK = "[redacted]"
@@ -117,10 +118,10 @@ class LeakScanner:
         self.by_literal = {lit: tuple(d for d in self.detectors if lit in d.literals) for lit in literals}
         self.always = tuple(d for d in self.detectors if not d.literals)
         self.known = tuple(sorted(known, key=len, reverse=True))  # the gateway's own secrets, longest first
-        self._raw, self._mine = self._raw_screen() if prefilter.AVAILABLE and not self.always else (None, 0)
+        self._raw, self._mine = self._raw_screen() if bytescreen.AVAILABLE and not self.always else (None, 0)
         self._last: tuple[bytes, set[int]] | None = None  # the last bytes screened and what was found
 
-    def _raw_screen(self) -> tuple[prefilter.Patterns, int]:
+    def _raw_screen(self) -> tuple[bytescreen.Patterns, int]:
         """Every detector's pattern (as a superset), then what the raw text cannot be judged on:
         escapes that could spell a token differently (\\u, \\/) and the gateway's secrets as
         JSON writes them; then the tool lists' screen (approved.py), so that one pass over a
@@ -129,7 +130,7 @@ class LeakScanner:
         # a NUL byte: a UTF-16 or UTF-32 body (JSON parsers read those too), which UTF-8 patterns miss
         exact = [b"\\u", b"\\/", b"\x00", *{_escaped(s).encode("utf-8", "surrogatepass") for s in self.known if s}]
         lists = list(approved.SCREEN_LITERALS)
-        patterns = prefilter.Patterns(own + exact + lists, [False] * len(own) + [True] * (len(exact) + len(lists)),
+        patterns = bytescreen.Patterns(own + exact + lists, [False] * len(own) + [True] * (len(exact) + len(lists)),
                                       [bool(d.pattern.flags & re.S) for d in self.detectors])
         return patterns, len(own) + len(exact)
 

@@ -2,7 +2,8 @@
 
 The message layer asks each transform, before parsing, whether it would pass a message unchanged
 (protocol/messages.py, `passes`). For integrity that question is "does any credential pattern,
-gateway secret, `"tools"` key or stand-in id occur in these bytes?": most answers hold none, and
+gateway secret, `"tools"` key or stand-in id occur in these bytes?", for the ACL's list filter
+"does any list member or stand-in id?" (governance/filtering.py): most answers hold none, and
 parsing a 1 MB result to find that out costs more than relaying it. Asking it with Python's `re`
 (an alternation of 25 literals) reads a megabyte at ~12 ns a byte; Hyperscan (Intel's SIMD
 multi-pattern matcher, the `hyperscan` wheel, which bundles the library) answers for every
@@ -15,11 +16,8 @@ platform), `Patterns` is unavailable and callers take their full path: slower, n
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Sequence
-
-log = logging.getLogger("mcpgw.integrity")
 
 try:
     import hyperscan as _hs
