@@ -33,6 +33,7 @@ from .deck_consumers import kong_id  # noqa: F401 (re-exported)
 from .deck_env import plain, substitute_env
 from .deck_registry import Loc, Origin, Problems, RouteBuild
 from .deck_translator import DENY_RESPONSES, DeckSettings, Translator  # noqa: F401 (DENY_RESPONSES re-exported)
+from .yaml_source import PolicyError, parse_yaml
 
 
 # -- the native policy -------------------------------------------------------------------------------
@@ -91,7 +92,6 @@ def translate_deck(data: dict[str, Any], source: str, root: yaml.Node | None = N
     """The native policy of a decK file, as a plain dict, validated. Raises PolicyError with one
     located message per problem. With `secret_references`, secrets written as decK env
     substitutions come out as `{env://NAME}` references instead of their values (the converter)."""
-    from .loader import PolicyError
     from .models import Policy
     from .secrets import SecretResolver
 
@@ -119,8 +119,6 @@ def translate_deck(data: dict[str, Any], source: str, root: yaml.Node | None = N
 def convert_file(path: str | Path, *, env: Mapping[str, str] | None = None, inline_secrets: bool = False,
                  settings: DeckSettings | None = None) -> str:
     """The native policy of a decK file as YAML (what scripts/deck2policy prints)."""
-    from .loader import PolicyError, parse_yaml
-
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .yaml_source import yaml_line
+
 if TYPE_CHECKING:
     from .deck import Translator
 
@@ -97,18 +99,7 @@ class Problems:
         self._messages: dict[str, tuple[int, int]] = {}  # message -> (line, order of discovery)
 
     def _line(self, loc: Loc) -> int | None:
-        node, line = self.root, None
-        for part in loc:
-            if isinstance(node, yaml.MappingNode):
-                node = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-                node = node.value[part]
-            else:
-                node = None
-            if node is None:
-                break
-            line = node.start_mark.line + 1
-        return line
+        return yaml_line(self.root, loc)
 
     def where(self, loc: Loc, name: str | None = None, name_at: int | None = None) -> str:
         """`services[0].routes[0].plugins[2] (name: cors).config.origins (line 57)`"""

@@ -1,5 +1,5 @@
-"""Read a policy file: strict YAML (duplicate keys are errors), pydantic validation, and errors
-that name the file, the line and the field."""
+"""Read a policy file: strict YAML (duplicate keys are errors, yaml_source.py), pydantic validation,
+and errors that name the file, the line and the field."""
 
 from __future__ import annotations
 
@@ -12,53 +12,15 @@ from pydantic import ValidationError
 
 from .models import Policy
 from .secrets import SecretResolver
+from .yaml_source import PolicyError, parse_yaml, yaml_line  # PolicyError, parse_yaml: importable from here too
 
 if TYPE_CHECKING:
     from .deck import DeckSettings
 
 
-class PolicyError(Exception):
-    """A policy that cannot be used. `problems` holds one located message per problem."""
-
-    def __init__(self, source: str, problems: list[str]):
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + ("\n  ".join(problems) if len(problems) > 1 else problems[0]))
-
-    def __str__(self) -> str:
-        if len(self.problems) == 1:
-            return f"{self.source}: {self.problems[0]}"
-        return f"{self.source}: {len(self.problems)} problems\n  " + "\n  ".join(self.problems)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of keeping the last one."""
-
-    def construct_mapping(self, node, deep=False):  # noqa: D102 - PyYAML hook
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
-            seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
-
-
 def _locate(root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
     """Line of the deepest YAML node along a pydantic error location, as ' (line N)'."""
-    node, line = root, None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            nxt = node.value[part]
-        else:
-            nxt = None
-        if nxt is None:
-            break
-        node = nxt
-        line = node.start_mark.line + 1
+    line = yaml_line(root, loc)
     return f" (line {line})" if line else ""
 
 
@@ -80,18 +42,6 @@ def format_validation_error(err: ValidationError, root: yaml.Node | None) -> lis
             msg = "field required"
         problems.append(f"{_format_loc(loc)}{_locate(root, loc)}: {msg}")
     return problems
-
-
-def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
-    try:
-        root = yaml.compose(text, Loader=_StrictLoader)
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise PolicyError(source, [f"{where}invalid YAML: {problem}"]) from None
-    return data, root
 
 
 def validate_policy(data: Any, root: yaml.Node | None, source: str, resolver: SecretResolver, *,
