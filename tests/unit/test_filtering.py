@@ -227,3 +227,43 @@ def test_stand_ins_are_the_callers_own_and_dropped_when_the_upstream_refuses():
     own, _, _ = request(SNAP, None, method="GET", headers={})
     assert own.server_transforms[0](pong) is pong
     assert ledger.stand_ins.get(token) is None
+
+
+# --- the raw-bytes screen: what passes unparsed -------------------------------------------------
+
+def test_an_answer_without_a_list_passes_unparsed_and_every_list_spelling_is_parsed():
+    from mcpgw.protocol import bytescreen
+    from mcpgw.protocol.messages import still_needed
+
+    if not bytescreen.AVAILABLE:
+        return
+    ctx, _, _ = request(SNAP, rpc("tools/call", {"name": "search_code", "arguments": {}}))
+    [governor] = ctx.server_transforms
+    result = {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "the tools are fine"}]}}
+    assert still_needed(json.dumps(result).encode(), [governor]) == []
+    for body in (
+        {"jsonrpc": "2.0", "id": 1, "result": {"tools": CATALOG}},  # a list answering a tools/call: filtered
+        {"jsonrpc": "2.0", "id": 1, "result": {"prompts": []}},
+        {"jsonrpc": "2.0", "id": 1, "result": {"resources": []}},
+        {"jsonrpc": "2.0", "id": 1, "result": {"resourceTemplates": []}},
+    ):
+        raw = json.dumps(body).encode()
+        assert still_needed(raw, [governor]) == [governor], body
+    escaped = b'{"jsonrpc":"2.0","id":1,"result":{"\\u0074ools":' + json.dumps(CATALOG).encode() + b"}}"
+    assert listed(json.loads(transform_json_body(escaped, [governor]))) == READ_TOOLS
+    utf16 = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": CATALOG}}).encode("utf-16")
+    assert still_needed(utf16, [governor]) == [governor]
+    stand_in = json.dumps({"jsonrpc": "2.0", "id": ledger.STAND_IN_PREFIX + "x", "result": {}}).encode()
+    assert still_needed(stand_in, [governor]) == [governor]
+
+
+def test_an_answer_that_may_create_a_task_is_always_read():
+    from mcpgw.protocol.messages import still_needed
+
+    call = {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "search_code", "task": {}}}
+    ctx, _, _ = request(SNAP, call)
+    [governor] = ctx.server_transforms
+    created = json.dumps({"jsonrpc": "2.0", "id": 4, "result": {"task": {"taskId": "t-raw", "status": "working"}}})
+    assert still_needed(created.encode(), [governor]) == [governor]
+    transform_json_body(created.encode(), [governor])
+    assert ledger.tasks.get(("gh", "key-auth:dev-user", "t-raw")) == ledger.TaskOrigin("search_code", True)

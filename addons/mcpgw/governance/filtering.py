@@ -23,6 +23,7 @@ from mitmproxy import http
 
 from .. import context
 from ..context import FlowContext
+from ..protocol import bytescreen
 from . import annotate, ledger
 from .engine import SubjectView, Verdict
 from .ledger import Expected, id_key
@@ -35,6 +36,13 @@ LIST_RESULTS: dict[str, tuple[str, str, str]] = {
     "resources/templates/list": ("resourceTemplates", "uriTemplate", "resource"),
 }
 _BY_ARRAY = {array: method for method, (array, _, _) in LIST_RESULTS.items()}
+
+# What an answer the governor acts on cannot be written without: a list member, a created task
+# (remembered from the answer), a stand-in id, or what could spell one otherwise (a \u escape; a
+# NUL byte: a UTF-16 or UTF-32 body)
+_SCREEN_LITERALS = [*(f'"{a}"'.encode() for a in _BY_ARRAY), b'"task"', ledger.STAND_IN_PREFIX.encode(), b"\\u",
+                    b"\x00"]
+_SCREEN = bytescreen.Patterns(_SCREEN_LITERALS, [True] * len(_SCREEN_LITERALS)) if bytescreen.AVAILABLE else None
 
 # Other concerns that read list answers as they pass, unfiltered: (route, list method, entries).
 # ai/catalog.py keeps a passthrough route's tool names from them. An observer must be quick.
@@ -66,6 +74,10 @@ class ResponseGovernor:
         self.expected = expected or {}  # this POST's own task-augmented calls, by JSON-RPC id
         self.stand_ins = stand_ins  # this POST's stand-in ids (legacy transport)
         self._verdicts = {"tool": view.tool, "prompt": view.prompt, "resource": view.resource}
+
+    def passes(self, data: bytes) -> bool:
+        """protocol/messages.py: bytes holding no list, no task and no stand-in's answer pass unparsed."""
+        return _SCREEN is not None and not _SCREEN.present(data)
 
     def __call__(self, message: dict[str, Any]) -> dict[str, Any]:
         if "method" in message:
