@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from .. import context
 from ..audit import match_decisions
 from ..headers import header
-from . import answers, conventions as conv, llm_tools, propagation
+from . import answers, conventions as conv, llm_tools, propagation, span_attributes
 from ..ai import mcp_tools
 from ..rest_tools import spans as rest_spans
 from .kong_log import kong_record
@@ -239,20 +239,17 @@ class Telemetry:
                 self._finish_client(pipeline, client, record, upstream, flow.error is not None, code, end_ns)
             if server.sampled:
                 status = UNSET
-                attrs = conv.common_attributes(record, version, http_version)
-                attrs.update(conv.gateway_attributes(record))
-                if record.get("client"):
-                    attrs["client.address"] = record["client"]
+                own: dict[str, Any] = {}
                 if isinstance(code, int):
-                    attrs["rpc.response.status_code"] = str(code)
+                    own["rpc.response.status_code"] = str(code)
                 if err:
-                    attrs["error.type"] = err
+                    own["error.type"] = err
                     status = Status(StatusCode.ERROR, record.get("reason") or None)
                 llm = conv.llm_span(record)
                 if llm is not None:
-                    attrs.update(llm[1])
+                    own.update(llm[1])
                 pipeline.tracer.end(server, llm[0] if llm is not None else conv.span_name(record), SpanKind.SERVER,
-                                    attrs, status, end_ns)
+                                    span_attributes.server(record, version, http_version, own), status, end_ns)
                 if fctx is not None and fctx.rest_calls:  # a tools/call the gateway answered with REST calls
                     rest_spans.end_spans(pipeline.tracer, server, fctx.rest_calls, rpc_id)
             self._measure(pipeline, record, err, version, req.timestamp_start, end, client_start, client is not None)
@@ -273,25 +270,22 @@ class Telemetry:
     def _finish_client(pipeline: Pipeline, client: Started, record: dict[str, Any], upstream: tuple[str, int],
                        failed: bool, code: int | str | None, end_ns: int) -> None:
         status = UNSET
-        attrs = conv.client_attributes(record)  # fewer than the SERVER span's: each costs its encoding
-        attrs["server.address"], attrs["server.port"] = upstream
+        own: dict[str, Any] = {}  # (fewer attributes than the SERVER span's: each costs its encoding)
         upstream_status = record["http"]["upstream_status"]
-        if upstream_status is not None:
-            attrs["http.response.status_code"] = upstream_status
         err = "upstream_error" if failed else \
             (str(upstream_status) if upstream_status is not None and upstream_status >= 400 else None)
-        if err is None and code is not None and record["http"]["upstream_status"] is not None:
+        if err is None and code is not None and upstream_status is not None:
             err = str(code)  # the upstream's JSON-RPC error, or tool_error
             if isinstance(code, int):
-                attrs["rpc.response.status_code"] = err
+                own["rpc.response.status_code"] = err
         if err:
-            attrs["error.type"] = err
+            own["error.type"] = err
             status = Status(StatusCode.ERROR)
         llm = conv.llm_span(record)
         if llm is not None:
-            attrs.update(llm[1])
-        pipeline.tracer.end(client, llm[0] if llm is not None else conv.span_name(record), SpanKind.CLIENT, attrs,
-                            status, end_ns)
+            own.update(llm[1])
+        pipeline.tracer.end(client, llm[0] if llm is not None else conv.span_name(record), SpanKind.CLIENT,
+                            span_attributes.client(record, upstream, own), status, end_ns)
 
     def _measure(self, pipeline: Pipeline, record: dict[str, Any], err: str | None, version: str | None,
                  start: float, end: float, client_start: int | None, forwarded: bool) -> None:

@@ -104,6 +104,25 @@ def attributes(tag: bytes, attrs: Mapping[str, Any] | None) -> bytes:
     return b"".join(out)
 
 
+# The encoded base of span_attributes.Attributes, by the base's identity (the base is kept, so
+# the identity is checked too: an id may be reused once a base has been dropped).
+_BASES: dict[int, tuple[dict, bytes]] = {}
+MAX_BASES = 4096
+
+
+def span_attributes(attrs: Mapping[str, Any]) -> bytes:
+    """A span's attributes (field 9): the base of an Attributes from its kept encoding."""
+    base = getattr(attrs, "base", None)
+    if base is None:
+        return attributes(b"\x4a", attrs)
+    kept = _BASES.get(id(base))
+    if kept is None or kept[0] is not base:
+        if len(_BASES) >= MAX_BASES:
+            _BASES.clear()
+        kept = _BASES[id(base)] = (base, attributes(b"\x4a", base))
+    return kept[1] + attributes(b"\x4a", attrs.own)
+
+
 def span(s) -> bytes:
     """trace.proto Span of an SDK ReadableSpan."""
     ctx, parent = s.context, s.parent
@@ -118,7 +137,8 @@ def span(s) -> bytes:
         parts += (b"\x39", _U64.pack(s.start_time))
     if s.end_time:
         parts += (b"\x41", _U64.pack(s.end_time))
-    parts.append(attributes(b"\x4a", s.attributes))
+    attrs = getattr(s, "_attributes", None)  # (ReadableSpan.attributes wraps it in a new MappingProxyType)
+    parts.append(span_attributes(attrs) if attrs is not None else attributes(b"\x4a", s.attributes))
     if s.dropped_attributes:
         parts += (b"\x50", _varint(s.dropped_attributes))
     status = s.status
