@@ -621,6 +621,15 @@ def started_targets(workdir: Path, baseline: str | None = None, telemetry: bool 
 # --- measuring ----------------------------------------------------------------------------------
 
 
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a process so far (user + system, every thread), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
 def percentile(samples: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(samples)
@@ -656,6 +665,8 @@ class Benchmark:
         self.targets = targets
         self.runner = runner
         self.results: dict[str, dict[str, list[float]]] = {key: {t.name: [] for t in targets} for key, _, _ in METRICS}
+        # process CPU (user + system, all threads) per call, for the targets that are processes of their own
+        self.results["cpu"] = {t.name: [] for t in targets if t.process is not None}
         self.clients: dict[str, Clients] = {}
         for target in targets:
             sequential = stack.enter_context(httpx.Client(timeout=TIMEOUT))
@@ -695,6 +706,21 @@ class Benchmark:
     def run_round(self, round_index: int) -> None:
         order = self.order(round_index)
         label = f"round {round_index + 1}/{self.config.rounds}"
+        pids = {t.name: t.process.pid for t in self.targets if t.process is not None}
+        cpu_before = {name: process_cpu(pid) for name, pid in pids.items()}
+        self._run_round(order, label)
+        # every target got the same calls this round: the series, the first events, the throughput
+        # runs and the untimed call that primes each series and client
+        c = self.config
+        calls = 2 * c.requests + c.first_event_requests + 2 * c.throughput_requests + 3 + 2 * c.concurrency
+        figures = {}
+        for name, before in cpu_before.items():
+            figures[name] = (process_cpu(pids[name]) - before) / calls * 1000
+            self.results["cpu"][name].append(figures[name])
+        progress(f"{label}  {'process CPU per call':38} "
+                 + "  ".join(f"{name} {figure:8.3f}" for name, figure in figures.items()) + "  ms")
+
+    def _run_round(self, order: list[Target], label: str) -> None:
         for kind in ("json", "sse"):
             series = self._interleaved(order, kind, timed_call, self.config.requests)
             figures = {}
@@ -807,6 +833,28 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
     print("then runs its `request` hook before forwarding instead of while the upstream works. gateway/buffered")
     print("is the gateway's own work on top of that.")
     floor_report(bench)
+    cpu_report(bench)
+
+
+TRACING_TARGET = 1.05  # traced/gateway process CPU per call, at most (issue 17)
+
+
+def cpu_report(bench: Benchmark) -> None:
+    """What each process spends per call: CPU time, unlike latency, hardly depends on what else
+    the machine runs, so on a shared machine this is the figure that shows a feature's cost."""
+    cpu = bench.results["cpu"]
+    print()
+    print(f"{'process CPU per call (ms), median over rounds':{LABEL}}" + "".join(f"{n:>12}" for n in cpu))
+    print(f"{'':{LABEL}}" + "".join(f"{bench.median('cpu', n):12.3f}" for n in cpu))
+    pairs = [(a, b) for a, b in (("gateway", "mitmdump"), ("gateway", "baseline"), ("traced", "gateway"),
+                                 ("oauth", "gateway")) if a in cpu and b in cpu]
+    for a, b in pairs:
+        ratios = sorted(x / y for x, y in zip(cpu[a], cpu[b], strict=True))
+        goal = f"   {verdict(bench.ratio('cpu', a, b), TRACING_TARGET, False)}" if (a, b) == ("traced", "gateway") else ""
+        print(f"{'ratio CPU ' + a + '/' + b:{LABEL}}{bench.ratio('cpu', a, b):17.3f}x   "
+              f"(rounds {ratios[0]:.3f}x to {ratios[-1]:.3f}x){goal}")
+    print("Per call: every call of a round (latency series, first events, throughput runs) over the process's")
+    print("user + system CPU time in that round, all threads (a traced gateway's export threads included).")
 
 
 FLOOR_TARGETS = {  # (target, metric) -> the most x/buffered may be: the gateway's own work over the held floor
