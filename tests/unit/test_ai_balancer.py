@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import collections
 
-from mcpgw.ai import balancer
+from mcpgw.ai import balancer, targets
 from mcpgw.ai.request import LlmState
 from mcpgw.ai.settings import AiSettings
 from mcpgw.ai.usage import LlmCall, Usage
@@ -17,8 +17,8 @@ def pool(algorithm: str, weights=(100, 100, 100), **extra) -> balancer.RoutePool
         "route_type": "llm/v1/chat",
         "targets": [{"url": f"http://t{i}.example.com/v1", "weight": w} for i, w in enumerate(weights)],
         "balancer": {"algorithm": algorithm, **extra}})
-    targets = [balancer.TargetState(i, t, "http", f"t{i}.example.com", 80, "/v1") for i, t in enumerate(settings.targets)]
-    return balancer.RoutePool(settings, targets)
+    states = [targets.TargetState(i, t, "http", f"t{i}.example.com", 80, "/v1") for i, t in enumerate(settings.targets)]
+    return balancer.RoutePool(settings, states)
 
 
 def firsts(p: balancer.RoutePool, n: int, key=None) -> list[int]:
@@ -50,7 +50,7 @@ def finished(p: balancer.RoutePool, target: int, **kw) -> None:
     state = LlmState(p.settings, "gpt-4o", p.settings.model.options, target=p.targets[target])
     call = dict(route="r", consumer=None, groups=(), model="gpt-4o", status=200, usage=Usage(10, 90, 100),
                 cost=0.5, latency_ms=1000.0, ttft_ms=100.0, streamed=True)
-    balancer.observe(state, LlmCall(**{**call, **kw}))
+    targets.observe(state, LlmCall(**{**call, **kw}))
 
 
 def test_lowest_usage_counts_by_its_strategy():

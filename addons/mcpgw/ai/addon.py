@@ -12,7 +12,7 @@ from mitmproxy import contentviews, http
 
 from .. import audit, context, redaction
 from ..governance import filtering
-from . import answers, balancer, catalog
+from . import answers, catalog, targets
 from .relay import relay
 from .request import ai_error
 from .ui import LlmContentview
@@ -61,7 +61,7 @@ class LlmAddon:
         fctx = context.get(flow)
         if fctx is not None and fctx.ai is not None:
             relay.forget(fctx.ai)  # a job the flow never sent
-            balancer.answered(fctx.ai, None)  # no answer from the target: it counts as failed
+            targets.answered(fctx.ai, None)  # no answer from the target: it counts as failed
             if not fctx.ai.published:  # the response phases never ran: the call ends here, for audit and listeners
                 try:
                     answers.publish(fctx, flow, fctx.ai)

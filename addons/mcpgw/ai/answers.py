@@ -21,7 +21,7 @@ from .. import audit
 from ..governance import annotate
 from ..headers import header
 from ..protocol.sse import SSEError, SSEEvent, SSEParser
-from . import balancer, mcp_tools, usage as usage_mod
+from . import mcp_tools, targets, usage as usage_mod
 from .relay import relay
 from .request import LlmState, ai_error
 
@@ -166,7 +166,7 @@ def prepare_answer(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | N
     if state is None or resp is None:
         return None
     # a refusal of the gateway's own (a spent token budget's 429, say) says nothing of the target
-    balancer.answered(state, resp.status_code, reached=ctx.answered_by is None)
+    targets.answered(state, resp.status_code, reached=ctx.answered_by is None)
     if relay.holds(state, resp):
         return None  # a JSON request's answer to retry elsewhere (relay.retry_answer, from the LLM addon)
     ctype = _ctype(resp)
@@ -193,7 +193,7 @@ def finish(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     resp = flow.response
     if state is None or resp is None or state.published or state.retry_job is not None:
         return None  # (a held answer: the LLM addon retries, then finishes)
-    balancer.answered(state, resp.status_code, reached=False)  # (no-op once the target's answer was seen)
+    targets.answered(state, resp.status_code, reached=False)  # (no-op once the target's answer was seen)
     if not resp.stream and _ctype(resp) == "application/json":
         try:
             body = json.loads(resp.get_content(strict=False) or b"")
@@ -223,7 +223,7 @@ def publish(ctx: "FlowContext", flow: http.HTTPFlow, state: LlmState) -> None:
         latency_ms=round((end - state.started) * 1000, 3),
         ttft_ms=round((state.first_token - state.started) * 1000, 3) if state.first_token else None,
         streamed=state.stream)
-    balancer.observe(state, call)  # lowest-latency and lowest-usage measures
+    targets.observe(state, call)  # lowest-latency and lowest-usage measures
     if state.settings.logging.log_statistics:
         u = call.usage
         ctx.audit_fields["llm"] = {

@@ -36,11 +36,11 @@ import h11
 import httpx
 from mitmproxy import http
 
-from . import request as ai_request
+from . import request as ai_request, targets
 
 if TYPE_CHECKING:
     from ..context import FlowContext
-    from .balancer import TargetState
+    from .targets import TargetState
     from .request import LlmState
     from .settings import ModelOptions
 
@@ -252,7 +252,6 @@ class Relay:
     async def retry_answer(self, ctx: "FlowContext", flow: http.HTTPFlow) -> None:
         """The response hook of a held answer: the next targets in order, each read whole; the first
         answer not to retry (or the last one's) replaces the held one before the client sees it."""
-        from . import balancer  # (balancer imports this module)
 
         state: LlmState = ctx.ai
         job, state.retry_job = state.retry_job, None
@@ -261,7 +260,7 @@ class Relay:
         plan = self._plan(job, [t for t in state.candidates if t is not first], first)
         for i, (t, req, model, options) in enumerate(plan):
             last = i == len(plan) - 1
-            balancer.switch(state, t)
+            targets.switch(state, t)
             state.model, state.options = model, options
             try:
                 resp = await self._client.send(req, stream=True)
@@ -274,20 +273,19 @@ class Relay:
                 t.failed(state.settings, "timed out" if timed_out else f"no answer ({type(e).__name__})")
                 if not last and (on_timeout if timed_out else on_error):
                     continue
-                balancer.answered(state, 502, reached=False)
+                targets.answered(state, 502, reached=False)
                 flow.response = ai_request.ai_error(502, "The provider did not answer", kind="server_error")
                 return
             if resp.status_code in statuses and not last:
                 t.failed(state.settings, f"HTTP {resp.status_code}")
                 continue
-            balancer.answered(state, resp.status_code)
+            targets.answered(state, resp.status_code)
             state.first_token = time.monotonic()  # a JSON answer's first token comes with it
             flow.response = http.Response.make(resp.status_code, body, [(k, v) for k, v in resp.headers.raw
                                                                       if k.lower() not in _HOP and k.lower() != b"content-length"])
             return
 
     async def _forward(self, job: Job, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
-        from . import balancer  # (balancer imports this module)
 
         state = job.state
         first: TargetState = state.target
@@ -296,7 +294,7 @@ class Relay:
         for i, (t, req, model, options) in enumerate(plan):
             last = i == len(plan) - 1
             if t is not state.target:
-                balancer.switch(state, t)
+                targets.switch(state, t)
                 state.model, state.options = model, options
             try:
                 resp = await self._client.send(req, stream=True)
