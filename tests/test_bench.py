@@ -33,6 +33,9 @@ def test_quick_benchmark_runs_and_reports_ratios():
     # The filtering benchmark lives in scripts/bench_filter.py; its ratios, or why there are none.
     assert re.search(r"^(ratio tools/list filtering.*x .*(PASS|MISS)|tools/list filtering: )", run.stdout, re.M)
     assert "round 1/1" in run.stderr
+    # Each process's CPU time per call, and the CPU ratios of the targets that ran.
+    assert re.search(r"^process CPU per call \(ms\).*mitmdump +buffered +gateway .*baseline$", run.stdout, re.M)
+    assert re.search(r"^ratio CPU gateway/baseline +\d+\.\d+x +\(rounds \d+\.\d+x to \d+\.\d+x\)$", run.stdout, re.M)
 
 
 def test_help_describes_the_options():
