@@ -267,3 +267,34 @@ def test_an_answer_that_may_create_a_task_is_always_read():
     assert still_needed(created.encode(), [governor]) == [governor]
     transform_json_body(created.encode(), [governor])
     assert ledger.tasks.get(("gh", "key-auth:dev-user", "t-raw")) == ledger.TaskOrigin("search_code", True)
+
+
+# --- tasks/list: the caller's own tasks only --------------------------------------------------------
+
+def created(identity=None, task_id="t-own", id=31):
+    """A task-augmented tools/call of `identity`, answered with a created task."""
+    call = {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "search_code", "task": {}}}
+    kw = {} if identity is None else {"identity": identity}
+    ctx, _, _ = request(SNAP, call, **kw)
+    [governor] = ctx.server_transforms
+    governor({"jsonrpc": "2.0", "id": id, "result": {"task": {"taskId": task_id, "status": "working"}}})
+
+
+def test_tasks_list_shows_only_the_tasks_this_caller_created():
+    created(task_id="t-mine")
+    created(ADMIN, task_id="t-admin", id=32)  # another caller's
+    listing = {"jsonrpc": "2.0", "id": 40, "result": {"tasks": [
+        {"taskId": "t-mine", "status": "working"}, {"taskId": "t-admin", "status": "working"},
+        {"taskId": "t-outside", "status": "completed"}, {"status": "working"}, "t-mine"], "nextCursor": "n"}}
+    for method in ("tasks/list", "ping"):  # filtered by what it is, whatever it claims to answer
+        governor, flow = governor_for(method, id=40)
+        out = json.loads(transform_json_body(json.dumps(listing).encode(), [governor]))
+        assert out["result"] == {"tasks": [{"taskId": "t-mine", "status": "working"}], "nextCursor": "n"}
+        assert "tasks/list: 1 of 5 shown" in flow.comment
+    governor, _ = governor_for("tasks/list", id=41)
+    not_a_list = {"jsonrpc": "2.0", "id": 41, "result": {"tasks": {"taskId": "t-admin"}}}
+    assert governor(not_a_list)["result"]["tasks"] == []
+    own = {"jsonrpc": "2.0", "id": 42, "result": {"tasks": [{"taskId": "t-mine", "status": "working"}]}}
+    assert governor(own) is own  # nothing hidden: the answer as it came
+    escaped = b'{"jsonrpc":"2.0","id":43,"result":{"\\u0074asks":[{"taskId":"t-admin","status":"working"}]}}'
+    assert json.loads(transform_json_body(escaped, [governor]))["result"]["tasks"] == []

@@ -10,6 +10,10 @@ the arrays are replaced: every other member, the key order and `nextCursor` stay
 sent them, a page filtered to nothing is an empty array, and a member that is not an array
 becomes an empty one. Entries that cannot be decided (not an object, no string name) are dropped.
 
+A `tasks` member (a tasks/list answer) keeps only the tasks this caller created through the
+gateway (ledger.tasks), whatever the upstream lists: one injected credential makes all callers
+one requestor to the upstream.
+
 Correlation is used for what shape cannot tell: the task a task-augmented call creates (so its
 follow-ups are decided like the call), and the legacy transport's stand-ins (ledger.py).
 """
@@ -40,8 +44,8 @@ _BY_ARRAY = {array: method for method, (array, _, _) in LIST_RESULTS.items()}
 # What an answer the governor acts on cannot be written without: a list member, a created task
 # (remembered from the answer), a stand-in id, or what could spell one otherwise (a \u escape; a
 # NUL byte: a UTF-16 or UTF-32 body)
-_SCREEN_LITERALS = [*(f'"{a}"'.encode() for a in _BY_ARRAY), b'"task"', ledger.STAND_IN_PREFIX.encode(), b"\\u",
-                    b"\x00"]
+_SCREEN_LITERALS = [*(f'"{a}"'.encode() for a in _BY_ARRAY), b'"task"', b'"tasks"', ledger.STAND_IN_PREFIX.encode(),
+                    b"\\u", b"\x00"]
 _SCREEN = bytescreen.Patterns(_SCREEN_LITERALS, [True] * len(_SCREEN_LITERALS)) if bytescreen.AVAILABLE else None
 
 # Other concerns that read list answers as they pass, unfiltered: (route, list method, entries).
@@ -92,6 +96,8 @@ class ResponseGovernor:
         arrays = [key for key in result if key in _BY_ARRAY]
         if arrays:
             message = self._filter(message, result, arrays)
+        if "tasks" in result:
+            message = self._own_tasks(message)
         expected = self._expected(message_id)
         if expected is not None and expected.tool is not None:
             self._remember_task(message.get("result"), expected)
@@ -141,6 +147,25 @@ class ResponseGovernor:
             if len(kept) != len(entries) and not self.shadow:
                 new_result = _with(new_result, array, kept)
         return message if new_result is result else _with(message, "result", new_result)
+
+    def _own_tasks(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A tasks/list answer (whatever request it claims to answer) shows only the tasks this
+        caller created through the gateway: behind a route that injects one credential for every
+        caller, the upstream cannot tell its callers' tasks apart."""
+        result = message["result"]
+        listed = result["tasks"]
+        entries = listed if type(listed) is list else []
+        kept = [t for t in entries if type(t) is dict and type(task_id := t.get("taskId")) is str
+                and ledger.tasks.get((self.route, self.caller, task_id)) is not None]
+        if len(kept) == len(entries) and listed is entries:
+            return message
+        flow, hidden = self._flow(), len(entries) - len(kept)
+        if flow is not None and self.shadow:
+            annotate.note(flow, f"{self.label} tasks/list: {len(entries)} shown, {hidden} of other callers WOULD_DENY (shadow)")
+            annotate.mark(flow, would_deny=True)
+        elif flow is not None:
+            annotate.note(flow, f"{self.label} tasks/list: {len(kept)} of {len(entries)} shown (the others are not this caller's)")
+        return message if self.shadow else _with(message, "result", _with(result, "tasks", kept))
 
     def _remember_task(self, result: Any, call: Expected) -> None:
         task = result.get("task") if type(result) is dict else None
