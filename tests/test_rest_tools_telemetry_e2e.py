@@ -11,10 +11,10 @@ import json
 import httpx
 import pytest
 
-from tests.support.gateway import Gateway, mcp_session
+from tests.support.gateway import mcp_session
 from tests.support.procs import free_port
 from tests.support.rest_upstream import RestUpstream
-from tests.test_telemetry_e2e import FAST_EXPORT, Receiver
+from tests.test_telemetry_e2e import Receiver, traced_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -39,8 +39,7 @@ def setup(tmp_path_factory):
                          "down": {"service": "down", "paths": ["/down"], "key_auth": {},
                                   "rest_tools": {"mode": "conversion-listener",
                                                  "tools": [{"name": "gone", "description": "d", "path": "x"}]}}}}
-    gw = Gateway(workdir, policy, intercept=False, env={**FAST_EXPORT, "API_KEY": API_KEY},
-                 extra=["--set", f"mcp_otlp={receiver.url}"])
+    gw = traced_gateway(workdir, policy, receiver, API_KEY=API_KEY)
     yield gw, rest, receiver
     gw.stop()
     receiver.stop()

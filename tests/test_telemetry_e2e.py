@@ -31,6 +31,12 @@ FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": 
                "OTEL_EXPORTER_OTLP_TIMEOUT": "2"}
 
 
+def traced_gateway(workdir, policy, receiver: "Receiver", **env: str) -> Gateway:
+    """A gateway exporting to `receiver` without delay (FAST_EXPORT), `env` beside it."""
+    return Gateway(workdir, policy, intercept=False, env={**FAST_EXPORT, **env},
+                   extra=["--set", f"mcp_otlp={receiver.url}"])
+
+
 class Receiver:
     """An OTLP/HTTP receiver: decodes every export request and keeps spans and metric names."""
 

@@ -8,9 +8,8 @@ import openai
 import pytest
 
 from scripts.demo_llm_provider import Provider
-from tests.support.gateway import Gateway
 from tests.support.threaded_server import ThreadedServer
-from tests.test_telemetry_e2e import FAST_EXPORT, Receiver, trace_id, traceparent
+from tests.test_telemetry_e2e import Receiver, traced_gateway, trace_id, traceparent
 
 pytestmark = pytest.mark.e2e
 
@@ -33,8 +32,7 @@ def running(tmp_path_factory):
                                    "auth": {"header_name": "Authorization", "header_value": "Bearer {env://OPENAI_KEY}"},
                                    "model": {"name": "gpt-4o"}}}},
     }
-    gw = Gateway(tmp_path_factory.mktemp("llm-telemetry"), policy, intercept=False,
-                 env={**FAST_EXPORT, "OPENAI_KEY": PROVIDER_KEY}, extra=["--set", f"mcp_otlp={receiver.url}"])
+    gw = traced_gateway(tmp_path_factory.mktemp("llm-telemetry"), policy, receiver, OPENAI_KEY=PROVIDER_KEY)
     yield gw, provider, receiver
     gw.stop()
     receiver.stop()

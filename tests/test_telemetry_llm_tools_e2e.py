@@ -14,7 +14,7 @@ from scripts.demo_github_tools import READ_TOOLS
 from scripts.demo_llm_provider import Provider
 from tests.support.gateway import DemoUpstream, Gateway
 from tests.support.threaded_server import ThreadedServer
-from tests.test_telemetry_e2e import FAST_EXPORT, Receiver, trace_id, traceparent
+from tests.test_telemetry_e2e import Receiver, traced_gateway, trace_id, traceparent
 
 pytestmark = pytest.mark.e2e
 
@@ -45,8 +45,7 @@ def env(tmp_path_factory):
                               "auth": {"header_name": "Authorization", "header_value": "Bearer {env://OPENAI_KEY}"}}},
         },
     }
-    gw = Gateway(workdir, policy, intercept=False, env={**FAST_EXPORT, "OPENAI_KEY": PROVIDER_KEY},
-                 extra=["--set", f"mcp_otlp={receiver.url}"])
+    gw = traced_gateway(workdir, policy, receiver, OPENAI_KEY=PROVIDER_KEY)
     yield gw, upstream, receiver
     gw.stop()
     receiver.stop()

@@ -9,8 +9,6 @@ import json
 
 import pytest
 import yaml
-from mitmproxy.addons.proxyserver import Proxyserver
-from mitmproxy.test import taddons
 
 from mcpgw.addon import MCPGateway
 from mcpgw.identity.oauth import authenticated_groups
@@ -41,25 +39,6 @@ def policy(auth: AuthServer, access: dict | None, **oauth) -> dict:
                       "consumer_claim": ["sub"], "consumer_by": ["username"], "consumer_optional": True, **oauth},
             **({"access": access} if access is not None else {})}},
     }
-
-
-@pytest.fixture
-def gateway_with(tmp_path):
-    contexts = []
-
-    def start(doc: dict) -> MCPGateway:
-        path = tmp_path / f"policy{len(contexts)}.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        addon = MCPGateway()
-        ctx = taddons.context(Proxyserver(), addon)
-        tctx = ctx.__enter__()
-        contexts.append(ctx)
-        tctx.configure(addon, mcp_policy=str(path), keep_host_header=True)
-        return addon
-
-    yield start
-    for ctx in contexts:
-        ctx.__exit__(None, None, None)
 
 
 async def call(addon: MCPGateway, token: str, headers: dict[str, str] | None = None):

@@ -1,10 +1,7 @@
 """Route access by consumer group (Kong's acl plugin), through the addon's hooks."""
 
 import pytest
-from mitmproxy.addons.proxyserver import Proxyserver
-from mitmproxy.test import taddons
 
-from mcpgw.addon import MCPGateway
 from mcpgw.policy.loader import PolicyError, load_policy_file
 from tests.unit.test_addon import reverse_flow, through
 
@@ -24,25 +21,6 @@ routes:
 """
 
 
-@pytest.fixture
-def gateway_with(tmp_path):
-    addons = []
-
-    def start(access: str):
-        path = tmp_path / "policy.yaml"
-        path.write_text(POLICY.replace("ACCESS", access))
-        addon = MCPGateway()
-        ctx = taddons.context(Proxyserver(), addon)
-        tctx = ctx.__enter__()
-        addons.append(ctx)
-        tctx.configure(addon, mcp_policy=str(path), keep_host_header=True)
-        return addon
-
-    yield start
-    for ctx in addons:
-        ctx.__exit__(None, None, None)
-
-
 async def call(addon, key: str | None):
     f = reverse_flow()
     if key:
@@ -51,7 +29,7 @@ async def call(addon, key: str | None):
 
 
 async def test_allow_list(gateway_with):
-    addon = gateway_with("{allow: [admin]}")
+    addon = gateway_with(POLICY.replace("ACCESS", "{allow: [admin]}"))
     allowed = await call(addon, "admin-api-key")
     assert allowed.response is None and allowed.request.headers["X-Consumer-Groups"] == "admin"
     for key in ("dev-api-key", None):  # a consumer outside the list, and the anonymous one
@@ -61,7 +39,7 @@ async def test_allow_list(gateway_with):
 
 
 async def test_deny_list_and_hidden_groups_header(gateway_with):
-    addon = gateway_with("{deny: [developer], hide_groups_header: true}")
+    addon = gateway_with(POLICY.replace("ACCESS", "{deny: [developer], hide_groups_header: true}"))
     assert (await call(addon, "dev-api-key")).response.status_code == 403
     admin = await call(addon, "admin-api-key")
     assert admin.response is None and "X-Consumer-Groups" not in admin.request.headers
