@@ -12,7 +12,7 @@ from mcpgw.identity.scopes import required_sets
 from mcpgw.identity.tokens import TokenRejected, check_audience_required
 from mcpgw.policy.models import Policy
 from tests.unit.test_deck import deck, only_problem, route
-from tests.unit.test_oauth_groups import RESOURCE, auth, call, gateway_with, policy  # noqa: F401 (fixtures)
+from tests.unit.test_oauth_groups import RESOURCE, auth, call, policy  # noqa: F401 (auth: a fixture)
 
 AUD = ["aud"]
 NESTED = ["resource_access", "audiences"]

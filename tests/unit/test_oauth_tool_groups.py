@@ -16,7 +16,7 @@ from mcpgw.identity.consumers import Identity
 from mcpgw.policy.models import Policy
 from tests.support.authserver import AuthServer
 from tests.unit.test_addon import reverse_flow, through
-from tests.unit.test_oauth_groups import REALM, RESOURCE, auth, gateway_with  # noqa: F401 (fixtures)
+from tests.unit.test_oauth_groups import REALM, RESOURCE, auth  # noqa: F401 (auth: a fixture)
 
 ACL = {
     "include_consumer_groups": True,
