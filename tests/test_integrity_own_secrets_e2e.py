@@ -248,6 +248,26 @@ def test_an_llm_provider_echoing_its_key(gateway):
     assert PROVIDER_KEY not in str(refused.value) and "*" * len(PROVIDER_KEY) in str(refused.value)
 
 
+async def test_a_decoded_answer_is_chunked_and_keeps_the_connection(gateway):
+    """A compressed answer is masked decoded, so its length changes: it goes out chunked, and the
+    client's connection is reused (without framing the client would have to read to its close)."""
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "gzip", "arguments": {}}}
+    ports = set()
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(2):
+            resp = await client.post(gateway.url("/injected"), json=call, headers=MCP_HEADERS,
+                                     extensions={"trace": lambda name, info: _peer(name, info, ports)})
+            assert resp.headers.get("transfer-encoding") == "chunked" and "content-length" not in resp.headers
+            assert "content-encoding" not in resp.headers and TOKEN.encode() not in resp.content
+            assert "*" * len(TOKEN) in resp.json()["result"]["content"][0]["text"]
+    assert len(ports) == 1  # one connection for both answers
+
+
+async def _peer(name: str, info: dict, ports: set) -> None:
+    if name == "connection.connect_tcp.complete":
+        ports.add(info["return_value"].get_extra_info("client_addr")[1])
+
+
 async def test_a_response_header_echoing_it(gateway):
     call = {"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "header", "arguments": {}}}
     async with httpx.AsyncClient(timeout=30) as client:

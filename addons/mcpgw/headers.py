@@ -122,3 +122,15 @@ def replace_all(headers: http.Headers, values: Mapping[str, str]) -> None:
     for name, value in values.items():
         new_index[_key(name)] = [value]
     _install(headers, kept + added, new_index)
+
+
+def reframe_as_chunked(flow: http.HTTPFlow) -> None:
+    """A response whose body the gateway re-emits with another length: Content-Length dropped,
+    and for an HTTP/1.1 client chunked framing (mitmproxy adds none: without it the client would
+    read to the end of the connection, which then cannot be reused). An HTTP/1.0 client knows no
+    chunks (it reads to the close); an HTTP/2 client frames by stream."""
+    resp = flow.response
+    assert resp is not None
+    remove(resp.headers, "content-length")
+    if flow.request.http_version == "HTTP/1.1" and not has_header(resp.headers, "transfer-encoding"):
+        put(resp.headers, "transfer-encoding", "chunked")

@@ -77,3 +77,17 @@ def test_an_index_built_for_one_request_never_answers_for_another():
 def test_host_header_reads_authority_on_http2():
     req = tutils.treq(http_version=b"HTTP/2.0", authority=b"gw.example:8443", headers=http.Headers())
     assert hdr.host_header(req) == req.host_header == "gw.example:8443"
+
+
+@pytest.mark.parametrize(("version", "chunked"), [("HTTP/1.1", True), ("HTTP/1.0", False), ("HTTP/2.0", False)])
+def test_reframe_as_chunked_frames_by_the_clients_protocol(version, chunked):
+    from mitmproxy.test import tflow
+
+    flow = tflow.tflow(resp=True)
+    flow.request.http_version = version
+    flow.response.headers["content-length"] = "1234"
+    hdr.reframe_as_chunked(flow)
+    assert "content-length" not in flow.response.headers
+    assert (flow.response.headers.get("transfer-encoding") == "chunked") is chunked
+    hdr.reframe_as_chunked(flow)  # once is enough: never two transfer-encoding fields
+    assert len(flow.response.headers.get_all("transfer-encoding")) == (1 if chunked else 0)

@@ -36,7 +36,7 @@ from mitmproxy import http
 
 from .. import context, redaction
 from ..governance import annotate
-from ..headers import header
+from ..headers import header, reframe_as_chunked
 from ..identity import exchange
 from ..policy.derived import PerPolicy
 from ..protocol.messages import _Decoder, can_decode
@@ -296,7 +296,7 @@ def mask_stream(ctx, flow: http.HTTPFlow) -> http.Response | None:
         if not can_decode(encoding):
             return json_response(502, {"message": f"upstream used an unsupported Content-Encoding {encoding!r}"})
         resp.headers.pop("content-encoding", None)
-        resp.headers.pop("content-length", None)  # decoded: another length, streamed chunked
+        reframe_as_chunked(flow)  # decoded: another length
     resp.stream = MaskedStream(resp.stream, masker, encoding or None)
     return None
 
