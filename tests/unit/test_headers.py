@@ -91,3 +91,18 @@ def test_reframe_as_chunked_frames_by_the_clients_protocol(version, chunked):
     assert (flow.response.headers.get("transfer-encoding") == "chunked") is chunked
     hdr.reframe_as_chunked(flow)  # once is enough: never two transfer-encoding fields
     assert len(flow.response.headers.get_all("transfer-encoding")) == (1 if chunked else 0)
+
+
+@pytest.mark.parametrize("extra", [{}, {"content-encoding": "gzip"}, {"transfer-encoding": "chunked"}])
+def test_set_body_leaves_what_mitmproxys_setter_leaves(extra):
+    """The same fields and body as `request.content = body`, through the header index."""
+    ours, theirs = tutils.treq(), tutils.treq()
+    for request in (ours, theirs):
+        request.headers.update({"content-length": "3", **extra})
+        request.content = b"old"
+    body = b'{"model":"demo","messages":[]}'
+    hdr.set_body(ours, body)
+    theirs.content = body
+    assert ours.raw_content == theirs.raw_content and ours.content == body
+    assert ours.headers.fields == theirs.headers.fields
+    assert hdr.header(ours.headers, "content-length") == hdr.header(theirs.headers, "content-length")

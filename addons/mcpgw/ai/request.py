@@ -241,7 +241,7 @@ def write_body(ctx: "FlowContext", flow: http.HTTPFlow) -> http.Response | None:
     if state is None or state.body is None:
         return None
     if state.dirty:
-        flow.request.content = json.dumps(state.body, separators=(",", ":"), ensure_ascii=False).encode()
+        headers.set_body(flow.request, json.dumps(state.body, separators=(",", ":"), ensure_ascii=False).encode())
     if state.settings.logging.log_payloads:
         state.payload = {"request": state.body}  # as sent; the audit writer redacts the policy's secrets
     state.body = None  # not kept for the rest of the flow

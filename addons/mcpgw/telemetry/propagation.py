@@ -19,7 +19,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH
 
-from ..headers import has_header, header_values, put, remove, replace_all
+from ..headers import header_values, remove, replace_all, set_body
 from ..protocol.jsonrpc import JsonRpcParseError, dumps, parse_strict
 
 KEYS = ("traceparent", "tracestate")
@@ -92,18 +92,6 @@ def set_headers(request: http.Request, carrier: dict[str, str]) -> None:
         remove(headers, "tracestate")
 
 
-def _set_body(request: http.Request, body: bytes) -> None:
-    """request.content = body, as mitmproxy sets it, through the header index (mitmproxy's setter
-    scans and re-encodes the headers twice). An encoded body is left to mitmproxy's setter."""
-    headers = request.headers
-    if has_header(headers, "content-encoding"):
-        request.content = body
-        return
-    request.raw_content = body
-    if not has_header(headers, "transfer-encoding"):
-        put(headers, "content-length", str(len(body)))
-
-
 def inject_body(request: http.Request, carriers: list[dict[str, str] | None]) -> bool:
     """Put each forwarded message's carrier into its params._meta (None: leave that message as it
     is). Returns whether the body changed."""
@@ -134,5 +122,5 @@ def inject_body(request: http.Request, carriers: list[dict[str, str] | None]) ->
         changed = True
     if changed:
         objs = [m.obj for m in messages]
-        _set_body(request, dumps(objs if is_batch else objs[0]))
+        set_body(request, dumps(objs if is_batch else objs[0]))
     return changed
