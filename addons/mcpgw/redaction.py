@@ -167,7 +167,7 @@ def track_policy(snapshot: "Snapshot", keep: int = 2) -> None:
 # -- pipeline phases -------------------------------------------------------------------------
 
 
-def _credential_header(raw_name: bytes) -> bool:
+def credential_header(raw_name: bytes) -> bool:
     """Whether a header name says credential; cached per name (there are few distinct names)."""
     verdict = _CREDENTIAL_HEADERS.get(raw_name)
     if verdict is None:
@@ -190,7 +190,7 @@ def note_client_credentials(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     key_names = _key_names(tuple(key_auth.key_names)) if key_auth is not None else frozenset()
     found = []
     for raw_name, raw_value in request.headers.fields:
-        if _credential_header(raw_name) or (key_names and raw_name.lower() in key_names):
+        if credential_header(raw_name) or (key_names and raw_name.lower() in key_names):
             value = raw_value.decode("utf-8", "surrogateescape")
             found.append(value)
             if raw_name.lower() == b"cookie":
@@ -224,7 +224,7 @@ def mask_in_flight() -> None:
 
 
 def _masked_value(name: str | bytes, value: str, seen: "OrderedDict[str, None]", policy_values: tuple[str, ...]) -> str:
-    credential = _credential_header(name) if isinstance(name, bytes) else CREDENTIAL_NAME.search(name)
+    credential = credential_header(name) if isinstance(name, bytes) else CREDENTIAL_NAME.search(name)
     if credential or value in seen:
         scheme = _SCHEME_AND_TOKEN.match(value.strip())
         return f"{value.split()[0]} {MASK}" if scheme else MASK
@@ -254,7 +254,7 @@ def mask_request(request: http.Request) -> None:
             fields.append((raw_name, new.encode("utf-8", "surrogateescape")))
         else:
             fields.append(field)
-            if not _credential_header(raw_name) and len(clean) < MAX_CLEAN_FIELDS:
+            if not credential_header(raw_name) and len(clean) < MAX_CLEAN_FIELDS:
                 clean.add(field)  # never a credential's value: only what a name says is not one
     if changed:
         request.headers.fields = tuple(fields)

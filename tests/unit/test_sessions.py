@@ -204,6 +204,10 @@ def test_without_a_consumer_the_caller_is_its_credentials():
     anonymous = Identity("guest", method="anonymous")
     assert key_of(anonymous, [("Authorization", "Bearer a")]) != key_of(anonymous, [("Authorization", "Bearer b")])
     assert "alice-token" not in alice
+    # the order of headers and those that say nothing of credentials do not change who the caller is
+    assert (key_of(None, [("Accept", "x"), ("X-Api-Key", "a"), ("Authorization", "b")])
+            == key_of(None, [("authorization", "b"), ("User-Agent", "z"), ("x-api-key", "a")]))
+    assert key_of(None, [("X-Api-Key", "a"), ("Authorization", "b")]) != key_of(None, [("X-Api-Key", "b"), ("Authorization", "a")])
 
 
 def test_the_store_is_handed_over_across_a_script_reload():

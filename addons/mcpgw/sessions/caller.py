@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from mitmproxy import http
 
-from ..redaction import CREDENTIAL_NAME
+from ..redaction import CREDENTIAL_NAME, credential_header
 
 if TYPE_CHECKING:
     from ..context import FlowContext
@@ -37,8 +37,10 @@ def caller_key(ctx: "FlowContext", request: http.Request) -> str:
 
 def _credential_digest(request: http.Request) -> str:
     h = hashlib.sha256()
-    for raw_name, raw_value in sorted((n.lower(), v) for n, v in request.headers.fields):
-        if raw_name != b"cookie" and CREDENTIAL_NAME.search(raw_name.decode("latin-1")):
+    # Filtered before sorting: most headers say nothing of credentials, and the verdict per name is cached.
+    credentials = sorted((n.lower(), v) for n, v in request.headers.fields if credential_header(n))
+    for raw_name, raw_value in credentials:
+        if raw_name != b"cookie":
             h.update(b"h\0%s\0%s\0" % (raw_name, raw_value))
     if "?" in request.path:
         for name, value in sorted(parse_qsl(request.path.partition("?")[2], keep_blank_values=True)):
