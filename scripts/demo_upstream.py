@@ -399,7 +399,8 @@ RECORDED_HEADERS = ("authorization", "apikey", "x-consumer-username", "x-consume
                     "mcp-protocol-version", "origin", "host",
                     # the rest of Kong's identity headers (key-auth's set_consumer)
                     "x-consumer-id", "x-consumer-custom-id", "x-credential-identifier", "x-anonymous-consumer",
-                    "traceparent", "tracestate")  # W3C trace context, for the telemetry tests
+                    "traceparent", "tracestate",  # W3C trace context, for the telemetry tests
+                    "x-test-mark")  # a test's own mark on a request, to tell which requests it sent when
 
 
 def _header_map(raw_headers: list[tuple[bytes, bytes]], names: Sequence[str] | None = None) -> dict[str, Any]:
