@@ -5,6 +5,8 @@ reverse target; and showing it so routes nothing (a replay is governed again).""
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from pathlib import Path
 
@@ -111,8 +113,17 @@ def test_every_governed_flow_names_a_real_address(setup):
 def test_a_replayed_refusal_is_governed_again(setup):
     web, upstream = setup
     upstream.reset()
-    with httpx.Client(timeout=20) as c:
-        c.post(web.url("/github-mcp"), json=jsonrpc("tools/list"), headers={**MCP_HEADERS, "X-Replay-Me": "1"})
+    # Head and body in one write: a request refused at its headers keeps its body (and can be
+    # replayed) only if the body was already there; one sent later is never read (request_stream.py).
+    body = json.dumps(jsonrpc("tools/list")).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**MCP_HEADERS, "X-Replay-Me": "1"}.items())
+    with socket.create_connection(("127.0.0.1", web.port), timeout=20) as s:
+        s.sendall(f"POST /github-mcp HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\n{head}Content-Length: {len(body)}\r\n"
+                  f"Connection: close\r\n\r\n".encode() + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401"), answer
     before = web.flows(1)
     refused = next(f for f in before if dict(f["request"]["headers"]).get("X-Replay-Me") == "1")
     web.api.post(f"/flows/{refused['id']}/replay").raise_for_status()
