@@ -26,3 +26,18 @@ def upstream(workdir):
 def auth():
     with running_auth_server() as server:
         yield server
+
+
+def pytest_collection_modifyitems(config, items):
+    from tests.support.file_order import sort_longest_first
+
+    sort_longest_first(items)
+
+
+def pytest_configure(config):
+    import os
+
+    if os.environ.get("MCPGW_TEST_DURATIONS") == "write" and not hasattr(config, "workerinput"):
+        from tests.support.file_order import DurationRecorder
+
+        config.pluginmanager.register(DurationRecorder(), "mcpgw-file-durations")

@@ -14,6 +14,7 @@ process that exits or stays silent before its ready line raises `ProcessStartErr
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -37,11 +38,54 @@ class ProcessStartError(RuntimeError):
     pass
 
 
+# Ports handed out are not held: the process that gets one binds it later. A port the kernel picks
+# (bind to 0) lies in its ephemeral range, where any outgoing connection of a parallel test can take
+# it in that window. So ports come from below that range, from a slice of its own for each pytest
+# worker, walked from a random start per process (a test and the bench it starts share a slice).
+_PORTS_FLOOR = 10000
+
+
+def _port_slice() -> range | None:
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if ephemeral_low - _PORTS_FLOOR < 2000:
+        return None
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1), 1)
+    index = int(worker) % count if worker.isdigit() else 0
+    width = (ephemeral_low - _PORTS_FLOOR) // count
+    return range(_PORTS_FLOOR + index * width, _PORTS_FLOOR + (index + 1) * width)
+
+
+_ports: Iterator[int] | None = None
+
+
+def _port_walk() -> Iterator[int]:
+    ports = _port_slice()
+    if ports is None:
+        while True:
+            yield 0
+    start = random.randrange(len(ports))
+    while True:
+        for offset in range(len(ports)):
+            yield ports[(start + offset) % len(ports)]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (another process could still take it before you bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port that is free right now and is not handed out again by this process soon after."""
+    global _ports
+    if _ports is None:
+        _ports = _port_walk()
+    for candidate in _ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, candidate))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise AssertionError("unreachable")
 
 
 def _search(pattern: Pattern, line: str) -> re.Match[str] | None:
