@@ -18,6 +18,12 @@ calls go straight to the target and would be retried from the response hook): it
 what that costs. It reports medians over all samples and
 gateway/mitmdump ratios (target 1.10x, informational).
 
+A third target, `held`, is the floor any proxy of this kind stands on: bare mitmdump with
+scripts/bench_buffered_addon.py (request bodies held until complete, answers streamed) and
+connection_strategy=lazy (the upstream connection opened once the request is in, since a route,
+not the listener, decides where it goes). Its rows say how much of the gateway/mitmdump ratio
+that floor is already, and gateway/held what is the gateway's own.
+
     scripts/bench_llm.py              # about half a minute
     scripts/bench_llm.py --rounds 3   # quicker, noisier
 """
@@ -37,7 +43,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402 - scripts/bench.py's process helpers
-    HOST, MITMDUMP, MITMDUMP_QUIET, ROOT, start_gateway, start_process,
+    BUFFERED_ADDON, HOST, MITMDUMP, MITMDUMP_QUIET, ROOT, start_gateway, start_process,
 )
 from tests.support.procs import free_port  # noqa: E402
 
@@ -110,13 +116,19 @@ def main(argv: list[str] | None = None) -> int:
             processes.append(start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={work / 'm'}",
                                             "--set", "stream_large_bodies=1",
                                             "--mode", f"reverse:{provider}@{HOST}:{mport}"]))
+            hport = free_port()
+            processes.append(start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={work / 'h'}",
+                                            "-s", str(BUFFERED_ADDON), "--set", "connection_strategy=lazy",
+                                            "--mode", f"reverse:{provider}@{HOST}:{hport}"]))
             (work / "policy.yaml").write_text(yaml.safe_dump(policy(provider)))
             gport, gproc = start_gateway(work, "gateway", ROOT / "addons" / "mcp_gateway.py", work / "policy.yaml")
             processes.append(gproc)
             urls = {"mitmdump": f"http://{HOST}:{mport}/v1/chat/completions",
+                    "held": f"http://{HOST}:{hport}/v1/chat/completions",
                     "gateway": f"http://{HOST}:{gport}/llm/chat/completions",
                     "relay": f"http://{HOST}:{gport}/relay/chat/completions"}
-            procs = {"mitmdump": psutil.Process(processes[1].popen.pid), "gateway": psutil.Process(gproc.popen.pid)}
+            procs = {"mitmdump": psutil.Process(processes[1].popen.pid), "held": psutil.Process(processes[2].popen.pid),
+                     "gateway": psutil.Process(gproc.popen.pid)}
             procs["relay"] = procs["gateway"]
             headers = {"apikey": KEY, "Authorization": f"Bearer {PROVIDER_KEY}"}  # the same bytes to both
             results = {name: {"ttft": [], "total": [], "json": [], "cpu": 0.0, "calls": 0} for name in urls}
@@ -133,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                             time.sleep(0.2)
                 names = list(urls)
                 for r in range(args.rounds):
-                    for name in names[r % 3:] + names[:r % 3]:
+                    for name in names[r % len(names):] + names[:r % len(names)]:
                         before = _cpu(procs[name])
                         for _ in range(args.samples):
                             ttft, total = first_token_and_total(client, urls[name])
@@ -156,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{prefix + label:<28}{m:>10.2f}{g:>10.2f}{ratio:>7.2f}x  {'ok' if ratio <= TARGET else 'over target'}")
                 m, g = (results[n]["cpu"] * 1000 / results[n]["calls"] for n in ("mitmdump", name))
                 print(f"{prefix + 'CPU per call':<28}{m:>10.2f}{g:>10.2f}{g / m:>7.2f}x  (the process's user + system time)")
+            print("the floor: request bodies held, upstream connections lazy (no gateway work), against the same "
+                  "mitmdump, and the gateway over it:")
+            print(f"{'measure (median ms)':<28}{'mitmdump':>10}{'held':>10}{'ratio':>8}{'gateway/held':>14}")
+            for measure, label in (("ttft", "time to first token"), ("total", "stream total (100 words)"),
+                                   ("json", "JSON latency")):
+                m, h, g = (statistics.median(results[n][measure]) * 1000 for n in ("mitmdump", "held", "gateway"))
+                print(f"{'held ' + label:<28}{m:>10.2f}{h:>10.2f}{h / m:>7.2f}x{g / h:>13.2f}x")
+            m, h, g = (results[n]["cpu"] * 1000 / results[n]["calls"] for n in ("mitmdump", "held", "gateway"))
+            print(f"{'held CPU per call':<28}{m:>10.2f}{h:>10.2f}{h / m:>7.2f}x{g / h:>13.2f}x")
     finally:
         for p in processes:
             p.terminate()

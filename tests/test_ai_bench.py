@@ -24,3 +24,6 @@ def test_llm_benchmark_reports_its_ratios():
             assert re.search(rf"^{prefix}{re.escape(label)} +\d+\.\d+ +\d+\.\d+ +\d+\.\d+x  (ok|over target)$",
                              run.stdout, re.M), run.stdout
         assert re.search(rf"^{prefix}CPU per call +\d+\.\d+ +\d+\.\d+ +\d+\.\d+x", run.stdout, re.M), run.stdout
+    # the held floor (bodies held, lazy upstream connections) against the same mitmdump, and the gateway over it
+    for label in ("time to first token", "stream total (100 words)", "JSON latency", "CPU per call"):
+        assert re.search(rf"^held {re.escape(label)} +\d+\.\d+ +\d+\.\d+ +\d+\.\d+x +\d+\.\d+x$", run.stdout, re.M), run.stdout

@@ -1,4 +1,5 @@
-"""Smoke tests of the profiling tools of issue 19 (scripts/bench_hooks.py, scripts/bench_profile.py):
+"""Smoke tests of the profiling tools of issue 19 (scripts/bench_hooks.py, scripts/bench_profile.py,
+scripts/bench_floor.py):
 they run against the real gateway and report every case, hook event and phase. No figure is
 asserted beyond being there: runs this short mean nothing."""
 
@@ -44,3 +45,21 @@ def test_sampling_a_running_gateway_splits_hooks_and_phases():
     assert match and int(match[1]) > 0 and int(match[2]) > 0, run.stdout
     assert re.search(r"^ +addon\.request(headers)? +\d+\.\d+ ms", run.stdout, re.M), run.stdout
     assert "mitmproxy addonmanager (all hooks, inclusive)" in run.stdout
+
+
+def test_floor_benchmark_reports_every_target_against_held():
+    run = subprocess.run([sys.executable, str(SCRIPTS / "bench_floor.py"), "--rounds", "1", "--calls", "10"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    ratio = r"\d+\.\d{3}x \(\d+\.\d{3}-\d+\.\d{3}\)"
+    for target in ("held", "skeleton", "open", "seed"):
+        assert re.search(rf"^{target} +\d+\.\d+ +\d+\.\d+ +{ratio} +{ratio} +{ratio}$", run.stdout, re.M), run.stdout
+    # held against itself is 1.000x in every round
+    assert re.search(r"^held .* 1\.000x \(1\.000-1\.000\) +1\.000x \(1\.000-1\.000\)", run.stdout, re.M), run.stdout
+    assert "[round 1/1]" in run.stderr
+
+
+def test_floor_benchmark_refuses_an_empty_run():
+    run = subprocess.run([sys.executable, str(SCRIPTS / "bench_floor.py"), "--rounds", "0"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "--rounds and --calls must be at least 1" in run.stderr, run.stderr
