@@ -44,7 +44,7 @@ BODY_ARGUMENT = "body"  # the inputSchema member holding the request body
 class RestParameter(StrictModel):
     """One OpenAPI parameter (`in: path|query|header|cookie`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True, defer_build=True)
 
     name: str = Field(min_length=1, description="The parameter's name, also its argument's name in inputSchema")
     in_: Literal["path", "query", "header", "cookie"] = Field(alias="in", description="Where the value goes")
