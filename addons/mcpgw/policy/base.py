@@ -17,7 +17,7 @@ class StrictModel(BaseModel):
     """Every policy object refuses unknown fields: a typo in a security policy must not be ignored.
 
     Validators are built when a model is first used rather than at import (defer_build): building
-    one for each of the ~150 settings models at import cost about 0.3 s of every start, most of it
+    one for each of the 64 settings models at import cost about 0.3 s of every start, most of it
     for models a policy never uses."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, defer_build=True)
