@@ -113,6 +113,7 @@ def test_file_log_and_http_log_get_kong_shaped_records(running):
             assert r["response"]["status"] == 200 and isinstance(r["started_at"], int)
             assert r["latencies"]["request"] >= 0 and r["request"]["querystring"] == {}
         assert ok["source"] == "upstream" and ok["latencies"]["proxy"] >= 0 and ok["upstream_uri"]
+        assert ok["response"]["size"] == len(allowed.content) > 0  # the streamed answer, counted as relayed
         assert ok["mcp"][0] == {"decision": "allow", "rule": "acl.tools[get_user].allow", "reason": "acl",
                                 "primitive": "tool", "name": "get_user", "method": "tools/call", "id": 2}
         assert no["source"] == "kong" and no["latencies"]["proxy"] == -1

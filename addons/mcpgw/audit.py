@@ -62,8 +62,15 @@ def _text(value: Any) -> Any:
     return value
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second as text: strftime was a record's largest part
+
+
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    global _second
+    whole = int(ts // 1)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int(ts % 1 * 1000):03d}Z"
 
 
 def _ms(start: float | None, end: float | None) -> float | None:

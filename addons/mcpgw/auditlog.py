@@ -222,6 +222,9 @@ class AuditLog:
         self.store = store
         self.writer: ChainWriter | None = None
         self.observers: list[Observer] = []
+        # whether an observer reads records' response_bytes (Kong's log records do, spans do not):
+        # counting a streamed answer wraps its every chunk in a Python call
+        self.size_readers: list[Callable[[], bool]] = []
         self._build_failures = 0
         self._closed_written = self._closed_failed = 0  # totals of writers already closed
         self._startup_error: str | None = None  # an audit log was asked for and could not be opened
@@ -315,6 +318,8 @@ class AuditLog:
         resp = flow.response
         if obs is None or resp is None or not resp.stream or obs.answered_by_gateway:
             return  # (mitmproxy sends the gateway's own answers whole, whatever `stream` says)
+        if self.writer is None and not any(reads() for reads in self.size_readers):
+            return  # nobody reads the size (nor the payload, which only the file keeps)
         fctx = context.get(flow)
         keep = fctx is not None and bool(fctx.messages) and audit.logs_payloads(fctx)
         resp.stream = _counting_stream(resp.stream, obs, keep)

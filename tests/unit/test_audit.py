@@ -357,6 +357,7 @@ def test_addon_counts_streamed_bytes(snap):
     log = AuditLog(store)
     seen = []
     log.observers.append(lambda flow, records: seen.extend(records))
+    log.size_readers.append(lambda: True)
     flow, ctx = governed_flow(snap, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     upstream_response, flow.response = flow.response, None
     log.requestheaders(flow)
@@ -367,6 +368,29 @@ def test_addon_counts_streamed_bytes(snap):
     assert flow.response.stream(b"") == []
     log.response(flow)
     assert seen[0]["response_bytes"] == 5
+
+
+def test_streamed_answers_stay_unwrapped_when_nobody_reads_their_size(snap):
+    """An observer without a size reader (spans, metrics) and no audit file: mitmproxy relays the
+    stream itself, with no Python call per chunk; the record is still made."""
+    store = PolicyStore()
+    store.current = snap
+    log = AuditLog(store)
+    seen = []
+    log.observers.append(lambda flow, records: seen.extend(records))
+    readers = [False]
+    log.size_readers.append(lambda: readers[0])
+    for streamed in (True, False):
+        flow, ctx = governed_flow(snap, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        upstream_response, flow.response = flow.response, None
+        log.requestheaders(flow)
+        flow.response = upstream_response
+        flow.response.stream = True
+        log.responseheaders(flow)
+        assert (flow.response.stream is True) is streamed
+        readers[0] = True  # a Kong log sink appeared: the next stream is counted
+    log.response(flow)
+    assert len(seen) == 1 and seen[0]["decision"] == "allow"
 
 
 def test_audit_option_errors(tmp_path):

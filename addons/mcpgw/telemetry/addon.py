@@ -153,8 +153,13 @@ class Telemetry:
         needed = self.pipeline is not None or self.routes.active
         if needed and self.observe not in self.audit_log.observers:
             self.audit_log.observers.append(self.observe)
+            self.audit_log.size_readers.append(self._reads_sizes)
         elif not needed and self.observe in self.audit_log.observers:
             self.audit_log.observers.remove(self.observe)
+            self.audit_log.size_readers.remove(self._reads_sizes)
+
+    def _reads_sizes(self) -> bool:
+        return bool(self.routes.sinks)  # Kong's log records carry response.size; spans do not
 
     @property
     def counts(self):

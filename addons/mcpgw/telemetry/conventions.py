@@ -32,8 +32,17 @@ def _text(value: Any) -> str:
     return text if len(text) <= MAX_ATTR else text[:MAX_ATTR] + "..."
 
 
+_hashed: dict[str, str] = {}  # session id -> its hash: each message of a session asks again
+MAX_HASHED = 4096
+
+
 def session_hash(session: str) -> str:
-    return hashlib.sha256(session.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    digest = _hashed.get(session)
+    if digest is None:
+        if len(_hashed) >= MAX_HASHED:  # ids are the client's: any number of them, kept bounded
+            _hashed.clear()
+        digest = _hashed[session] = hashlib.sha256(session.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return digest
 
 
 def method_of(record: dict[str, Any]) -> str | None:
