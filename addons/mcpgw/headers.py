@@ -3,7 +3,10 @@
 `Headers.get` scans every field and lower-cases and decodes each name on each call; a governed
 request goes through a dozen lookups. Here the fields are indexed once and the index is reused
 until the headers change: mitmproxy's Headers never mutate `fields` in place, every change
-assigns a new tuple, so the identity of that tuple says whether the index is still current.
+assigns a new tuple, so the identity of that tuple says whether the index is still current. The
+last few indexes are kept, not just one: a flow's later hooks read its request and response
+headers in turn (the audit record, spans, session durations), and with one entry each turn would
+index the other side again.
 
 Semantics are mitmproxy's: names match case-insensitively (ASCII), values are decoded as UTF-8
 with surrogateescape, and `header` folds repeated headers with ", ". `remove` and `put` change
@@ -18,16 +21,18 @@ from mitmproxy import http
 
 Index = dict[bytes, list[str]]
 
-# (fields, index) of the headers read last. Holding the tuple keeps its identity unique.
-_last: tuple[tuple | None, Index] = (None, {})
+# (fields, index) of the headers read last, most recent first. Holding the tuples keeps their
+# identities unique. Replaced whole, never changed in place: a thread reading it sees one version.
+KEPT = 4
+_recent: tuple[tuple[tuple, Index], ...] = ()
 
 
 def index(headers: http.Headers) -> Index:
-    global _last
     fields = headers.fields
-    last = _last
-    if last[0] is fields:
-        return last[1]
+    recent = _recent
+    for kept_fields, kept in recent:
+        if kept_fields is fields:
+            return kept
     built: Index = {}
     for raw_name, raw_value in fields:
         value = raw_value.decode("utf-8", "surrogateescape")
@@ -36,8 +41,13 @@ def index(headers: http.Headers) -> Index:
             built[name] = [value]
         else:
             found.append(value)
-    _last = (fields, built)
+    _remember(fields, built)
     return built
+
+
+def _remember(fields: tuple, built: Index) -> None:
+    global _recent
+    _recent = ((fields, built), *_recent[:KEPT - 1])
 
 
 _KEYS: dict[str, bytes] = {}  # name -> lookup key; the names asked for are a few constants
@@ -77,9 +87,8 @@ def host_header(request: http.Request) -> str | None:
 
 
 def _install(headers: http.Headers, fields: tuple[tuple[bytes, bytes], ...], new_index: Index) -> None:
-    global _last
     headers.fields = fields
-    _last = (fields, new_index)
+    _remember(fields, new_index)
 
 
 def remove(headers: http.Headers, *names: str) -> bool:

@@ -106,3 +106,27 @@ def test_set_body_leaves_what_mitmproxys_setter_leaves(extra):
     assert ours.raw_content == theirs.raw_content and ours.content == body
     assert ours.headers.fields == theirs.headers.fields
     assert hdr.header(ours.headers, "content-length") == hdr.header(theirs.headers, "content-length")
+
+
+def test_a_flows_request_and_response_headers_read_in_turn_are_indexed_once_each(monkeypatch):
+    built = []
+    real_remember = hdr._remember
+    monkeypatch.setattr(hdr, "_remember", lambda fields, index: (built.append(fields), real_remember(fields, index)))
+    req, resp = fresh(), http.Headers(content_type="application/json", content_length="2")
+    for _ in range(3):  # as the audit record and the spans read them, one side then the other
+        assert hdr.header(req, "host") == "gw.example"
+        assert hdr.header(resp, "content-type") == "application/json"
+    assert built == [req.fields, resp.fields]
+
+
+def test_an_evicted_or_replaced_index_is_built_again_never_reused():
+    first = fresh()
+    others = [http.Headers(host=f"h{i}.example") for i in range(hdr.KEPT)]
+    assert hdr.header(first, "host") == "gw.example"
+    for i, h in enumerate(others):  # push `first` out of the kept indexes
+        assert hdr.header(h, "host") == f"h{i}.example"
+    assert all(fields is not first.fields for fields, _ in hdr._recent)
+    assert hdr.header(first, "host") == "gw.example"
+    first.fields = ((b"Host", b"changed.example"),)  # a new tuple: the kept index of the old one does not answer
+    assert hdr.header(first, "host") == "changed.example"
+    assert len(hdr._recent) == hdr.KEPT
