@@ -130,7 +130,8 @@ class Balancer:
         lines = data.decode().splitlines()
         header = lines[0].lstrip("# ").split(",")
         rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
-        return {r["svname"]: (r["status"], r["check_status"]) for r in rows
+        # HAProxy prefixes the last result with "* " while the next check is running
+        return {r["svname"]: (r["status"], r["check_status"].removeprefix("* ")) for r in rows
                 if r["pxname"] == "gateways" and r["svname"] not in ("BACKEND", "FRONTEND")}
 
     def stop(self) -> None:
