@@ -8,7 +8,10 @@ thread) answers tools/list with 1,000 tools and tools/call with 1 MB of text, as
 Requests to the two routes are interleaved; the report gives the median latency of each and
 their ratio (targets: 1.5x on the list, 1.2x on the result). A third route injects a credential
 and has no `integrity:`: its answers are scanned for the gateway's own secrets only
-(integrity/own_secrets.py), the "own secrets" cases, against the same route without it.
+(integrity/own_secrets.py), the "own secrets" cases, against the same route without it. On the
+JSON result, the route without integrity is also asked with its answer held whole and nothing
+else done (scripts/bench_hold_answers_addon.py): the "held" row, what holding a 1 MB answer
+costs by itself, which the route with integrity pays too.
 
 In process (where the time goes): the message layer alone on the same bodies, without and with
 the integrity transforms, warm (pins and scan results cached, as after the first list).
@@ -49,6 +52,7 @@ from mcpgw.routing import RouteTable  # noqa: E402
 from tests.support.gateway import Gateway  # noqa: E402
 from tests.support.threaded_server import ThreadedServer  # noqa: E402
 
+HOLD_ADDON = Path(__file__).resolve().parent / "bench_hold_answers_addon.py"
 INTEGRITY = {"pin": "enforce", "pins": "tofu", "scan": {}, "secrets": {}}
 TARGETS = {"list": 1.5, "result": 1.2}
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -109,7 +113,8 @@ def end_to_end(rounds: int, redis: dict | None = None) -> dict[str, float]:
         policy["gateway"] = {"state": {"backend": "redis", "redis": redis}}
     policy["routes"]["injected"] = {"service": "up", "paths": ["/injected"], "credentials": {
         "mode": "inject", "allow_anonymous": True, "add": {"headers": ["Authorization:Bearer {env://BENCH_TOKEN}"]}}}
-    gw = Gateway(workdir, policy, intercept=False, env={"BENCH_TOKEN": "bench-upstream-token-0c1d2e3f"})
+    gw = Gateway(workdir, policy, intercept=False, env={"BENCH_TOKEN": "bench-upstream-token-0c1d2e3f"},
+                 extra=["-s", str(HOLD_ADDON)])
     ratios = {}
     try:
         with httpx.Client(timeout=60) as client:
@@ -120,21 +125,28 @@ def end_to_end(rounds: int, redis: dict | None = None) -> dict[str, float]:
                           "own secrets result (SSE)": ("tools/call", "?sse", "injected")}
             for label, (method, query, measured) in cases.items():
                 params = {"name": "get_me_0", "arguments": {}} if method == "tools/call" else {}
-                times: dict[str, list[float]] = {"without": [], measured: []}
+                # "held": the route without integrity, its answer held whole (HOLD_ADDON)
+                names = ["without", measured, *(["held"] if label == "result (JSON)" and redis is None else [])]
+                times: dict[str, list[float]] = {name: [] for name in names}
                 for i in range(rounds + 3):
-                    for route in (("without", measured) if i % 2 else (measured, "without")):
+                    for name in names[i % len(names):] + names[:i % len(names)]:
                         msg = {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+                        route, hold = ("without", {"X-Bench-Hold": "1"}) if name == "held" else (name, {})
                         start = time.perf_counter()
-                        resp = client.post(gw.url(f"/{route}{query}"), json=msg, headers=HEADERS)
+                        resp = client.post(gw.url(f"/{route}{query}"), json=msg, headers={**HEADERS, **hold})
                         elapsed = time.perf_counter() - start
-                        assert resp.status_code == 200 and len(resp.content) > 100_000, (route, resp.status_code)
+                        assert resp.status_code == 200 and len(resp.content) > 100_000, (name, resp.status_code)
                         if i >= 3:  # warm-up: the first list pins and scans
-                            times[route].append(elapsed)
+                            times[name].append(elapsed)
                 a, b = statistics.median(times["without"]), statistics.median(times[measured])
                 kind = "list" if method == "tools/list" else "result"
                 ratios[label] = b / a
                 print(f"e2e {label + (' Redis pins' if redis else ''):25} without {a * 1000:7.2f} ms  with {b * 1000:7.2f} ms  "
                       f"ratio {b / a:.2f} (target <= {TARGETS[kind]})")
+                if "held" in times:
+                    h = statistics.median(times["held"])
+                    print(f"e2e {'  held, no integrity':25} without {a * 1000:7.2f} ms  held {h * 1000:7.2f} ms  "
+                          f"ratio {h / a:.2f} (holding alone; with integrity over held: {b / h:.2f})")
     finally:
         gw.stop()
         server.stop()
