@@ -66,6 +66,29 @@ class SplittingUpstream:
         await send({"type": "http.response.body", "body": stream[cut:]})
 
 
+class LargeJsonUpstream:
+    """Answers every tools/call with a JSON body of about 400 kB (with its Content-Length): the
+    first 300 kB, then, once the test says the client has read some of it (or after 30 s), the
+    rest, which carries a GitHub token and echoes the Authorization header near its end."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.rest_sent = False
+
+    async def __call__(self, scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        auth = dict(scope["headers"]).get(b"authorization", b"").decode()
+        text = "line of a large log\n" * 20_000 + f"token {GHP} and your header: {auth}"
+        body = json.dumps({"jsonrpc": "2.0", "id": 6, "result": {"content": [{"type": "text", "text": text}]}}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body[:300_000], "more_body": True})
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
+        self.rest_sent = True
+        await send({"type": "http.response.body", "body": body[300_000:]})
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("secrets")
@@ -88,16 +111,28 @@ def splitting():
 
 
 @pytest.fixture(scope="module")
-def gateway(workdir, demo, splitting):
+def large():
+    app = LargeJsonUpstream()
+    server = ThreadedServer(app)
+    server.start()
+    yield app, server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(workdir, demo, splitting, large):
     _, server = splitting
     inject = {"mode": "inject", "allow_anonymous": True,
               "add": {"headers": ["Authorization:Bearer {env://UPSTREAM_TOKEN}"]}}
     policy = {
-        "services": {"demo": {"url": demo.url}, "raw": {"url": server.base_url + "/mcp"}},
+        "services": {"demo": {"url": demo.url}, "raw": {"url": server.base_url + "/mcp"},
+                     "large": {"url": large[1].base_url + "/mcp"}},
         "routes": {
             "echoing": {"service": "demo", "paths": ["/echoing"], "integrity": {"secrets": {"arguments": "audit"}}},
             "strict": {"service": "demo", "paths": ["/strict"], "integrity": {"secrets": {}}},
             "split": {"service": "raw", "paths": ["/split"], "credentials": inject,
+                      "integrity": {"secrets": {}}},
+            "large": {"service": "large", "paths": ["/large"], "credentials": inject,
                       "integrity": {"secrets": {}}},
         },
     }
@@ -154,6 +189,32 @@ async def test_sse_split_inside_the_token_and_the_echoed_injected_credential(gat
         time.sleep(0.2)
     audit = (workdir / "audit.jsonl").read_text()
     assert '"integrity.secrets"' in audit and GHP not in audit and INJECTED not in audit
+
+
+async def test_a_large_json_answer_is_relayed_as_it_comes_and_redacted(gateway, large):
+    # (protocol/json_relay.py) the client has most of the answer before the upstream sent the
+    # part with the token, and gets that part redacted, in the length the upstream declared
+    app, _ = large
+    app.release.clear()
+    app.rest_sent = False
+    call = {"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "anything", "arguments": {}}}
+    received = b""
+    async with httpx.AsyncClient(timeout=30) as client:
+        async with client.stream("POST", gateway.url("/large"), json=call, headers=MCP_HEADERS) as resp:
+            assert resp.status_code == 200
+            declared = int(resp.headers["content-length"])
+            chunks = resp.aiter_raw()
+            while len(received) < 200_000:  # all of it before the upstream sent the rest
+                received += await asyncio.wait_for(anext(chunks), 10)
+            assert not app.rest_sent
+            app.release.set()
+            async for chunk in chunks:
+                received += chunk
+    assert len(received) == declared
+    assert GHP.encode() not in received and INJECTED.encode() not in received
+    text = json.loads(received)["result"]["content"][0]["text"]
+    assert text.endswith("token [redacted:github_token] and your header: Bearer [redacted]")
+    assert text.count("line of a large log") == 20_000
 
 
 def test_saved_flows_hold_no_secret(gateway, workdir):

@@ -4,6 +4,7 @@ layer (SSE), or buffer it for rewriting (JSON that a transform must see)."""
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -11,6 +12,8 @@ from mitmproxy import http
 
 from .headers import header
 from .context import FlowContext
+from .governance import annotate
+from .protocol import json_relay
 from .protocol.messages import SSEStream, can_decode, message_event_transform, transform_json_body
 from .protocol.sse import SSEEvent
 from .responses import json_response
@@ -66,6 +69,11 @@ def prepare_response(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | N
         declared = header(resp.headers, "content-length", "")
         if declared.isdigit() and int(declared) > MAX_BUFFERED_JSON:
             return json_response(502, {"message": "upstream JSON response too large to inspect"})
+        if declared.isdigit() and int(declared) > json_relay.TAIL and flow.request.method != "HEAD" \
+                and header(resp.headers, "content-encoding", "identity").strip().lower() == "identity" \
+                and (screen := json_relay.screen_of(ctx.server_transforms)) is not None:
+            resp.stream = _relay(ctx, flow, screen, int(declared))  # relayed as it is screened (protocol/json_relay.py)
+            return None
         resp.stream = False  # buffered: transform_buffered_json rewrites it
         return None
     if ctx.server_transforms and 200 <= resp.status_code < 300 and ctype != "application/json" \
@@ -75,6 +83,19 @@ def prepare_response(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | N
                                               "gateway needs application/json or text/event-stream to apply the policy"})
     resp.stream = True
     return None
+
+
+def _relay(ctx: FlowContext, flow: http.HTTPFlow, screen, length: int) -> json_relay.JsonRelay:
+    transforms = list(ctx.server_transforms)
+    route, flow_ref = ctx.route_name, weakref.ref(flow)  # the flow holds the relay: no cycle back
+
+    def cut(why: str) -> None:
+        log.warning("route %s: %s; the answer was ended unparseable", route, why)
+        if (held := flow_ref()) is not None:
+            annotate.note(held, f"answer ended unparseable: {why}")
+
+    patches = [p for p in (getattr(t, "raw_patch", None) for t in transforms) if p is not None]
+    return json_relay.JsonRelay(screen, length, lambda body: transform_json_body(body, transforms), patches, cut)
 
 
 def transform_buffered_json(ctx: FlowContext, flow: http.HTTPFlow) -> None:

@@ -40,13 +40,13 @@ def _escaped(secret: str) -> str:
     return _ENCODE(secret)[1:-1]
 
 
-def _after_boundary(d: "Detector") -> str:
+def _after_boundary(d: "Detector", pattern: str | None = None) -> str:
     """A detector's pattern for the raw screen, led by what may stand before a token in JSON text:
     the start, a byte not in `not_after`, or a one-letter escape (a token after a newline follows
     the `n` of `\\n`; `\\u` escapes and `\\/` are screened apart). Still a superset of what the
     detector reports in decoded strings, but the near misses inside words ("task-42" for `sk-`),
     which cost the screen a check each, are gone."""
-    pattern = d.pattern.pattern
+    pattern = d.pattern.pattern if pattern is None else pattern
     if not d.not_after:
         return pattern
     excluded = "".join("\\" + c if c in "-]\\^[" else c for c in sorted(d.not_after))
@@ -54,6 +54,22 @@ def _after_boundary(d: "Detector") -> str:
 
 
 MAX_PATHS = 5
+RELAY_REACH = 1024  # the farthest the relayed screen reports a finding from where it begins (json_relay.TAIL is more)
+
+
+def _widest(pattern: re.Pattern[str]) -> float:
+    """The most characters a match of `pattern` can span (inf: no bound), as `re` computes it.
+    Raw JSON text spells a token the same, but for escapes, which the screen reports apart."""
+    widest = re._parser.parse(pattern.pattern, pattern.flags).getwidth()[1]  # type: ignore[attr-defined]
+    return float("inf") if widest >= re._constants.MAXREPEAT else widest  # type: ignore[attr-defined]
+
+
+def _raw_boundary(d: "Detector", text: str, start: int) -> bool:
+    """`Detector.matches`' not-after check, on raw JSON text: a one-letter escape before the
+    match (the `n` of `\\n`) stands for a character no token continues."""
+    if not d.not_after or start == 0 or text[start - 1] not in d.not_after:
+        return True
+    return start >= 2 and text[start - 2] == "\\" and text[start - 1] in "bfnrt"
 
 
 _WORDISH = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -68,6 +84,10 @@ class Detector:
     # Checked in Python rather than as a look-behind, so the pattern starts with a literal and the
     # regex engine can skip ahead to it: a look-behind first makes it try every position.
     not_after: frozenset[str] = frozenset()
+    # For a pattern without a bound on its length: what every match starts with, as a pattern.
+    # The relayed screen (protocol/json_relay.py) looks for it instead, so that it reports such a
+    # token as soon as it begins rather than where it ends, which may be any distance later.
+    lead: str = ""
 
     def matches(self, text: str) -> list[tuple[int, int]]:
         return [m.span() for m in self.pattern.finditer(text)
@@ -83,12 +103,13 @@ BUILTIN: dict[str, Detector] = {d.name: d for d in (
              frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")),
     Detector("slack_token", re.compile(r"xox[abposre]-[A-Za-z0-9-]{10,250}"), ("xox",), _WORDISH - {"-", "_"}),
     Detector("slack_webhook", re.compile(r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/+-]{20,}"),
-             ("hooks.slack.com",)),
+             ("hooks.slack.com",), lead=r"https://hooks\.slack\.com/"),
     Detector("openai_key", re.compile(r"sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,250}"), ("sk-",), _WORDISH),
     Detector("private_key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END (?:[A-Z0-9]+ )*"
                                        r"PRIVATE KEY(?: BLOCK)?-----|.*)", re.S),  # without its END line: to the end
-             ("PRIVATE KEY",)),
-    Detector("jwt", re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), ("eyJ",), _WORDISH),
+             ("PRIVATE KEY",), lead=r"-----BEGIN "),
+    Detector("jwt", re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), ("eyJ",), _WORDISH,
+             r"eyJ"),
     Detector("google_api_key", re.compile(r"AIza[0-9A-Za-z_-]{35}"), ("AIza",), _WORDISH),
     Detector("stripe_key", re.compile(r"(?:sk|rk)_live_[0-9A-Za-z]{20,247}"), ("_live_",), _WORDISH - {"-", "_"}),
 )}
@@ -120,19 +141,59 @@ class LeakScanner:
         self.known = tuple(sorted(known, key=len, reverse=True))  # the gateway's own secrets, longest first
         self._raw, self._mine = self._raw_screen() if bytescreen.AVAILABLE and not self.always else (None, 0)
         self._last: tuple[bytes, set[int]] | None = None  # the last bytes screened and what was found
+        self._streaming: bytescreen.Patterns | bool | None = None  # stream mode, when first asked (False: none)
 
-    def _raw_screen(self) -> tuple[bytescreen.Patterns, int]:
+    def _screen_patterns(self, leads: bool = False) -> tuple[list[bytes], list[bool], list[bool], int]:
         """Every detector's pattern (as a superset), then what the raw text cannot be judged on:
         escapes that could spell a token differently (\\u, \\/) and the gateway's secrets as
         JSON writes them; then the tool lists' screen (approved.py), so that one pass over a
-        large answer serves both. Returns the patterns and how many of them are this scanner's."""
-        own = [_after_boundary(d).encode("utf-8") for d in self.detectors]
+        large answer serves both. Returns (patterns, literal, dotall, how many are this scanner's).
+        `leads`: each detector's lead instead of its pattern (a superset too: every match starts so)."""
+        own = [_after_boundary(d, (d.lead or None) if leads else None).encode("utf-8") for d in self.detectors]
         # a NUL byte: a UTF-16 or UTF-32 body (JSON parsers read those too), which UTF-8 patterns miss
         exact = [b"\\u", b"\\/", b"\x00", *{_escaped(s).encode("utf-8", "surrogatepass") for s in self.known if s}]
         lists = list(approved.SCREEN_LITERALS)
-        patterns = bytescreen.Patterns(own + exact + lists, [False] * len(own) + [True] * (len(exact) + len(lists)),
-                                      [bool(d.pattern.flags & re.S) for d in self.detectors])
-        return patterns, len(own) + len(exact)
+        return (own + exact + lists, [False] * len(own) + [True] * (len(exact) + len(lists)),
+                [bool(d.pattern.flags & re.S) for d in self.detectors], len(own) + len(exact))
+
+    def _raw_screen(self) -> tuple[bytescreen.Patterns, int]:
+        patterns, literal, dotall, mine = self._screen_patterns()
+        return bytescreen.Patterns(patterns, literal, dotall), mine
+
+    def stream_screen(self) -> bytescreen.Patterns | None:
+        """The raw screen in stream mode, led by the detectors' leads (protocol/json_relay.py):
+        nothing found in every chunk of a body means `clean` and the tool lists' screen would pass
+        it whole, and what is found is reported within RELAY_REACH bytes of where it begins. None:
+        no raw screen, a detector without a lead, or a secret of the gateway's longer than that."""
+        if self._streaming is None:  # decided once: asked for every answer
+            self._streaming = False
+            if self._raw is not None and all(d.lead or _widest(d.pattern) <= RELAY_REACH for d in self.detectors) \
+                    and all(len(_escaped(s).encode("utf-8", "surrogatepass")) <= RELAY_REACH for s in self.known):
+                patterns, literal, dotall, _ = self._screen_patterns(leads=True)
+                self._streaming = bytescreen.Patterns(patterns, literal, dotall, streaming=True)
+        return self._streaming or None
+
+    def redact_raw(self, data: bytes) -> bytes | None:
+        """The redaction `scan` makes, made on the raw JSON text instead of its parsed strings:
+        for a body of which a part is already relayed (protocol/json_relay.py), which checks
+        that the result parses to what the full path gives, and otherwise ends the answer
+        unparseable. None: not UTF-8."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        for secret in self.known:
+            if secret:
+                text = text.replace(secret, MASK).replace(_escaped(secret), MASK)
+        for d in self.detectors:
+            spans = [(a, b) for a, b in (m.span() for m in d.pattern.finditer(text)) if _raw_boundary(d, text, a)]
+            if spans:
+                mask, pieces, last = f"[redacted:{d.name}]", [], 0
+                for start, end in spans:
+                    pieces += [text[last:start], mask]
+                    last = end
+                text = "".join(pieces) + text[last:]
+        return text.encode("utf-8")
 
     def screened(self, data: bytes) -> set[int] | None:
         """The indexes of the patterns occurring in `data` (None: no raw screen). The last answer
@@ -272,6 +333,11 @@ class LeakTransform:
         self.scanner = scanner
         self.action = settings.results if settings.mode == "enforce" else "audit"
         self.audited = "audited" if settings.mode == "enforce" or settings.results == "audit" else f"would_{settings.results}"
+
+        # protocol/json_relay.py: a JSON answer relayed as it is screened. Not where a finding
+        # refuses the answer whole: a part of it may be out by then, and the refusal must read as one.
+        self.stream_screen = scanner.stream_screen() if self.action != "block" else None
+        self.raw_patch = scanner.redact_raw
 
     def passes(self, data: bytes) -> bool:
         """protocol/messages.py: raw bytes with nothing to find pass unparsed."""

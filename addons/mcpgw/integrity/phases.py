@@ -82,6 +82,7 @@ def check_tools(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | None:
     if leak_scanner is not None:
         assert settings.secrets is not None
         transforms.append(leaks.LeakTransform(flow, settings.secrets, leak_scanner))
+        transforms[0].stream_screen = leak_scanner.stream_screen()  # its list screen is that pass's (json_relay.py)
     refusals: list[Refusal] = []
     if flow.request.method == "POST":
         denied_before = {d.message_id for d in ctx.decisions if not d.allowed and not d.shadow}

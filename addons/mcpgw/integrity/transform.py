@@ -42,6 +42,7 @@ class ToolTransform:
         self.pin_shadow = settings.pin == "shadow"
         self.others = also(settings.pin_also) if store is not None else ()  # prompts, resources: pinned too
         self._raw: bytes | None = None  # the bytes `passes` saw last: the full path keeps a clean list's
+        self.stream_screen = None  # set by phases.py when `screen` is the secret scanner's (json_relay.py)
 
     def _key(self) -> tuple:
         return (self.settings, self.store, self.store.version if self.store is not None else 0, self.scanner)

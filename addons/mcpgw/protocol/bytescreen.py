@@ -28,9 +28,11 @@ AVAILABLE = _hs is not None
 
 
 class Patterns:
-    """A compiled set of byte patterns; `present(data)` gives the indexes of those occurring."""
+    """A compiled set of byte patterns; `present(data)` gives the indexes of those occurring.
+    `streaming=True` compiles them for `open()` instead: one body screened chunk by chunk."""
 
-    def __init__(self, patterns: Sequence[bytes], literal: Sequence[bool], dotall: Sequence[bool] = ()):
+    def __init__(self, patterns: Sequence[bytes], literal: Sequence[bool], dotall: Sequence[bool] = (),
+                 streaming: bool = False):
         if _hs is None:
             raise RuntimeError("hyperscan is not installed")
         self.size = len(patterns)
@@ -41,9 +43,15 @@ class Patterns:
                 f |= _hs.HS_FLAG_PREFILTER | (_hs.HS_FLAG_DOTALL if i < len(dotall) and dotall[i] else 0)
             flags.append(f)
         exprs = [_literal(p) if lit else p for p, lit in zip(patterns, literal)]
-        self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+        self._db = _hs.Database(mode=_hs.HS_MODE_STREAM if streaming else _hs.HS_MODE_BLOCK)
         self._db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
         self._scratch = threading.local()  # a scratch space is one scan's: one per thread
+        self.streaming = streaming
+
+    def open(self) -> "Screening":
+        """A screening of one body whose chunks come in turn (stream mode): a pattern is found
+        across chunk boundaries, and no byte is read twice."""
+        return Screening(self._db)
 
     def present(self, data: bytes) -> set[int]:
         found: set[int] = set()
@@ -52,6 +60,33 @@ class Patterns:
             scratch = self._scratch.s = _hs.Scratch(self._db)
         self._db.scan(data, match_event_handler=_collect, context=found, scratch=scratch)
         return found
+
+
+class Screening:
+    """One body screened in stream mode: `feed(chunk)` after `feed(chunk)`; `found` holds the
+    indexes of the patterns that occurred so far (a match is reported where it ends). `close()`
+    frees the stream (also done when the screening is collected)."""
+
+    __slots__ = ("found", "_stream")
+
+    def __init__(self, db) -> None:
+        self.found: set[int] = set()
+        self._stream = db.stream(match_event_handler=_collect, context=self.found)
+        self._stream.__enter__()
+
+    def feed(self, chunk: bytes) -> set[int]:
+        if self._stream is None:
+            raise ValueError("screening closed")
+        self._stream.scan(chunk)
+        return self.found
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.__exit__(None, None, None)
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _literal(pattern: bytes) -> bytes:
