@@ -101,22 +101,21 @@ def demo(workdir):
     up.stop()
 
 
-@pytest.fixture(scope="module")
-def splitting():
-    app = SplittingUpstream()
+def served(app):
     server = ThreadedServer(app)
     server.start()
     yield app, server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def splitting():
+    yield from served(SplittingUpstream())
 
 
 @pytest.fixture(scope="module")
 def large():
-    app = LargeJsonUpstream()
-    server = ThreadedServer(app)
-    server.start()
-    yield app, server
-    server.stop()
+    yield from served(LargeJsonUpstream())
 
 
 @pytest.fixture(scope="module")

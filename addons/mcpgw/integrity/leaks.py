@@ -64,6 +64,15 @@ def _widest(pattern: re.Pattern[str]) -> float:
     return float("inf") if widest >= re._constants.MAXREPEAT else widest  # type: ignore[attr-defined]
 
 
+def _masked(text: str, spans: list[tuple[int, int]], detector: str) -> str:
+    """`text` with each span (in order, apart) replaced by the detector's mask."""
+    mask, pieces, last = f"[redacted:{detector}]", [], 0
+    for start, end in spans:
+        pieces += [text[last:start], mask]
+        last = end
+    return "".join(pieces) + text[last:]
+
+
 def _raw_boundary(d: "Detector", text: str, start: int) -> bool:
     """`Detector.matches`' not-after check, on raw JSON text: a one-letter escape before the
     match (the `n` of `\\n`) stands for a character no token continues."""
@@ -188,11 +197,7 @@ class LeakScanner:
         for d in self.detectors:
             spans = [(a, b) for a, b in (m.span() for m in d.pattern.finditer(text)) if _raw_boundary(d, text, a)]
             if spans:
-                mask, pieces, last = f"[redacted:{d.name}]", [], 0
-                for start, end in spans:
-                    pieces += [text[last:start], mask]
-                    last = end
-                text = "".join(pieces) + text[last:]
+                text = _masked(text, spans, d.name)
         return text.encode("utf-8")
 
     def screened(self, data: bytes) -> set[int] | None:
@@ -299,11 +304,7 @@ class LeakScanner:
                 continue
             hits.add(d.name, path)
             if redact:
-                mask, pieces, last = f"[redacted:{d.name}]", [], 0
-                for start, end in spans:
-                    pieces += [out[last:start], mask]
-                    last = end
-                out = "".join(pieces) + out[last:]
+                out = _masked(out, spans, d.name)
         return out if out != text else text
 
 
