@@ -95,7 +95,9 @@ def _relay(ctx: FlowContext, flow: http.HTTPFlow, screen, length: int) -> json_r
             annotate.note(held, f"answer ended unparseable: {why}")
 
     patches = [p for p in (getattr(t, "raw_patch", None) for t in transforms) if p is not None]
-    return json_relay.JsonRelay(screen, length, lambda body: transform_json_body(body, transforms), patches, cut)
+    fits = [f for f in (getattr(t, "raw_fit", None) for t in transforms) if f is not None]
+    return json_relay.JsonRelay(screen, length, lambda body: transform_json_body(body, transforms), patches, cut,
+                                fits=fits)
 
 
 def transform_buffered_json(ctx: FlowContext, flow: http.HTTPFlow) -> None:

@@ -101,7 +101,8 @@ def test_every_detector_is_caught_before_the_token_goes_out(tmp_path, detector):
         out = json.loads(got)
     except ValueError:
         return  # ended unparseable: allowed, but then nothing of the token either (above)
-    assert out == json.loads(held(tmp_path, body))
+    # what the held path says, but where a mask would not fit: `[###]` as long as the token
+    assert leaks._unmasked(out) == leaks._unmasked(json.loads(held(tmp_path, body)))
 
 
 def test_an_escaped_token_in_a_loose_answer_ends_it_unparseable(tmp_path):
@@ -117,13 +118,29 @@ def test_an_escaped_token_in_a_loose_answer_ends_it_unparseable(tmp_path):
     assert GHP.encode() not in got and escaped.encode() not in got
 
 
-def test_a_longer_mask_that_does_not_fit_ends_the_answer_unparseable(tmp_path):
-    # a compact answer has no spacing to spare: the AWS key's mask is longer than the key
+def test_a_mask_longer_than_its_token_is_made_as_long_where_nothing_can_be_spared(tmp_path):
+    # a compact answer has no spacing to spare, and the AWS key's mask is longer than the key
     body = big_answer(f" {AWS} ", compact=True)
-    _, _, got, _ = relayed(tmp_path, body)
+    _, ctx, got, _ = relayed(tmp_path, body)
     assert len(got) == len(body) and AWS.encode() not in got
-    with pytest.raises(ValueError):
-        json.loads(got)
+    text = json.loads(got)["result"]["content"][0]["text"]
+    assert text.endswith(" [" + "#" * (len(AWS) - 2) + "] ")
+    assert ctx.audit_fields["findings"][0]["detectors"] == ["aws_access_key"]
+
+
+def test_the_fitted_redaction_is_checked_against_the_held_path(tmp_path):
+    ctx, _, _ = flow_for(snapshot({}, tmp_path), call())
+    fit = next(t.raw_fit for t in ctx.server_transforms if hasattr(t, "raw_fit"))
+    plain = big_answer(f" {AWS} ")
+    assert fit(plain, held(tmp_path, plain)) is not None
+    # an escaped key: the held path decodes and redacts it, the raw text does not spell it: the
+    # fitted body would still say the key, so it is refused (and a relayed answer is cut)
+    spelt = AWS.replace("K", "\\u004b", 1).encode()  # raw JSON text: a JSON escape, not a backslash
+    escaped = big_answer(f" {AWS} and SPELT ").replace(b"SPELT", spelt)
+    assert json.loads(escaped)["result"]["content"][0]["text"].endswith(f" {AWS} and {AWS} ")
+    judged = held(tmp_path, escaped)
+    assert AWS not in json.loads(judged)["result"]["content"][0]["text"]
+    assert fit(escaped, judged) is None
 
 
 def test_a_token_in_the_first_bytes_is_judged_before_anything_goes_out(tmp_path):

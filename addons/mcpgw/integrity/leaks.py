@@ -64,13 +64,32 @@ def _widest(pattern: re.Pattern[str]) -> float:
     return float("inf") if widest >= re._constants.MAXREPEAT else widest  # type: ignore[attr-defined]
 
 
-def _masked(text: str, spans: list[tuple[int, int]], detector: str) -> str:
-    """`text` with each span (in order, apart) replaced by the detector's mask."""
+def _masked(text: str, spans: list[tuple[int, int]], detector: str, fit: bool = False) -> str:
+    """`text` with each span (in order, apart) replaced by the detector's mask (`fit`: one as
+    long, in UTF-8, as what it replaces)."""
     mask, pieces, last = f"[redacted:{detector}]", [], 0
     for start, end in spans:
-        pieces += [text[last:start], mask]
+        pieces += [text[last:start], _fitted(text[start:end]) if fit else mask]
         last = end
     return "".join(pieces) + text[last:]
+
+
+def _fitted(replaced: str) -> str:
+    return "[" + "#" * (len(replaced.encode("utf-8", "surrogatepass")) - 2) + "]"
+
+
+_ANY_MASK = re.compile(r"\[redacted(?::[a-z0-9_]+)?\]|\[#+\]")
+
+
+def _unmasked(value: Any) -> Any:
+    """A parsed message with every mask, of either form, read as one and the same mark."""
+    if isinstance(value, str):
+        return _ANY_MASK.sub("\x00", value)
+    if isinstance(value, dict):
+        return {k: _unmasked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unmasked(v) for v in value]
+    return value
 
 
 def _raw_boundary(d: "Detector", text: str, start: int) -> bool:
@@ -182,23 +201,35 @@ class LeakScanner:
                 self._streaming = bytescreen.Patterns(patterns, literal, dotall, streaming=True)
         return self._streaming or None
 
-    def redact_raw(self, data: bytes) -> bytes | None:
-        """The redaction `scan` makes, made on the raw JSON text instead of its parsed strings:
-        for a body of which a part is already relayed (protocol/json_relay.py), which checks
-        that the result parses to what the full path gives, and otherwise ends the answer
-        unparseable. None: not UTF-8."""
+    def redact_raw(self, data: bytes, fit: bool = False) -> bytes | None:
+        """The redaction `scan` makes, made on the raw JSON text instead of its parsed strings,
+        for a body of which a part is already relayed (protocol/json_relay.py, which checks that
+        the result parses to what the full path gives). `fit`: each mask as long as what it
+        replaces (`[###]`), so that the body keeps its length. None: not UTF-8."""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             return None
         for secret in self.known:
-            if secret:
-                text = text.replace(secret, MASK).replace(_escaped(secret), MASK)
+            for form in {secret, _escaped(secret)} if secret else ():
+                text = text.replace(form, _fitted(form) if fit else MASK)
         for d in self.detectors:
             spans = [(a, b) for a, b in (m.span() for m in d.pattern.finditer(text)) if _raw_boundary(d, text, a)]
             if spans:
-                text = _masked(text, spans, d.name)
+                text = _masked(text, spans, d.name, fit)
         return text.encode("utf-8")
+
+    def fitted(self, body: bytes, judged: bytes) -> bytes | None:
+        """`body` redacted in place with masks as long as what they replace, if it then says what
+        `judged` (the full path's answer) says, masks aside; else None."""
+        fitted = self.redact_raw(body, fit=True)
+        if fitted is None or fitted == body:
+            return None
+        try:
+            same = _unmasked(json.loads(fitted)) == _unmasked(json.loads(judged))
+        except (ValueError, RecursionError):
+            return None
+        return fitted if same else None
 
     def screened(self, data: bytes) -> set[int] | None:
         """The indexes of the patterns occurring in `data` (None: no raw screen). The last answer
@@ -339,6 +370,7 @@ class LeakTransform:
         # refuses the answer whole: a part of it may be out by then, and the refusal must read as one.
         self.stream_screen = scanner.stream_screen() if self.action != "block" else None
         self.raw_patch = scanner.redact_raw
+        self.raw_fit = scanner.fitted
 
     def passes(self, data: bytes) -> bool:
         """protocol/messages.py: raw bytes with nothing to find pass unparsed."""

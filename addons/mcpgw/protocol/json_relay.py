@@ -18,8 +18,9 @@ matches, nothing more is relayed; at the end the whole body is judged as a held 
 first of these that keeps the relayed part byte for byte and is no longer than the declared length
 is sent, padded with spaces after the JSON value: the judged body itself, then the transforms' raw
 patches (the secret scanner's redaction made on the raw text) applied to the body, if that parses
-to what the judge made. Otherwise the rest is NUL bytes: the answer ends unparseable, never
-completed with what the judge would have removed."""
+to what the judge made; then the same redaction with masks as long as what they replace
+(`[####]`), if it says what the judge made but for the masks' text. Otherwise the rest is NUL
+bytes: the answer ends unparseable, never completed with what the judge would have removed."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ UNPARSEABLE = b"\x00"  # no JSON text holds a raw NUL byte, inside a string or o
 
 Judge = Callable[[bytes], "bytes | None"]  # the held path: the new body, or None when unchanged
 Patch = Callable[[bytes], "bytes | None"]
+Fit = Callable[[bytes, bytes], "bytes | None"]  # (body, judged): body masked in place, if it says what judged says
 
 
 def screen_of(transforms: Sequence[object]) -> Patterns | None:
@@ -51,10 +53,11 @@ class JsonRelay:
     it would hold)."""
 
     def __init__(self, screen: Patterns, length: int, judge: Judge, patches: Sequence[Patch],
-                 on_cut: Callable[[str], None], tail: int = TAIL):
+                 on_cut: Callable[[str], None], tail: int = TAIL, fits: Sequence[Fit] = ()):
         self._screening = screen.open()
         self._length = length  # the declared Content-Length, which the client reads to
         self._judge, self._patches, self._on_cut, self._tail = judge, tuple(patches), on_cut, tail
+        self._fits = tuple(fits)
         self._chunks: list[bytes] = []  # the whole body, should it have to be judged
         self._size = 0
         self._sent = 0  # bytes relayed
@@ -104,6 +107,10 @@ class JsonRelay:
             patched = patch(patched) if patched is not None else None
         if patched is not None and patched != body and _same_json(patched, new):
             yield patched
+        for fit in self._fits:  # masks as long as what they replace: the declared length, always
+            fitted = fit(body, new)
+            if fitted is not None:
+                yield fitted
 
 
 def _same_json(a: bytes, b: bytes) -> bool:
