@@ -69,7 +69,7 @@ def prepare_response(ctx: FlowContext, flow: http.HTTPFlow) -> http.Response | N
         declared = header(resp.headers, "content-length", "")
         if declared.isdigit() and int(declared) > MAX_BUFFERED_JSON:
             return json_response(502, {"message": "upstream JSON response too large to inspect"})
-        if declared.isdigit() and int(declared) > json_relay.TAIL and flow.request.method != "HEAD" \
+        if declared.isdigit() and int(declared) >= json_relay.SMALLEST and flow.request.method != "HEAD" \
                 and header(resp.headers, "content-encoding", "identity").strip().lower() == "identity" \
                 and (screen := json_relay.screen_of(ctx.server_transforms)) is not None:
             resp.stream = _relay(ctx, flow, screen, int(declared))  # relayed as it is screened (protocol/json_relay.py)

@@ -12,7 +12,7 @@ screen reports within TAIL bytes of its start (every built-in detector's, unless
 is longer) has not begun in what was relayed.
 
 The answer keeps the upstream's Content-Length (chunked framing would cost the client more than
-the relay saves), so only answers that declare one, larger than TAIL, are relayed. Once a pattern
+the relay saves), so only answers that declare one, of SMALLEST bytes or more, are relayed. Once a pattern
 matches, nothing more is relayed; at the end the whole body is judged as a held one would be
 (`judge`: the message layer with the same transforms). Unchanged: the rest follows. Changed: the
 first of these that keeps the relayed part byte for byte and is no longer than the declared length
@@ -29,7 +29,8 @@ from collections.abc import Callable, Sequence
 
 from .bytescreen import Patterns
 
-TAIL = 16 * 1024  # bytes always held back: a reported token began within them
+TAIL = 16 * 1024  # bytes always held back: a token reported now began within them (leaks.RELAY_REACH)
+SMALLEST = 64 * 1024  # smaller answers are held whole: holding them costs little
 FILL = b" "  # JSON allows whitespace after the value: a shorter judged body keeps the declared length
 UNPARSEABLE = b"\x00"  # no JSON text holds a raw NUL byte, inside a string or out
 
