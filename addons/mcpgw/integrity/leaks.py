@@ -192,7 +192,8 @@ class LeakScanner:
         """The raw screen in stream mode, led by the detectors' leads (protocol/json_relay.py):
         nothing found in every chunk of a body means `clean` and the tool lists' screen would pass
         it whole, and what is found is reported within RELAY_REACH bytes of where it begins. None:
-        no raw screen, a detector without a lead, or a secret of the gateway's longer than that."""
+        no raw screen, a detector wider than that without a lead, or a secret of the gateway's
+        longer than that."""
         if self._streaming is None:  # decided once: asked for every answer
             self._streaming = False
             if self._raw is not None and all(d.lead or _widest(d.pattern) <= RELAY_REACH for d in self.detectors) \
