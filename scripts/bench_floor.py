@@ -7,6 +7,8 @@ the held floor.
             (scripts/bench_skeleton_addon.py): the least a governing addon does
   open      the gateway, one open route (scripts/bench_cases.py)
   seed      the gateway on the seed recipe's decK file (key-auth, the tool ACL, datakit, cors)
+  frame     with --frame: the open route with its pipeline emptied down to forwarding
+            (scripts/bench_frame_addon.py): what the gateway costs before any phase runs
 
 Each target has an upstream of its own, so each upstream's CPU per call is reported too (a
 proxy that changed what it forwards would show there). Figures per round: the median latency of
@@ -15,6 +17,7 @@ rounds of each target's per-round ratio to `held`, with the spread. Run it on a 
 
     scripts/bench_floor.py                      # 8 rounds of 400 calls per target
     scripts/bench_floor.py --rounds 3 --calls 100
+    scripts/bench_floor.py --frame              # also the gateway's frame (hooks, context, routing)
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bench_cases import SEED_ENV, SEED_PATHS, open_policy, seed_deck  # noqa: E4
 from tests.support.procs import DEMO_UPSTREAM, DEMO_UPSTREAM_READY, free_port, start_process  # noqa: E402
 
 SKELETON_ADDON = Path(__file__).resolve().parent / "bench_skeleton_addon.py"
+FRAME_ADDON = Path(__file__).resolve().parent / "bench_frame_addon.py"
 TARGETS = ("held", "skeleton", "open", "seed")
 BLOCK = 20  # calls to one target before the next one's
 
@@ -51,10 +55,11 @@ def start_target(name: str, work: Path, upstream_url: str):
                                  "--mode", f"reverse:{upstream_url.rsplit('/', 1)[0]}@{HOST}:{port}"],
                                 env={"MCPGW_SKELETON_AUDIT": str(work / "skeleton-audit.jsonl")})
         return f"http://{HOST}:{port}/mcp", process
-    if name == "open":
-        path = work / "open.yaml"
+    if name in ("open", "frame"):
+        path = work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(open_policy({"json": upstream_url}), sort_keys=False))
-        port, process = start_gateway(work, name, GATEWAY_ENTRY, path)
+        extra = ("-s", str(FRAME_ADDON)) if name == "frame" else ()
+        port, process = start_gateway(work, name, GATEWAY_ENTRY, path, *extra)
         return f"http://{HOST}:{port}/github-json", process
     path = work / "kong-recipe.yaml"
     path.write_text(seed_deck({"json": upstream_url, "sse": upstream_url}))
@@ -71,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=400, help="timed calls per target and round")
+    parser.add_argument("--frame", action="store_true",
+                        help="also the gateway's open route with its pipeline emptied down to forwarding "
+                             "(scripts/bench_frame_addon.py): what the gateway costs before any phase")
     args = parser.parse_args(argv)
+    names = TARGETS[:3] + ("frame",) + TARGETS[3:] if args.frame else TARGETS
     if args.rounds < 1 or args.calls < 1:
         parser.error("--rounds and --calls must be at least 1")
     processes = []
@@ -79,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
             work = Path(tmp)
             targets = {}
-            for name in TARGETS:
+            for name in names:
                 port = free_port()
                 upstream = start_process([sys.executable, str(DEMO_UPSTREAM), "--host", HOST, "--port", str(port),
                                           "--json-response"], ready=DEMO_UPSTREAM_READY)
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu = {n: [] for n in targets}
             upstream_cpu = {n: [] for n in targets}
             for r in range(args.rounds):
-                order = TARGETS[r % len(TARGETS):] + TARGETS[:r % len(TARGETS)]
+                order = names[r % len(names):] + names[:r % len(names)]
                 samples = {n: [] for n in targets}
                 before = {n: (process_cpu(t[1].pid), process_cpu(t[2].pid)) for n, t in targets.items()}
                 for start in range(0, args.calls, BLOCK):

@@ -4,6 +4,7 @@ phase and per part of mitmproxy.
 
     scripts/bench_profile.py                  # the seed recipe, 20 s of samples
     scripts/bench_profile.py --case buffered  # the held floor, for comparison
+    scripts/bench_profile.py --case frame     # the open route with its pipeline emptied (bench_frame_addon.py)
     scripts/bench_profile.py --svg x.svg      # also a flame graph
 
 The figures are CPU milliseconds per call on the process's main thread (samples / rate / calls),
@@ -37,7 +38,8 @@ from bench_cases import SEED_ENV, SEED_PATHS, open_policy, seed_deck  # noqa: E4
 HOOKS = ("requestheaders", "request", "responseheaders", "response", "error", "http_connect", "server_connect",
          "server_connected", "next_layer", "client_connected", "client_disconnected", "server_disconnected")
 FRAME = re.compile(r"^(?P<name>[^ ]+) \((?P<file>[^:]*)(?::\d+)?\)$")
-CASES = ("seed", "open", "gateway", "buffered", "mitmdump")
+CASES = ("seed", "open", "gateway", "buffered", "mitmdump", "frame")
+FRAME_ADDON = Path(__file__).resolve().parent / "bench_frame_addon.py"  # the open route, its pipeline emptied
 
 
 def start_target(case: str, workdir: Path, upstream_url: str,
@@ -52,11 +54,12 @@ def start_target(case: str, workdir: Path, upstream_url: str,
     if case == "seed":
         path, env, route = workdir / f"{case}-kong-recipe.yaml", SEED_ENV, SEED_PATHS["json"]
         path.write_text(seed_deck({"json": upstream_url, "sse": upstream_url}))
-    elif case == "open":
+    elif case in ("open", "frame"):
         path.write_text(yaml.safe_dump(open_policy(urls), sort_keys=False))
     else:
         path.write_text(yaml.safe_dump(bench.gateway_policy({"json": upstream_url}, "full"), sort_keys=False))
-    port, process = bench.start_gateway(workdir, entry.parent.parent.name + case, entry, path, env=env)
+    extra = ("-s", str(FRAME_ADDON)) if case == "frame" else ()
+    port, process = bench.start_gateway(workdir, entry.parent.parent.name + case, entry, path, *extra, env=env)
     return f"http://{bench.HOST}:{port}{route}", process
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from . import canonical, context, destinations, guards, health, hookgate, mitm_options, pipeline, redaction, request_stream
+from . import canonical, children, context, destinations, guards, health, mitm_options, pipeline, redaction, request_stream
 from .ai.addon import LlmAddon
 from .limits.addon import LimitsAddon
 from .auditlog import AuditLog
@@ -53,23 +53,21 @@ class MCPGateway:
         self._health = ""  # mcp_health
         self._uninstall_redaction: Callable[[], None] | None = None
         self._uninstall_request_stream: Callable[[], None] | None = None
-        # Audit log, metrics and mitmproxy UI: child addons, whose hooks mitmproxy runs after this
-        # addon's own on every flow, so they see each flow as the pipeline left it.
+        # Audit log, metrics, mitmproxy UI, ...: child addons, which this addon calls after its own
+        # handling of each event (children.py), so they see each flow as the pipeline left it.
         self.audit = AuditLog(self.store)
         self.destinations = Destinations(self.store)  # intercept mode: services' addresses, checks at connect
         metrics = Metrics(self.store, self.audit)
         self.telemetry = Telemetry(self.store, self.audit)  # OpenTelemetry spans/metrics (mcp_otlp)
         metrics.registry.register(DropCollector(self.telemetry))
-        self.addons = [self.audit, metrics, MCPConsole(self.store), self.destinations,
-                       TunnelGate(self.store, self.destinations),  # intercept_unmatched: block covers CONNECT too
-                       self.telemetry, LimitsAddon(),  # LimitsAddon: token limits charged when an LLM answer ends
-                       UpstreamProxyAuth(self.store)]  # upstream_proxy: the route proxy's credentials on its CONNECT
-        # LLM routes (ai/): their counters among the metrics, an audit record per MCP tool call inside an
-        # answer; first, so that on a failed flow it completes the LLM call before the audit log records it
-        self.addons.insert(0, LlmAddon(self.audit, next(a for a in self.addons if isinstance(a, Metrics))))
-        # Last: after every other child applied an option change or a policy load, it switches off the
-        # per-flow hooks of those with nothing to do (hookgate.py): mitmproxy would call them on every flow.
-        self.addons.append(hookgate.for_children(self))
+        self.children = children.for_gateway(self, [
+            # LLM routes (ai/): their counters among the metrics, an audit record per MCP tool call inside an
+            # answer; first, so that on a failed flow it completes the LLM call before the audit log records it
+            LlmAddon(self.audit, metrics),
+            self.audit, metrics, MCPConsole(self.store), self.destinations,
+            TunnelGate(self.store, self.destinations),  # intercept_unmatched: block covers CONNECT too
+            self.telemetry, LimitsAddon(),  # LimitsAddon: token limits charged when an LLM answer ends
+            UpstreamProxyAuth(self.store)])  # upstream_proxy: the route proxy's credentials on its CONNECT
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -97,8 +95,15 @@ class MCPGateway:
         # Now, not in `running`: mitmproxy opens its listeners after loading scripts, and before `running`.
         if changed := mitm_options.enforce(ctx.options):
             log.info("MCP gateway sets %s", ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+        self.children.load(loader, ctx.master)
+
+    # Each hook event: the gateway's own handling, then the children's hooks for it (children.py).
 
     def configure(self, updated: set[str]) -> None:
+        self._configure(updated)
+        self.children.configure(updated)
+
+    def _configure(self, updated: set[str]) -> None:
         mitm_options.refuse_changes(ctx.options, updated)
         if "mcp_health" in updated:  # read on every flow: kept here, as each read of ctx.options deep-copies it
             self._health = ctx.options.mcp_health
@@ -180,6 +185,32 @@ class MCPGateway:
             self._load_policy(self.store.path)
 
     def running(self) -> None:
+        self._run()
+        self.children.call("running")
+
+    def done(self) -> None:
+        self._stop()
+        self.children.call("done")
+
+    async def next_layer(self, nextlayer) -> None:
+        await self.children.call_async("next_layer", nextlayer)
+
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        await self.children.call_async("http_connect", flow)
+
+    def http_connect_upstream(self, flow: http.HTTPFlow) -> None:
+        self.children.call("http_connect_upstream", flow)
+
+    async def server_connect(self, data) -> None:
+        await self.children.call_async("server_connect", data)
+
+    def server_connected(self, data) -> None:
+        self.children.call("server_connected", data)
+
+    def server_connect_error(self, data) -> None:
+        self.children.call("server_connect_error", data)
+
+    def _run(self) -> None:
         # Synchronous on purpose: after a script reload mitmproxy calls `running` synchronously.
         restarted = getattr(ctx.master, "_mcp_gateway_started", False)
         if self._startup_error or self.store.current is None:
@@ -194,7 +225,7 @@ class MCPGateway:
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self.store.watch(self._poll))
 
-    def done(self) -> None:
+    def _stop(self) -> None:
         redaction.mask_in_flight()  # mitmproxy's Save writes the flows still in flight after this hook
         if self._watcher is not None:
             self._watcher.cancel()
@@ -216,6 +247,30 @@ class MCPGateway:
     # -- hooks -----------------------------------------------------------------------------
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        await self._requestheaders(flow)
+        self.children.call("requestheaders", flow)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        await self._request(flow)
+        self.children.call("request", flow)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self._responseheaders(flow)
+        self.children.call("responseheaders", flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._response(flow)
+        self.children.call("response", flow)
+
+    # A flow can also end without a response: upstream unreachable, killed, client gone. Script
+    # addons run before mitmproxy's Save, Dumper and mitmweb's view on every event, so masking
+    # here keeps the stored credentials out of what those record.
+    def error(self, flow: http.HTTPFlow) -> None:
+        if context.get(flow) is not None:
+            redaction.mask_ended(flow)
+        self.children.call("error", flow)
+
+    async def _requestheaders(self, flow: http.HTTPFlow) -> None:
         # async: routing may resolve host names and identity may ask an IdP, before the body is read
         if flow.response or flow.error or not flow.live:
             return
@@ -234,7 +289,7 @@ class MCPGateway:
             redaction.mask_request(flow.request)  # mitmproxy keeps (and may save) the flow
             flow.request.headers.pop("expect", None)  # no 100 Continue: the client need not send the body
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    async def _request(self, flow: http.HTTPFlow) -> None:
         fctx = context.get(flow)
         if fctx is None or flow.response or flow.error or not flow.live:
             return
@@ -246,7 +301,7 @@ class MCPGateway:
         if flow.response is not None:
             redaction.mask_request(flow.request)  # answered here; mitmproxy keeps (and may save) the flow
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
+    def _responseheaders(self, flow: http.HTTPFlow) -> None:
         fctx = context.get(flow)
         if fctx is None or flow.response is None:
             return
@@ -258,7 +313,7 @@ class MCPGateway:
                 flow.response.headers["X-MCP-Gateway-Policy"] = f"{fctx.snapshot.version}-{fctx.snapshot.digest[:12]}"
                 flow.response.headers["X-MCP-Gateway-Route"] = fctx.route_name or ""
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def _response(self, flow: http.HTTPFlow) -> None:
         fctx = context.get(flow)
         if fctx is None or flow.response is None:
             return
@@ -266,14 +321,6 @@ class MCPGateway:
             replacement = pipeline.run_sync(pipeline.response_phases(fctx), fctx, flow)
             if replacement is not None:
                 flow.response = replacement
-
-    # A flow can also end without a response: upstream unreachable, killed, client gone. Script
-    # addons run before mitmproxy's Save, Dumper and mitmweb's view on every event, so masking
-    # here keeps the stored credentials out of what those record.
-
-    def error(self, flow: http.HTTPFlow) -> None:
-        if context.get(flow) is not None:
-            redaction.mask_ended(flow)
 
     def update(self, flows) -> None:
         for flow in flows:  # flow.kill: a killed flow sends nothing more

@@ -190,9 +190,7 @@ async def answered(addon, path: str, headers: dict[str, str], host: str = "local
     await addon.request(f)
     if f.response is None:  # forwarded: the upstream answers
         f.response = http.Response.make(200, b"{}", {"content-type": "application/json"})
-    for hook in (addon.responseheaders, *(getattr(a, "responseheaders", None) for a in addon.addons)):
-        if hook is not None:
-            hook(f)
+    addon.responseheaders(f)  # the gateway's own, then its children's (the console's among them)
     return f
 
 

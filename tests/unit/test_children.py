@@ -1,13 +1,18 @@
-"""Child addons' per-flow hooks are dispatched only while they have work (hookgate.py), as
-mitmproxy's own dispatch enumerates them, and come back as soon as an option or a policy gives
-them work: an audit file, metrics, an LLM route."""
+"""The gateway calls its child addons itself (children.py): mitmproxy sees no children, every
+hook a child has is handed on, in the children's order, and a per-flow hook is called only while
+it has work, coming back as soon as an option or a policy gives it some: an audit file, metrics,
+an LLM route."""
 
 import json
 
 from mitmproxy.proxy.layers.http import HttpRequestHeadersHook, HttpRequestHook, HttpResponseHook
 from mitmproxy.test import tutils
 
-from mcpgw import hookgate
+from mitmproxy import hooks
+from mitmproxy.addonmanager import traverse
+from mitmproxy.proxy import layers, server_hooks  # noqa: F401 - register every hook in hooks.all_hooks
+
+from mcpgw import children
 from mcpgw.addon import MCPGateway
 from mcpgw.ai.addon import LlmAddon
 from mcpgw.limits.addon import LimitsAddon
@@ -18,8 +23,9 @@ LLM_ROUTE = "  llm: {service: gh, paths: [/llm], ai: {route_type: llm/v1/chat}}\
 
 
 def called(tctx, addon: MCPGateway, hook) -> set[type]:
-    """The addons of the gateway's tree that mitmproxy calls for this event."""
-    return {type(a) for a, _ in tctx.master.addons._iter_hooks(addon, hook)}
+    """The addons called for this event: those mitmproxy calls, and the children the gateway calls."""
+    by_mitmproxy = {type(a) for a, _ in tctx.master.addons._iter_hooks(addon, hook)}
+    return by_mitmproxy | {type(h.__self__) for h in addon.children.hooks(hook.name)}
 
 
 async def run_flow(tctx):
@@ -40,7 +46,7 @@ def test_nothing_to_do_means_no_call(gateway):
     for hook in (HttpRequestHeadersHook(f), HttpRequestHook(f), HttpResponseHook(f)):
         assert called(tctx, addon, hook) & {type(addon.audit), type(addon.telemetry), LlmAddon, LimitsAddon} == set()
     assert MCPGateway in called(tctx, addon, HttpRequestHeadersHook(f))  # the gateway's own hooks always run
-    assert not hookgate.dispatched(addon.audit, "response")
+    assert not children.dispatched(addon.children, addon.audit, "response")
 
 
 async def test_an_audit_file_switches_the_audit_hooks_on_and_off(gateway, tmp_path):
@@ -85,8 +91,66 @@ def test_a_gate_that_cannot_tell_leaves_the_hooks_on():
             return None
 
     child = Child()
-    gate = hookgate.HookGate([hookgate.Gated(child, ("response",), lambda: 1 / 0)])
-    hookgate.switch(child, ("response",), False)
-    assert not hookgate.dispatched(child, "response")
+    gate = children.Children([child], [children.Gated(child, ("response",), lambda: 1 / 0)])
+    children.switch(child, ("response",), False)
+    gate._rebuild()
+    assert not children.dispatched(gate, child, "response")
     gate.refresh()
-    assert hookgate.dispatched(child, "response")
+    assert children.dispatched(gate, child, "response")
+
+
+def test_mitmproxy_sees_no_child_and_every_child_hook_is_handed_on(gateway):
+    addon, tctx, _ = gateway
+    assert list(traverse([addon])) == [addon]  # no generator walk per child on each event
+    events = set(hooks.all_hooks) | {"load", "configure", "running", "done", "update"}
+    for child in addon.children.addons:
+        for event in events - {"load"}:  # load: run by Children.load, with the commands
+            if callable(getattr(type(child), event, None)):
+                assert event in children.FORWARDED, (type(child).__name__, event)
+    for event in children.FORWARDED:
+        assert callable(getattr(MCPGateway, event, None)), event  # the gateway hands it on
+
+
+def test_children_keep_their_commands_and_options(gateway):
+    addon, tctx, _ = gateway
+    assert {"mcp.reload", "mcp.policy", "mcp.explain", "mcp.audit.reopen"} <= set(tctx.master.commands.commands)
+    assert {"mcp_audit", "mcp_metrics", "mcp_otlp"} <= set(tctx.options.keys())
+
+
+async def test_children_are_called_in_order_after_the_gateway(gateway):
+    addon, tctx, _ = gateway
+    seen = []
+
+    class First:
+        def response(self, flow):
+            seen.append(("first", flow.response is not None))
+
+    class Second:
+        def response(self, flow):
+            seen.append(("second", flow.response is not None))
+
+    addon.children.addons += [First(), Second()]
+    addon.children.refresh()
+    f = await run_flow(tctx)
+    assert seen == [("first", True), ("second", True)]
+    assert f.response.status_code == 200
+
+
+async def test_a_failing_child_stops_that_event_there_as_mitmproxy_would(gateway, caplog):
+    addon, tctx, _ = gateway
+    seen = []
+
+    class Failing:
+        def response(self, flow):
+            raise RuntimeError("child failed")
+
+    class After:
+        def response(self, flow):
+            seen.append("after")
+
+    addon.children.addons += [Failing(), After()]
+    addon.children.refresh()
+    f = await run_flow(tctx)  # mitmproxy's safecall logs the error; the flow goes on
+    assert seen == []
+    assert "child failed" in caplog.text
+    assert f.response.status_code == 200
