@@ -184,13 +184,13 @@ class MCPGateway:
         if changed and self.store.path is not None:  # a decK file now translates differently: load it again
             self._load_policy(self.store.path)
 
-    def running(self) -> None:
+    def running(self):
         self._run()
-        self.children.call("running")
+        return self.children.call("running")
 
-    def done(self) -> None:
+    def done(self):
         self._stop()
-        self.children.call("done")
+        return self.children.call("done")
 
     async def next_layer(self, nextlayer) -> None:
         await self.children.call_async("next_layer", nextlayer)
@@ -198,17 +198,17 @@ class MCPGateway:
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         await self.children.call_async("http_connect", flow)
 
-    def http_connect_upstream(self, flow: http.HTTPFlow) -> None:
-        self.children.call("http_connect_upstream", flow)
+    def http_connect_upstream(self, flow: http.HTTPFlow):
+        return self.children.call("http_connect_upstream", flow)
 
     async def server_connect(self, data) -> None:
         await self.children.call_async("server_connect", data)
 
-    def server_connected(self, data) -> None:
-        self.children.call("server_connected", data)
+    def server_connected(self, data):
+        return self.children.call("server_connected", data)
 
-    def server_connect_error(self, data) -> None:
-        self.children.call("server_connect_error", data)
+    def server_connect_error(self, data):
+        return self.children.call("server_connect_error", data)
 
     def _run(self) -> None:
         # Synchronous on purpose: after a script reload mitmproxy calls `running` synchronously.
@@ -246,21 +246,23 @@ class MCPGateway:
 
     # -- hooks -----------------------------------------------------------------------------
 
+    # A sync hook returns what the children's may leave to await (children.Children.call).
+
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         await self._requestheaders(flow)
-        self.children.call("requestheaders", flow)
+        await self.children.call_async("requestheaders", flow)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         await self._request(flow)
-        self.children.call("request", flow)
+        await self.children.call_async("request", flow)
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
+    def responseheaders(self, flow: http.HTTPFlow):
         self._responseheaders(flow)
-        self.children.call("responseheaders", flow)
+        return self.children.call("responseheaders", flow)
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow):
         self._response(flow)
-        self.children.call("response", flow)
+        return self.children.call("response", flow)
 
     # A flow can also end without a response: upstream unreachable, killed, client gone. Script
     # addons run before mitmproxy's Save, Dumper and mitmweb's view on every event, so masking
@@ -268,7 +270,7 @@ class MCPGateway:
     def error(self, flow: http.HTTPFlow) -> None:
         if context.get(flow) is not None:
             redaction.mask_ended(flow)
-        self.children.call("error", flow)
+        return self.children.call("error", flow)
 
     async def _requestheaders(self, flow: http.HTTPFlow) -> None:
         # async: routing may resolve host names and identity may ask an IdP, before the body is read

@@ -10,7 +10,8 @@ shows mitmproxy no children. `Children` keeps them: it runs their `load` (their 
 registers their commands, and the gateway hands each event on to the children that have a hook
 for it, after its own handling and in the children's order: the order mitmproxy's traversal
 would have used. An exception in a child ends that event's dispatch there and reaches mitmproxy,
-which logs it, as it does for an addon's children today.
+which logs it, as it does for an addon's children; an awaitable a child's hook returns is
+awaited before the next child's, as mitmproxy would.
 
 A child's per-flow hook with nothing to do (no audit file, no observer, no exporter, no LLM route)
 is switched off by an instance attribute None in front of the method and left out of the
@@ -67,15 +68,29 @@ class Children:
         """The children's hooks the gateway calls for `event`, in order."""
         return self._table.get(event, ())
 
-    def call(self, event: str, *args) -> None:
-        for hook in self._table.get(event, ()):
-            hook(*args)
+    def call(self, event: str, *args):
+        """Call the children's hooks for `event` in order. A hook may return an awaitable, as
+        mitmproxy allows (the LLM accounting does, to retry an answer): then the rest is a
+        coroutine, returned for the caller to hand to mitmproxy, which awaits it before the next
+        addon as it would have awaited the child's."""
+        hooks = self._table.get(event, ())
+        for i, hook in enumerate(hooks):
+            result = hook(*args)
+            if result is not None and inspect.isawaitable(result):
+                return self._rest(result, hooks[i + 1:], args)
+        return None
 
-    async def call_async(self, event: str, *args) -> None:
-        for hook in self._table.get(event, ()):
+    @staticmethod
+    async def _rest(pending, hooks: tuple[Callable, ...], args: tuple) -> None:
+        await pending
+        for hook in hooks:
             result = hook(*args)
             if result is not None and inspect.isawaitable(result):
                 await result
+
+    async def call_async(self, event: str, *args) -> None:
+        if (pending := self.call(event, *args)) is not None:
+            await pending
 
     def configure(self, updated: set[str]) -> None:
         self.call("configure", updated)

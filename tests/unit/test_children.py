@@ -154,3 +154,23 @@ async def test_a_failing_child_stops_that_event_there_as_mitmproxy_would(gateway
     assert seen == []
     assert "child failed" in caplog.text
     assert f.response.status_code == 200
+
+
+async def test_an_awaitable_a_child_returns_is_awaited_before_the_next_child(gateway):
+    addon, tctx, _ = gateway
+    seen = []
+
+    class Retrying:  # as the LLM accounting's response does when it retries an answer
+        def response(self, flow):
+            async def later():
+                seen.append("retried")
+            return later()
+
+    class After:
+        def response(self, flow):
+            seen.append("after")
+
+    addon.children.addons += [Retrying(), After()]
+    addon.children.refresh()
+    await run_flow(tctx)  # mitmproxy awaits what the gateway's sync response returned
+    assert seen == ["retried", "after"]
