@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from mitmproxy import http
 
+from . import canonical
 from .canonical import host_of
 from .cors_settings import CorsConfig
 from .headers import has_header, header
@@ -103,3 +104,16 @@ def add_cors_to_response(ctx: "FlowContext", flow: http.HTTPFlow) -> None:
     origin = header(flow.request.headers, "origin") if cors is not None else None
     if origin and flow.response is not None:
         _add_cors_headers(cors, origin, flow.response.headers)
+
+
+def canonicalize_request(request: http.Request) -> http.Response | None:
+    """Replace the request target with its canonical form, or answer 400 when it has none."""
+    from .responses import json_response
+
+    try:
+        target = canonical.canonical_target(request.path)
+    except canonical.NotCanonical as e:
+        return json_response(400, {"error": "bad_request_target", "message": f"The request target is refused: {e}"})
+    if target != request.path:
+        request.path = target
+    return None

@@ -204,3 +204,37 @@ async def test_a_list_answer_in_an_unreadable_form_is_withheld(gateway):
     addon.responseheaders(f)
     assert f.response.status_code == 502
     assert b"push_files" not in b"".join(f.response.stream(b"upstream body") + f.response.stream(b""))
+
+
+def test_starting_takes_the_startup_heap_out_of_full_collections(tmp_path):
+    # In a process of its own: gc.freeze is process-wide and done once per process.
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    script = textwrap.dedent(f"""
+        import asyncio, gc, sys
+        sys.path.insert(0, "addons")
+        from mitmproxy.addons.proxyserver import Proxyserver
+        from mitmproxy.test import taddons
+        from mcpgw.addon import MCPGateway
+
+        async def main():
+            addon = MCPGateway()
+            with taddons.context(Proxyserver(), addon) as tctx:
+                tctx.configure(addon, mcp_policy={str(path)!r}, keep_host_header=True)
+                before = gc.get_freeze_count()
+                addon.running()
+                after = gc.get_freeze_count()
+                addon.running()  # a second start (a script reload) freezes nothing more
+                print(before, after, gc.get_freeze_count() - after)
+                addon.done()
+        asyncio.run(main())
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert run.returncode == 0, run.stderr
+    before, after, again = map(int, run.stdout.split())
+    assert before == 0 and after > 10_000 and again == 0  # mitmproxy, the gateway and its policy
