@@ -60,6 +60,9 @@ class FlowContext:
     # client -> server messages of this request, parsed once
     messages: list["Message"] = field(default_factory=list)
     is_batch: bool = False
+    # the body as parsed: (the bytes object, its messages, is_batch); a phase that rewrites the body
+    # sets a new bytes object, and one that changes a message replaces it in `messages`
+    parsed: "tuple[bytes, tuple[Message, ...], bool] | None" = None
     # server -> client: transforms applied to each JSON-RPC message of the response
     server_transforms: list[ServerMessageTransform] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)

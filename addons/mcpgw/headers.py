@@ -121,9 +121,10 @@ def put(headers: http.Headers, name: str, value: str) -> None:
     _install(headers, fields, {**current, key: [value]})
 
 
-def replace_all(headers: http.Headers, values: Mapping[str, str]) -> None:
-    """Remove every field named in `values` (any case), then append one field per entry, in order."""
-    keys = {_key(n) for n in values}
+def replace_all(headers: http.Headers, values: Mapping[str, str], drop: tuple[str, ...] = ()) -> None:
+    """Remove every field named in `values` or `drop` (any case), then append one field per entry
+    of `values`, in order: one new tuple of fields, however many names change."""
+    keys = {_key(n) for n in (*values, *drop)}
     current = index(headers)
     kept = headers.fields if keys.isdisjoint(current) else tuple(f for f in headers.fields if f[0].lower() not in keys)
     added = tuple((n.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for n, v in values.items())

@@ -21,7 +21,9 @@ def parse_client_messages(ctx: FlowContext, flow: http.HTTPFlow) -> http.Respons
     if header(req.headers, "content-encoding", "identity").strip().lower() != "identity":
         return json_response(415, {"message": "compressed request bodies are not accepted"})
     try:
-        ctx.messages, ctx.is_batch = parse_strict(req.raw_content or b"")
+        body = req.raw_content or b""
+        ctx.messages, ctx.is_batch = parse_strict(body)
+        ctx.parsed = (body, tuple(ctx.messages), ctx.is_batch)
     except JsonRpcParseError as e:
         return jsonrpc_errors_response(req, [jsonrpc_error(e.id, e.code, e.message)], status=400)
     return None

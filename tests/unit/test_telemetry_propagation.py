@@ -105,6 +105,56 @@ def test_headers_replaced_not_added():
     assert "tracestate" not in req.headers
 
 
+def test_propagate_reuses_the_gateways_parse_without_changing_it():
+    from mcpgw.protocol.jsonrpc import parse_strict
+
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "t", "_meta": {"traceparent": TP, "progressToken": 3}}}
+    req = request(body, traceparent=TP, tracestate="evil=1")
+    parsed = parse_strict(req.raw_content)
+    judged = json.loads(json.dumps([m.obj for m in parsed[0]]))
+    propagation.propagate(req, OURS, [OURS], parsed)
+    assert [m.obj for m in parsed[0]] == judged  # what the decisions (and the audit record) read is untouched
+    sent = json.loads(req.content)
+    assert sent["params"] == {"name": "t", "_meta": {"progressToken": 3, **OURS}}
+    assert req.headers.get_all("traceparent") == [OURS["traceparent"]] and "tracestate" not in req.headers
+    assert req.headers.get_all("content-length") == [str(len(req.content))]
+    again = request(body, traceparent=TP, tracestate="evil=1")
+    propagation.propagate(again, OURS, [OURS])  # parsed from the body: the same bytes either way
+    assert again.content == req.content
+
+
+def test_propagate_headers_only_and_a_chunked_body():
+    req = request({"jsonrpc": "2.0", "id": 1, "method": "ping"}, tracestate="evil=1")
+    before = req.content
+    propagation.propagate(req, {**OURS, "tracestate": "gw=1"}, None)
+    assert req.content == before and req.headers["tracestate"] == "gw=1"
+    req = request({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    del req.headers["content-length"]
+    req.headers["transfer-encoding"] = "chunked"
+    propagation.propagate(req, OURS, [OURS])
+    assert json.loads(req.content)["params"] == {"_meta": OURS} and "content-length" not in req.headers
+
+
+def test_telemetry_reparses_a_body_a_phase_rewrote(tmp_path):
+    """The gateway's parse is reused only while the body is the very object it was made from."""
+    from mcpgw.context import FlowContext
+    from mcpgw.protocol.jsonrpc import parse_strict
+    from mcpgw.telemetry import addon
+
+    req = request({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "judged"}})
+    messages, is_batch = parse_strict(req.raw_content)
+    fctx = FlowContext.__new__(FlowContext)
+    fctx.parsed = (req.raw_content, tuple(messages), is_batch)
+    req.content = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "rewritten"}}).encode()
+    parsed = addon.parsed_for(fctx, req)
+    assert parsed is None  # a new body: parsed again, so what is forwarded is what the phase wrote
+    propagation.propagate(req, OURS, [OURS], parsed)
+    assert json.loads(req.content)["params"]["name"] == "rewritten"
+    fctx.parsed = (req.raw_content, tuple(messages), is_batch)
+    assert addon.parsed_for(fctx, req) == (messages, is_batch)  # the body it was made from: reused
+
+
 def test_settings_endpoint_rules():
     assert TelemetrySettings(endpoint="http://c:4318/").signal_url("traces") == "http://c:4318/v1/traces"
     assert TelemetrySettings(endpoint="http://c:4318/v1/traces").signal_url("metrics") == "http://c:4318/v1/metrics"

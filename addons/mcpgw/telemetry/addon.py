@@ -201,10 +201,9 @@ class Telemetry:
         if not forwarded:
             return
         first = next((c for c in carriers if c), None)
-        if first is not None:
-            propagation.set_headers(req, first)
-        if fctx.messages:
-            propagation.inject_body(req, carriers)
+        if first is None:
+            return  # nothing forwarded is traced
+        propagation.propagate(req, first, carriers if fctx.messages else None, parsed_for(fctx, req))
 
     def observe(self, flow: http.HTTPFlow, records: list[dict[str, Any]]) -> None:
         route = records[0].get("route")
@@ -308,6 +307,16 @@ class Telemetry:
             self._tools.add(name)
             return name
         return None
+
+
+def parsed_for(fctx: context.FlowContext, req: http.Request):
+    """The gateway's strict parse of the body it forwards, while that body is the very bytes object
+    the parse was made from (a phase that rewrites the body sets a new one); None: parse it again.
+    (Messages are never changed in place: a phase that changes one replaces it.)"""
+    parsed = fctx.parsed
+    if parsed is not None and req.raw_content is parsed[0]:
+        return list(parsed[1]), parsed[2]
+    return None
 
 
 def server_name(msg, req: http.Request) -> str:

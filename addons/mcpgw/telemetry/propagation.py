@@ -19,8 +19,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import _TRACECONTEXT_MAXIMUM_TRACESTATE_LENGTH
 
-from ..headers import header_values, remove, replace_all, set_body
-from ..protocol.jsonrpc import JsonRpcParseError, dumps, parse_strict
+from ..headers import has_header, header_values, replace_all, set_body
+from ..protocol.jsonrpc import JsonRpcParseError, Message, dumps, parse_strict
 
 KEYS = ("traceparent", "tracestate")
 # The W3C propagator's own pattern and limits: what it accepts is accepted here, nothing more
@@ -86,41 +86,65 @@ def from_meta(message: dict[str, Any]) -> Context | None:
 
 
 def set_headers(request: http.Request, carrier: dict[str, str]) -> None:
+    # (replaces every value the client sent)
+    replace_all(request.headers, carrier, () if "tracestate" in carrier else ("tracestate",))
+
+
+def propagate(request: http.Request, carrier: dict[str, str], carriers: list[dict[str, str] | None],
+              parsed: tuple[list[Message], bool] | None = None) -> None:
+    """`carrier` into the headers and `carriers` into the messages' params._meta (see inject_body),
+    with the header fields rewritten once for both (a new Content-Length included)."""
     headers = request.headers
-    replace_all(headers, carrier)  # (replaces every value the client sent)
-    if "tracestate" not in carrier:
-        remove(headers, "tracestate")
+    body = body_with(request.raw_content or b"", carriers, parsed) if carriers else None
+    if body is not None and (has_header(headers, "content-encoding") or has_header(headers, "transfer-encoding")):
+        set_body(request, body)  # (framing mitmproxy's setter handles)
+        body = None
+    values = dict(carrier)
+    if body is not None:
+        values["content-length"] = str(len(body))
+        request.raw_content = body
+    replace_all(headers, values, () if "tracestate" in carrier else ("tracestate",))
 
 
-def inject_body(request: http.Request, carriers: list[dict[str, str] | None]) -> bool:
+def inject_body(request: http.Request, carriers: list[dict[str, str] | None],
+                parsed: tuple[list[Message], bool] | None = None) -> bool:
     """Put each forwarded message's carrier into its params._meta (None: leave that message as it
     is). Returns whether the body changed."""
-    try:
-        messages, is_batch = parse_strict(request.raw_content or b"")
-    except JsonRpcParseError:
+    body = body_with(request.raw_content or b"", carriers, parsed)
+    if body is None:
         return False
+    set_body(request, body)
+    return True
+
+
+def body_with(raw: bytes, carriers: list[dict[str, str] | None],
+              parsed: tuple[list[Message], bool] | None = None) -> bytes | None:
+    """`raw` with each carrier in its message's params._meta, or None when nothing changes.
+    `parsed`: the gateway's strict parse of this very bytes object (the flow context's messages,
+    while the body is still the one they were parsed from), used instead of parsing it again;
+    its objects are copied where changed, never changed themselves."""
+    if parsed is None:
+        try:
+            parsed = parse_strict(raw)
+        except JsonRpcParseError:
+            return None
+    messages, is_batch = parsed
     if len(messages) != len(carriers):
-        return False  # a phase changed the body's shape: leave it as the gateway made it
-    changed = False
+        return None  # a phase changed the body's shape: leave it as the gateway made it
+    objs, changed = [], False
     for msg, carrier in zip(messages, carriers):
         obj = msg.obj
+        objs.append(obj)
         if carrier is None or not isinstance(obj.get("method"), str):
             continue  # responses carry no params
         params = obj.get("params")
-        if params is None:
-            params = obj["params"] = {}
-        if not isinstance(params, dict):
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if (params is not None and not isinstance(params, dict)) or (meta is not None and not isinstance(meta, dict)):
             continue
-        meta = params.get("_meta")
-        if meta is None:
-            meta = params["_meta"] = {}
-        if not isinstance(meta, dict):
-            continue
-        for key in KEYS:
-            meta.pop(key, None)
+        meta = {k: v for k, v in (meta or {}).items() if k not in KEYS}
         meta.update(carrier)
+        objs[-1] = {**obj, "params": {**(params or {}), "_meta": meta}}
         changed = True
-    if changed:
-        objs = [m.obj for m in messages]
-        set_body(request, dumps(objs if is_batch else objs[0]))
-    return changed
+    if not changed:
+        return None
+    return dumps(objs if is_batch else objs[0])
