@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from mitmproxy import http
 
-from .headers import header
+from .headers import has_header, header
 from .context import FlowContext
 from .governance import annotate
 from .protocol import json_relay
@@ -104,7 +104,8 @@ def transform_buffered_json(ctx: FlowContext, flow: http.HTTPFlow) -> None:
     resp = flow.response
     if resp is None or not ctx.server_transforms or _ctype(resp) != "application/json" or resp.stream:
         return None
-    body = resp.get_content(strict=False)
+    # (mitmproxy's get_content scans the headers again for the encoding: most answers have none)
+    body = resp.get_content(strict=False) if has_header(resp.headers, "content-encoding") else resp.raw_content
     if body is None:
         return None
     new = transform_json_body(body, ctx.server_transforms)

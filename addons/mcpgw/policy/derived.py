@@ -23,15 +23,20 @@ class PerPolicy(Generic[T]):
         self._build = build
         self._keep = keep
         self._entries: OrderedDict[int, tuple["Policy", T]] = OrderedDict()
+        self._latest: tuple["Policy", T] | None = None  # the entry asked for last: most calls ask for it again
 
     def __call__(self, policy: "Policy") -> T:
+        latest = self._latest
+        if latest is not None and latest[0] is policy:
+            return latest[1]
         key = id(policy)
         entry = self._entries.get(key)
         if entry is not None and entry[0] is policy:  # the stored reference keeps the id from being reused
             self._entries.move_to_end(key)
+            self._latest = entry
             return entry[1]
         value = self._build(policy)
-        self._entries[key] = (policy, value)
+        self._entries[key] = self._latest = (policy, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._keep:
             self._entries.popitem(last=False)
