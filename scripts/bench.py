@@ -624,8 +624,35 @@ def started_targets(workdir: Path, baseline: str | None = None, telemetry: bool 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _process_clock() -> Callable[[int], int | None]:
+    """clock_getcpuclockid(3): a process's CPU clock (every thread), read to the nanosecond, where
+    /proc's utime and stime count 10 ms ticks (about 1% of a round of a few hundred calls)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        getcpuclockid = libc.clock_getcpuclockid
+    except (OSError, AttributeError):
+        return lambda pid: None
+
+    def clock(pid: int) -> int | None:
+        clock_id = ctypes.c_int()
+        return clock_id.value if getcpuclockid(pid, ctypes.byref(clock_id)) == 0 else None
+
+    return clock
+
+
+_CPU_CLOCK = _process_clock()
+
+
 def process_cpu(pid: int) -> float:
-    """CPU seconds of a process so far (user + system, every thread), from /proc."""
+    """CPU seconds of a process so far (user + system, every thread): its CPU clock, else /proc."""
+    clock_id = _CPU_CLOCK(pid)
+    if clock_id is not None:
+        try:
+            return time.clock_gettime(clock_id)
+        except OSError:  # (gone, or not readable here): /proc says why, or raises
+            pass
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 

@@ -2,7 +2,7 @@
 same policy in front of the same demo upstream, one exporting every span and metric over OTLP
 (sampling 1.0, to a local sink that accepts and discards), interleaved in rounds of sequential
 governed tools/call through the real network path. Each gateway's CPU time (user + system, its
-export threads included, read from /proc) is counted per request: unlike latency, it does not
+export threads included, read from its CPU clock) is counted per request: unlike latency, it does not
 depend on what else the machine runs, so it shows the cost on a shared machine too.
 
     .venv/bin/python scripts/bench_telemetry_cpu.py [--requests N] [--rounds R] [--block B] [--json]
@@ -14,7 +14,6 @@ target (tracing on at most 1.05x tracing off) is about."""
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -28,14 +27,10 @@ import httpx  # noqa: E402
 
 from tests.support.gateway import MCP_HEADERS, DemoUpstream, Gateway, jsonrpc  # noqa: E402
 from tests.support.procs import free_port  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench import process_cpu  # noqa: E402  (scripts/bench.py's CPU clock)
 from tests.test_telemetry_e2e import KEY, policy  # noqa: E402  (the e2e policy: key-auth, a tool ACL)
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (all threads)
 
 
 def session(client: httpx.Client, url: str) -> dict[str, str]:
@@ -53,13 +48,13 @@ def run(client: httpx.Client, gw: Gateway, headers: dict[str, str], n: int) -> f
     body = jsonrpc("tools/call", {"name": "search_repositories", "arguments": {"query": "mcp"}}, id=7)
     # no client trace context: each call starts a trace, which the traced gateway's sampling decides
     url = gw.url("/github-mcp")
-    before = cpu_seconds(gw.process.proc.pid)
+    before = process_cpu(gw.process.proc.pid)
     for _ in range(n):
         resp = client.post(url, headers=headers, json=body)
         resp.read()
         if resp.status_code != 200:
             raise RuntimeError(f"{resp.status_code} {resp.text[:200]}")
-    return cpu_seconds(gw.process.proc.pid) - before
+    return process_cpu(gw.process.proc.pid) - before
 
 
 def interleaved(client: httpx.Client, gateways: dict[str, tuple[Gateway, dict[str, str]]], n: int,
