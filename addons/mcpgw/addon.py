@@ -14,7 +14,8 @@ from pathlib import Path
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from . import children, context, destinations, guards, health, mitm_options, pipeline, redaction, request_stream
+from . import (children, context, destinations, guards, health, mitm_dispatch, mitm_options, pipeline, redaction,
+               request_stream)
 from .ai.addon import LlmAddon
 from .limits.addon import LimitsAddon
 from .auditlog import AuditLog
@@ -55,6 +56,7 @@ class MCPGateway:
         self._health = ""  # mcp_health
         self._uninstall_redaction: Callable[[], None] | None = None
         self._uninstall_request_stream: Callable[[], None] | None = None
+        self._uninstall_dispatch: Callable[[], None] | None = None
         # Audit log, metrics, mitmproxy UI, ...: child addons, which this addon calls after its own
         # handling of each event (children.py), so they see each flow as the pipeline left it.
         self.audit = AuditLog(self.store)
@@ -76,6 +78,7 @@ class MCPGateway:
     def load(self, loader) -> None:
         self._uninstall_redaction = redaction.install(self.store)  # before anything is loaded or logged
         self._uninstall_request_stream = request_stream.install()  # before the first connection
+        self._uninstall_dispatch = mitm_dispatch.install()  # events skip the addons with nothing for them
         memory = session_binding.handover(ctx.master)  # kept on the master: bindings outlive a script reload
         session_binding.use(SelectedSessionStore(memory, self._active_policy))  # gateway.state.backend: memory or redis
         introspection_cache.use_policy(self._active_policy)  # introspection answers shared the same way
@@ -237,9 +240,10 @@ class MCPGateway:
         if self._uninstall_redaction is not None:
             self._uninstall_redaction()
             self._uninstall_redaction = None
-        if self._uninstall_request_stream is not None:
-            self._uninstall_request_stream()
-            self._uninstall_request_stream = None
+        for undo in (self._uninstall_request_stream, self._uninstall_dispatch):
+            if undo is not None:
+                undo()
+        self._uninstall_request_stream = self._uninstall_dispatch = None
 
     @command.command("mcp.reload")
     def reload(self) -> str:
