@@ -904,6 +904,9 @@ def floor_report(bench: Benchmark) -> None:
     print("open: one open route, no plugin; gateway: the policy above; seed: the seed recipe's decK file")
     print("(tests/data/kong-recipe.yaml via scripts/bench_cases.py: datakit challenge, key-auth, tool ACL with")
     print("payload logging, cors). Ratios within one interleaved run compare; absolute figures on a shared machine do not.")
+    print("The gateway dispatches mitmproxy's events without visiting addons that have nothing for them")
+    print("(addons/mcpgw/mitm_dispatch.py), which `buffered` does not: these ratios include what that saves")
+    print("mitmproxy itself. scripts/bench_floor.py --dispatch measures against a floor with the same dispatch.")
 
 
 def filtering_benchmark(repeat: int) -> bool:

@@ -9,6 +9,8 @@ the held floor.
   seed      the gateway on the seed recipe's decK file (key-auth, the tool ACL, datakit, cors)
   frame     with --frame: the open route with its pipeline emptied down to forwarding
             (scripts/bench_frame_addon.py): what the gateway costs before any phase runs
+  held+d    with --dispatch: the floor with the gateway's event dispatch (mitm_dispatch.py,
+            scripts/bench_dispatch_addon.py), which the gateway runs: the like-for-like floor
 
 Each target has an upstream of its own, so each upstream's CPU per call is reported too (a
 proxy that changed what it forwards would show there). Figures per round: the median latency of
@@ -18,6 +20,7 @@ rounds of each target's per-round ratio to `held`, with the spread. Run it on a 
     scripts/bench_floor.py                      # 8 rounds of 400 calls per target
     scripts/bench_floor.py --rounds 3 --calls 100
     scripts/bench_floor.py --frame              # also the gateway's frame (hooks, context, routing)
+    scripts/bench_floor.py --dispatch           # also the floor with the gateway's event dispatch
 """
 
 from __future__ import annotations
@@ -42,16 +45,18 @@ from tests.support.procs import DEMO_UPSTREAM, DEMO_UPSTREAM_READY, free_port, s
 
 SKELETON_ADDON = Path(__file__).resolve().parent / "bench_skeleton_addon.py"
 FRAME_ADDON = Path(__file__).resolve().parent / "bench_frame_addon.py"
+DISPATCH_ADDON = Path(__file__).resolve().parent / "bench_dispatch_addon.py"
 TARGETS = ("held", "skeleton", "open", "seed")
 BLOCK = 20  # calls to one target before the next one's
 
 
 def start_target(name: str, work: Path, upstream_url: str):
     """(url, proxy process) of one target in front of `upstream_url`."""
-    if name in ("held", "skeleton"):
+    if name in ("held", "skeleton", "held+d"):
         port = free_port()
-        script = BUFFERED_ADDON if name == "held" else SKELETON_ADDON
-        process = start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={work / name}", "-s", str(script),
+        scripts = {"held": [BUFFERED_ADDON], "skeleton": [SKELETON_ADDON], "held+d": [BUFFERED_ADDON, DISPATCH_ADDON]}
+        process = start_process([str(MITMDUMP), *MITMDUMP_QUIET, "--set", f"confdir={work / name}",
+                                 *(arg for script in scripts[name] for arg in ("-s", str(script))),
                                  "--mode", f"reverse:{upstream_url.rsplit('/', 1)[0]}@{HOST}:{port}"],
                                 env={"MCPGW_SKELETON_AUDIT": str(work / "skeleton-audit.jsonl")})
         return f"http://{HOST}:{port}/mcp", process
@@ -79,8 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame", action="store_true",
                         help="also the gateway's open route with its pipeline emptied down to forwarding "
                              "(scripts/bench_frame_addon.py): what the gateway costs before any phase")
+    parser.add_argument("--dispatch", action="store_true",
+                        help="also the floor with the gateway's event dispatch (scripts/bench_dispatch_addon.py): "
+                             "the like-for-like floor for the gateway's own work")
     args = parser.parse_args(argv)
     names = TARGETS[:3] + ("frame",) + TARGETS[3:] if args.frame else TARGETS
+    if args.dispatch:
+        names = names[:1] + ("held+d",) + names[1:]
     if args.rounds < 1 or args.calls < 1:
         parser.error("--rounds and --calls must be at least 1")
     processes = []
