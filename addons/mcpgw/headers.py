@@ -124,14 +124,20 @@ def put(headers: http.Headers, name: str, value: str) -> None:
 def replace_all(headers: http.Headers, values: Mapping[str, str], drop: tuple[str, ...] = ()) -> None:
     """Remove every field named in `values` or `drop` (any case), then append one field per entry
     of `values`, in order: one new tuple of fields, however many names change."""
-    keys = {_key(n) for n in (*values, *drop)}
     current = index(headers)
-    kept = headers.fields if keys.isdisjoint(current) else tuple(f for f in headers.fields if f[0].lower() not in keys)
-    added = tuple((n.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for n, v in values.items())
-    new_index = {k: v for k, v in current.items() if k not in keys}
+    gone = [k for k in map(_key, (*values, *drop)) if k in current]  # (present now: their fields go)
+    new_index = dict(current)
+    fields = headers.fields
+    if gone:
+        for key in gone:
+            new_index.pop(key, None)
+        gone_keys = frozenset(gone)
+        fields = tuple([f for f in fields if f[0].lower() not in gone_keys])
+    added = []
     for name, value in values.items():
         new_index[_key(name)] = [value]
-    _install(headers, kept + added, new_index)
+        added.append((name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape")))
+    _install(headers, fields + tuple(added), new_index)
 
 
 def reframe_as_chunked(flow: http.HTTPFlow) -> None:

@@ -96,3 +96,36 @@ def test_successes_are_not_parsed(monkeypatch):
         watch = Watch(True, sse=sse_mode)
         assert feed(watch, body, 7) == body
         assert watch.errors == {} and parsed == []
+
+
+def test_the_mark_is_the_look_behind_pattern_it_replaced():
+    """_MARK tests the backslash after the quote (so that the search begins with a literal): it must
+    find exactly what the look-behind form finds, on every string built from the pieces that matter."""
+    import itertools
+    import re
+
+    from mcpgw.telemetry.answers import _MARK
+
+    reference = re.compile(rb'(?<!\\)"(?:error"\s*:\s*\{|isError"\s*:\s*true)')
+    pieces = [b"\\", b'"', b"error", b"isError", b":", b" ", b"{", b"true", b"x"]
+    for n in range(1, 6):
+        for parts in itertools.product(pieces, repeat=n):
+            text = b"".join(parts)
+            for probe in (text, b'"error":{' + text, text + b'"isError": true', b"\\" + text):
+                found, expected = _MARK.search(probe), reference.search(probe)
+                assert (found and found.span()) == (expected and expected.span()), probe
+
+
+def test_event_ends_are_the_regex_s():
+    """event_ends finds with bytes.find what the regex it replaced found, on every string of CR, LF
+    and another byte up to eight long."""
+    import itertools
+    import re
+
+    from mcpgw.telemetry.answers import event_ends
+
+    reference = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+    for n in range(1, 9):
+        for parts in itertools.product([b"\r", b"\n", b"x"], repeat=n):
+            text = b"".join(parts)
+            assert list(event_ends(text)) == [m.span() for m in reference.finditer(text)], text

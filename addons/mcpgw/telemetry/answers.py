@@ -27,10 +27,40 @@ from ..headers import header
 MAX_UNIT = 64 * 1024
 TOOL_ERROR = "tool_error"
 # an error object or a true isError, outside a JSON string (inside one the quotes are escaped:
-# \"error\"); results carry "isError": false, which must not cost a parse
-_MARK = re.compile(rb'(?<!\\)"(?:error"\s*:\s*\{|isError"\s*:\s*true)')
+# \"error\"); results carry "isError": false, which must not cost a parse. The quote comes
+# first and the backslash test after it: a pattern that begins with a literal is searched for
+# that character in C, about six times faster on a tool result full of quotes than a leading
+# look-behind, which is tried at every byte.
+_MARK = re.compile(rb'"(?<!\\")(?:error"\s*:\s*\{|isError"\s*:\s*true)')
 _OVERLAP = 32  # bytes of the previous chunk searched again: a key split between two chunks
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_EVENT_ENDS = (b"\r\n\r\n", b"\n\n", b"\r\r")  # a blank line, in each line ending
+
+
+def event_ends(data: bytes):
+    """(start, end) of each event end in `data`, left to right, not overlapping: what
+    re.finditer(rb"\r\n\r\n|\n\n|\r\r") gives, found with bytes.find (C's memmem) instead of a
+    regex scan, which tries every byte (about 6 ns a byte here, on every chunk of every answer).
+    No two of the endings begin with the same two bytes, so the leftmost is the one found."""
+    if b"\r" not in data:  # (LF line endings: one search)
+        pos = data.find(b"\n\n")
+        while pos >= 0:
+            yield pos, pos + 2
+            pos = data.find(b"\n\n", pos + 2)
+        return
+    found = [data.find(sep) for sep in _EVENT_ENDS]  # the next of each, from where the search is
+    while True:
+        start, k = -1, -1
+        for j, i in enumerate(found):
+            if i >= 0 and (start < 0 or i < start):
+                start, k = i, j
+        if start < 0:
+            return
+        end = start + len(_EVENT_ENDS[k])
+        yield start, end
+        for j, i in enumerate(found):
+            if 0 <= i < end:  # (passed, or inside this end: searched again after it)
+                found[j] = data.find(_EVENT_ENDS[j], end)
+
 
 # Set by the telemetry addon: whether a route's traffic is traced (mcp_otlp, or its own section).
 enabled: Callable[[str | None], bool] = lambda route: False
@@ -102,12 +132,12 @@ class Watch:
         prev = self.last  # the current event's last bytes: an event end split between two chunks
         data = prev + chunk
         pos, event_start = 0, 0  # where the current event's bytes begin, in chunk and in data
-        for m in _EVENT_END.finditer(data):
-            if m.end() <= len(prev):
+        for start, end in event_ends(data):
+            if end <= len(prev):
                 continue
-            self._add(chunk[pos:max(m.start() - len(prev), pos)])
+            self._add(chunk[pos:max(start - len(prev), pos)])
             self._unit_done()
-            pos, event_start = m.end() - len(prev), m.end()
+            pos, event_start = end - len(prev), end
         self._add(chunk[pos:])
         self.last = data[max(len(data) - 3, event_start):]
 
