@@ -24,13 +24,13 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, exceptions, http
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from .. import context
 from ..audit import match_decisions
 from ..headers import header
-from . import answers, conventions as conv, llm_tools, propagation, span_attributes
+from . import answers, conventions as conv, llm_tools, plans, propagation, span_attributes
 from ..ai import mcp_tools
 from ..rest_tools import spans as rest_spans
 from .kong_log import kong_record
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from ..policy.store import PolicyStore
 
 log = logging.getLogger("mcpgw.telemetry")
-UNSET = Status(StatusCode.UNSET)
 
 MAX_TOOLS = 200  # tool names kept as a metric attribute; the rest are counted without one
 
@@ -229,6 +228,7 @@ class Telemetry:
         rpc_errors = _gateway_errors(flow) if records[0]["http"]["upstream_status"] is None else \
             answers.upstream_errors(flow)
         upstream = (req.host, req.port)
+        failed = flow.error is not None
         for i, record in enumerate(records):
             pair = spans.pairs[i] if spans is not None and i < len(spans.pairs) else None
             if pair is None:  # refused before `request` (at the headers): the whole span now
@@ -237,26 +237,21 @@ class Telemetry:
             server, client = pair
             rpc_id = (record.get("jsonrpc") or {}).get("id")
             code = rpc_errors.get(answers.id_key(rpc_id)) if rpc_errors else None
-            err = conv.error_type(record, code)
-            client_start = spans.sent_ns if spans is not None else None
+            plan = plans.plan(record, version, http_version, code, failed, upstream, self._tool)
             if client is not None and client.sampled:  # (an unsampled span takes no attribute work)
-                self._finish_client(pipeline, client, record, upstream, flow.error is not None, code, end_ns)
+                pipeline.tracer.end(client, plan.name, SpanKind.CLIENT,
+                                    plans.attributes(plan, plan.client_base, span_attributes.message_own(record)),
+                                    plan.client_status, end_ns)
             if server.sampled:
-                status = UNSET
-                own: dict[str, Any] = {}
-                if isinstance(code, int):
-                    own["rpc.response.status_code"] = str(code)
-                if err:
-                    own["error.type"] = err
-                    status = Status(StatusCode.ERROR, record.get("reason") or None)
-                llm = conv.llm_span(record)
-                if llm is not None:
-                    own.update(llm[1])
-                pipeline.tracer.end(server, llm[0] if llm is not None else conv.span_name(record), SpanKind.SERVER,
-                                    span_attributes.server(record, version, http_version, own), status, end_ns)
+                pipeline.tracer.end(server, plan.name, SpanKind.SERVER,
+                                    plans.attributes(plan, plan.server_base, plans.server_own(record)),
+                                    plan.server_status, end_ns)
                 if fctx is not None and fctx.rest_calls:  # a tools/call the gateway answered with REST calls
                     rest_spans.end_spans(pipeline.tracer, server, fctx.rest_calls, rpc_id)
-            self._measure(pipeline, record, err, version, req.timestamp_start, end, client_start, client is not None)
+            pipeline.server_duration.record(max(0.0, end - req.timestamp_start), plan.metric_attributes, plan.metric_key)
+            if client is not None:
+                began = spans.sent_ns / 1e9 if spans is not None and spans.sent_ns else req.timestamp_start
+                pipeline.client_duration.record(max(0.0, end - began), plan.metric_attributes, plan.metric_key)
         if llm_state is not None:
             client = spans.pairs[0][1] if spans is not None and spans.pairs else None
             if client is not None and client.sampled:
@@ -269,35 +264,6 @@ class Telemetry:
             pipeline.server_session_duration.record(ended[0], attrs)
             attrs["server.address"], attrs["server.port"] = upstream
             pipeline.client_session_duration.record(ended[0], attrs)
-
-    @staticmethod
-    def _finish_client(pipeline: Pipeline, client: Started, record: dict[str, Any], upstream: tuple[str, int],
-                       failed: bool, code: int | str | None, end_ns: int) -> None:
-        status = UNSET
-        own: dict[str, Any] = {}  # (fewer attributes than the SERVER span's: each costs its encoding)
-        upstream_status = record["http"]["upstream_status"]
-        err = "upstream_error" if failed else \
-            (str(upstream_status) if upstream_status is not None and upstream_status >= 400 else None)
-        if err is None and code is not None and upstream_status is not None:
-            err = str(code)  # the upstream's JSON-RPC error, or tool_error
-            if isinstance(code, int):
-                own["rpc.response.status_code"] = err
-        if err:
-            own["error.type"] = err
-            status = Status(StatusCode.ERROR)
-        llm = conv.llm_span(record)
-        if llm is not None:
-            own.update(llm[1])
-        pipeline.tracer.end(client, llm[0] if llm is not None else conv.span_name(record), SpanKind.CLIENT,
-                            span_attributes.client(record, upstream, own), status, end_ns)
-
-    def _measure(self, pipeline: Pipeline, record: dict[str, Any], err: str | None, version: str | None,
-                 start: float, end: float, client_start: int | None, forwarded: bool) -> None:
-        attrs = conv.metric_attributes(record, err, self._tool(record), version)
-        pipeline.server_duration.record(max(0.0, end - start), attrs)
-        if forwarded:
-            began = client_start / 1e9 if client_start else start
-            pipeline.client_duration.record(max(0.0, end - began), attrs)
 
     def _tool(self, record: dict[str, Any]) -> str | None:
         name = conv.target_of(record) if record.get("primitive") == "tool" else None

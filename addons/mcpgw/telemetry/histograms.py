@@ -50,8 +50,10 @@ class Histogram:
         self._since = time.time_ns()  # start of the current delta interval
         self.dropped = 0
 
-    def record(self, value: float, attributes: dict[str, Any]) -> None:
-        key = frozenset(attributes.items())
+    def record(self, value: float, attributes: dict[str, Any], key: frozenset | None = None) -> None:
+        """`key`: frozenset(attributes.items()), when the caller keeps it."""
+        if key is None:
+            key = frozenset(attributes.items())
         index = bisect_left(self.bounds, value)
         with self._lock:
             series = self._series.get(key)

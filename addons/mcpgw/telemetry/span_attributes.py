@@ -81,7 +81,7 @@ def server(record: dict[str, Any], protocol_version: str | None, http_version: s
             attrs.pop(name, None)
         return attrs
 
-    mine = _own(record)
+    mine = message_own(record)
     if record.get("session"):
         mine["mcp.session.id"] = conv.session_hash(record["session"])
     mine.update(own)
@@ -103,12 +103,13 @@ def client(record: dict[str, Any], upstream: tuple[str, int], own: dict[str, Any
             attrs.pop(name, None)
         return attrs
 
-    mine = _own(record)
+    mine = message_own(record)
     mine.update(own)
     return Attributes(_kept(key, build), mine)
 
 
-def _own(record: dict[str, Any]) -> dict[str, Any]:
+def message_own(record: dict[str, Any]) -> dict[str, Any]:
+    """The attributes of a message that no base holds: its JSON-RPC id."""
     rpc = record.get("jsonrpc")
     if rpc is not None and rpc.get("id") is not None:
         return {"jsonrpc.request.id": conv._text(rpc["id"])}
