@@ -123,6 +123,36 @@ def span_attributes(attrs: Mapping[str, Any]) -> bytes:
     return kept[1] + attributes(b"\x4a", attrs.own)
 
 
+# A span's name field and its status field, by name and by (code, description): both repeat.
+_NAMES: dict[str, bytes] = {}
+_STATUSES: dict[tuple[int, str | None], bytes] = {}
+MAX_NAMES = 1024
+
+
+def _name_field(name: str) -> bytes:
+    field = _NAMES.get(name)
+    if field is None:
+        field = _field(b"\x2a", name.encode("utf-8", "surrogatepass"))
+        if len(_NAMES) < MAX_NAMES:
+            _NAMES[name] = field
+    return field
+
+
+def _status_field(status) -> bytes:
+    key = (status.status_code.value, status.description)
+    field = _STATUSES.get(key)
+    if field is None:
+        body = b""
+        if status.description:
+            body += _field(b"\x12", status.description.encode("utf-8", "surrogatepass"))
+        if key[0]:
+            body += b"\x18" + _varint(key[0])
+        field = _field(b"\x7a", body)
+        if len(_STATUSES) < MAX_NAMES:
+            _STATUSES[key] = field
+    return field
+
+
 def span(s) -> bytes:
     """trace.proto Span of an SDK ReadableSpan."""
     ctx, parent = s.context, s.parent
@@ -131,7 +161,7 @@ def span(s) -> bytes:
         parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in ctx.trace_state.items()).encode()))
     if parent is not None:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    parts.append(_field(b"\x2a", s.name.encode("utf-8", "surrogatepass")))
+    parts.append(_name_field(s.name))
     parts.append(_KIND[s.kind.value])
     if s.start_time:
         parts += (b"\x39", _U64.pack(s.start_time))
@@ -143,12 +173,7 @@ def span(s) -> bytes:
         parts += (b"\x50", _varint(s.dropped_attributes))
     status = s.status
     if status is not None:
-        body = b""
-        if status.description:
-            body += _field(b"\x12", status.description.encode("utf-8", "surrogatepass"))
-        if status.status_code.value:
-            body += b"\x18" + _varint(status.status_code.value)
-        parts.append(_field(b"\x7a", body))
+        parts.append(_status_field(status))
     parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
