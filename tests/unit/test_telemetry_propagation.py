@@ -198,3 +198,58 @@ def test_error_type():
 def test_metric_attributes_bounded():
     attrs = conv.metric_attributes(record(jsonrpc={"id": 1, "method": "zzz", "kind": "request"}), None, None, "1999")
     assert attrs["mcp.method.name"] == "_OTHER" and "mcp.protocol.version" not in attrs
+
+
+SPLICE_CASES = [
+    b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t","arguments":{"q":"x"}}}',
+    b'{"method":"tools/call","params":{"name":"t"},"jsonrpc":"2.0","id":1}',  # the SDK's member order
+    b' {\n "id" : 1 ,\t"method":"tools/call" ,\r\n "params" :\n {"name":"t"} , "jsonrpc":"2.0"}\n',
+    b'{"jsonrpc":"2.0","id":"a","method":"x","params":{}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"x","par\\u0061ms":{"a":1}}',  # an escaped spelling of the key
+    b'{"jsonrpc":"2.0","id":{"params":{}}, "method":"x","params":{"b":[1,{"params":2}]}}',  # decoys before it
+    b'{"jsonrpc":"2.0","id":1,"method":"x \\" \\"params\\":{","params":{"s":"\\"params\\":{}"}}',
+    '{"jsonrpc":"2.0","id":1,"method":"r\u00e9sum\u00e9","params":{"t":"\u2603 \U0001f600"}}'.encode(),
+]
+
+
+@pytest.mark.parametrize("raw", SPLICE_CASES)
+def test_meta_spliced_into_the_judged_bytes(raw):
+    """The context goes in as params' first member; every byte the gateway judged is kept as it was."""
+    obj = json.loads(raw)
+    spliced = propagation.splice_meta(raw, obj, OURS)
+    assert spliced is not None
+    expected = {**obj, "params": {"_meta": OURS, **obj["params"]}}
+    assert json.loads(spliced) == expected
+    member = b'"_meta":' + json.dumps(OURS, separators=(",", ":")).encode() + (b"," if obj["params"] else b"")
+    at = spliced.index(member)
+    assert spliced[:at] + spliced[at + len(member):] == raw
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"a":1}}}',  # its own _meta: rebuilt
+    b'{"jsonrpc":"2.0","id":1,"method":"x","params":[1,2]}',  # positional params
+    b'{"jsonrpc":"2.0","id":1,"method":"x"}',  # no params
+    b'{"jsonrpc":"2.0","id":1,"result":{}}',  # a response
+    b'\xef\xbb\xbf{"jsonrpc":"2.0","id":1,"method":"x","params":{}}',  # a BOM
+    '{"jsonrpc":"2.0","id":1,"method":"x","params":{}}'.encode("utf-16"),
+])
+def test_meta_not_spliced_where_the_walk_does_not_apply(raw):
+    assert propagation.splice_meta(raw, json.loads(raw), OURS) is None
+
+
+def test_a_body_that_is_not_the_parse_s_is_not_spliced():
+    """splice_meta trusts `obj` only for its shape: bytes that do not walk as the JSON it describes
+    are left to the rebuild."""
+    obj = {"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"a": 1}}
+    for raw in (b'{"jsonrpc":"2.0","id":1,"method":"x","params"', b'{"jsonrpc":"2.0","id":1 "params":{}}',
+                b'{"jsonrpc":"2.0","id":1,"method":"x","params":7}', b'["params"]', b''):
+        assert propagation.splice_meta(raw, obj, OURS) is None
+
+
+def test_inject_splices_a_plain_request_and_rebuilds_the_rest():
+    raw = b'{"method":"tools/call","params":{"name":"t"},"jsonrpc":"2.0","id":1}'
+    req = request(raw)
+    assert propagation.inject_body(req, [OURS])
+    assert req.content == b'{"method":"tools/call","params":{"_meta":' + json.dumps(OURS, separators=(",", ":")).encode() \
+        + b',"name":"t"},"jsonrpc":"2.0","id":1}'
+    assert req.headers["content-length"] == str(len(req.content))

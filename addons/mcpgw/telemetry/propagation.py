@@ -5,11 +5,17 @@ upstream in both places.
 The body is rewritten after every decision (this runs in the telemetry addon's `request` hook,
 after the whole request pipeline) and from the final body the gateway forwards, parsed again with
 the gateway's strict parser: what the upstream receives is what was judged, plus `_meta` keys.
-A body the strict parser refuses (it was judged before and cannot be, but never trust that) is
-forwarded untouched."""
+A single request whose params object has no `_meta` gets the member written into its bytes
+(splice_meta: every other byte as judged, at a cost that does not grow with the arguments);
+anything else is serialized again from the parse. A body the strict parser refuses (it was
+judged before and cannot be, but never trust that) is forwarded untouched."""
 
 from __future__ import annotations
 
+import json
+import re
+from json.decoder import scanstring
+from json.encoder import encode_basestring_ascii as encode_string
 from typing import Any
 
 from mitmproxy import http
@@ -131,6 +137,10 @@ def body_with(raw: bytes, carriers: list[dict[str, str] | None],
     messages, is_batch = parsed
     if len(messages) != len(carriers):
         return None  # a phase changed the body's shape: leave it as the gateway made it
+    if not is_batch and carriers[0] is not None:
+        spliced = splice_meta(raw, messages[0].obj, carriers[0])
+        if spliced is not None:
+            return spliced
     objs, changed = [], False
     for msg, carrier in zip(messages, carriers):
         obj = msg.obj
@@ -148,3 +158,78 @@ def body_with(raw: bytes, carriers: list[dict[str, str] | None],
     if not changed:
         return None
     return dumps(objs if is_batch else objs[0])
+
+
+_WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+_SPACE = " \t\n\r"
+_SCAN = json.JSONDecoder().scan_once  # (the C scanner: only to find where a member's value ends)
+
+
+def splice_meta(raw: bytes, obj: dict[str, Any], carrier: dict[str, str]) -> bytes | None:
+    """`raw` with `"_meta": carrier` written in as the first member of its params object: the very
+    bytes the gateway judged, plus the trace context, without serializing the message again (whose
+    cost grows with its arguments). `obj` is the gateway's strict parse of `raw` (no duplicate keys).
+    None when the message is not a request with an object of params and no _meta of its own (the
+    caller then rebuilds it), or when `raw` is not what the walk expects."""
+    params = obj.get("params")
+    if not isinstance(obj.get("method"), str) or not isinstance(params, dict) or "_meta" in params:
+        return None
+    try:
+        text = raw.decode("utf-8")
+        at = _member_value(text, "params")
+    except (ValueError, StopIteration):  # (not UTF-8, or not the JSON the parse said: rebuilt instead)
+        return None
+    if at is None or text[at] != "{":
+        return None
+    member = ",".join([f"{encode_string(k)}:{encode_string(v)}" for k, v in carrier.items()])
+    member = '"_meta":{' + member + ("}," if params else "}")
+    return (text[:at + 1] + member + text[at + 1:]).encode("utf-8")
+
+
+def _member_value(text: str, name: str) -> int | None:
+    """Where the value of the top-level object's member `name` begins in `text`, walking the
+    members' keys (decoded, so an escaped spelling of the name is found too) and skipping the
+    other members' values with the standard decoder's scanner. (Whitespace is tested for before
+    it is skipped: a compact body, the usual one, takes no regex match.)"""
+    n, space, skip = len(text), _SPACE, _WS.match
+    i = skip(text).end()
+    if text[i:i + 1] != "{":
+        return None
+    i += 1
+    if i < n and text[i] in space:
+        i = skip(text, i).end()
+    while text[i:i + 1] == '"':
+        key, i = scanstring(text, i + 1)
+        if i < n and text[i] in space:
+            i = skip(text, i).end()
+        if text[i:i + 1] != ":":
+            return None
+        i += 1
+        if i < n and text[i] in space:
+            i = skip(text, i).end()
+        if key == name:
+            return i if i < n else None
+        i = _SCAN(text, i)[1]
+        if i < n and text[i] in space:
+            i = skip(text, i).end()
+        if text[i:i + 1] != ",":
+            return None
+        i += 1
+        if i < n and text[i] in space:
+            i = skip(text, i).end()
+    return None
+    i = _skip_space(text, i + 1)
+    while text[i:i + 1] == '"':
+        key, i = scanstring(text, i + 1)
+        i = _skip_space(text, i)
+        if text[i:i + 1] != ":":
+            return None
+        i = _skip_space(text, i + 1)
+        if key == name:
+            return i if i < len(text) else None
+        _, i = _SCAN(text, i)
+        i = _skip_space(text, i)
+        if text[i:i + 1] != ",":
+            return None
+        i = _skip_space(text, i + 1)
+    return None
