@@ -13,10 +13,21 @@ from mcpgw.telemetry import conventions as conv, plans, span_attributes
 
 from .test_telemetry_span_attributes import CHOICES, fresh_client, fresh_server, records, variants
 
-CODES = [None, -32602, -32601, "tool_error", "_OTHER"]
+CODES = [None, -32602, -32601, 502, "tool_error", "_OTHER"]
 UPSTREAMS = [("127.0.0.1", 4000), ("127.0.0.1", 4001), ("mcp.example", 443)]
 LLM = {"provider": "openai", "requested_model": "gpt-x", "model": "gpt-x-1", "prompt_tokens": 12,
        "completion_tokens": 30, "stream": True}
+
+
+def client_error(upstream_status, failed, code):
+    """The CLIENT span's error.type, in the order the conventions page lists them."""
+    if failed:
+        return "upstream_error"
+    if upstream_status is None:
+        return None  # nothing was answered by the upstream
+    if upstream_status >= 400:
+        return str(upstream_status)
+    return None if code is None else str(code)
 
 
 def expected(record, version, http_version, code, failed, upstream):
@@ -29,15 +40,11 @@ def expected(record, version, http_version, code, failed, upstream):
         s_own["error.type"] = err
         s_status = (StatusCode.ERROR, record.get("reason") or None)
     upstream_status = record["http"]["upstream_status"]
-    c_own, c_status = {}, (StatusCode.UNSET, None)
-    c_err = "upstream_error" if failed else (str(upstream_status) if upstream_status and upstream_status >= 400 else None)
-    if c_err is None and code is not None and upstream_status is not None:
-        c_err = str(code)
-        if isinstance(code, int):
-            c_own["rpc.response.status_code"] = c_err
-    if c_err:
-        c_own["error.type"] = c_err
-        c_status = (StatusCode.ERROR, None)
+    c_err = client_error(upstream_status, failed, code)
+    c_own = {"error.type": c_err} if c_err else {}
+    if not failed and upstream_status is not None and upstream_status < 400 and isinstance(code, int):
+        c_own["rpc.response.status_code"] = c_err  # the upstream's JSON-RPC error (not an HTTP one)
+    c_status = (StatusCode.ERROR, None) if c_err else (StatusCode.UNSET, None)
     llm = conv.llm_span(record)
     if llm:
         s_own.update(llm[1])
