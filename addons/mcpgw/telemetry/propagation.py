@@ -160,8 +160,8 @@ def body_with(raw: bytes, carriers: list[dict[str, str] | None],
     return dumps(objs if is_batch else objs[0])
 
 
-_WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
-_SPACE = " \t\n\r"
+# JSON's separators with the whitespace around them
+_OPEN, _COLON, _COMMA = (re.compile(rf"[ \t\n\r]*{sep}[ \t\n\r]*") for sep in (r"\{", ":", ","))
 _SCAN = json.JSONDecoder().scan_once  # (the C scanner: only to find where a member's value ends)
 
 
@@ -189,47 +189,15 @@ def splice_meta(raw: bytes, obj: dict[str, Any], carrier: dict[str, str]) -> byt
 def _member_value(text: str, name: str) -> int | None:
     """Where the value of the top-level object's member `name` begins in `text`, walking the
     members' keys (decoded, so an escaped spelling of the name is found too) and skipping the
-    other members' values with the standard decoder's scanner. (Whitespace is tested for before
-    it is skipped: a compact body, the usual one, takes no regex match.)"""
-    n, space, skip = len(text), _SPACE, _WS.match
-    i = skip(text).end()
-    if text[i:i + 1] != "{":
-        return None
-    i += 1
-    if i < n and text[i] in space:
-        i = skip(text, i).end()
-    while text[i:i + 1] == '"':
-        key, i = scanstring(text, i + 1)
-        if i < n and text[i] in space:
-            i = skip(text, i).end()
-        if text[i:i + 1] != ":":
+    other members' values with the standard decoder's scanner. Each separator is one match of
+    its pattern, whitespace on both sides included."""
+    found = _OPEN.match(text)
+    while found is not None and text[found.end():found.end() + 1] == '"':
+        key, i = scanstring(text, found.end() + 1)
+        found = _COLON.match(text, i)
+        if found is None:
             return None
-        i += 1
-        if i < n and text[i] in space:
-            i = skip(text, i).end()
         if key == name:
-            return i if i < n else None
-        i = _SCAN(text, i)[1]
-        if i < n and text[i] in space:
-            i = skip(text, i).end()
-        if text[i:i + 1] != ",":
-            return None
-        i += 1
-        if i < n and text[i] in space:
-            i = skip(text, i).end()
-    return None
-    i = _skip_space(text, i + 1)
-    while text[i:i + 1] == '"':
-        key, i = scanstring(text, i + 1)
-        i = _skip_space(text, i)
-        if text[i:i + 1] != ":":
-            return None
-        i = _skip_space(text, i + 1)
-        if key == name:
-            return i if i < len(text) else None
-        _, i = _SCAN(text, i)
-        i = _skip_space(text, i)
-        if text[i:i + 1] != ",":
-            return None
-        i = _skip_space(text, i + 1)
+            return found.end() if found.end() < len(text) else None
+        found = _COMMA.match(text, _SCAN(text, found.end())[1])
     return None
