@@ -21,6 +21,9 @@ stream) and four ways to reach them:
   traced    with --telemetry: this tree's gateway exporting every span (sampling 1.0) and the MCP
             duration metrics over OTLP/HTTP to a sink that accepts and discards them
             (scripts/bench_otlp_sink.py); traced/gateway is what tracing costs.
+  control   with --telemetry: a second gateway exactly like `gateway` (same tree, same policy);
+            control/gateway is how far two identical processes differ in the same run, the
+            resolution against which traced/gateway is read.
   oauth     with --oauth: this tree's gateway with the same routes and ACL, the caller identified
             by a JWT (validated with the test authorization server's JWKS, mapped to the same
             consumer, a required audience, scope and group, authenticated groups read from a claim) instead of key-auth, the token exchanged (RFC 8693, cached) for the
@@ -166,7 +169,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
                              "measured in the same interleaved run")
     parser.add_argument("--telemetry", action="store_true",
                         help="also run this tree's gateway with OpenTelemetry export on (sampling 1.0, to a local "
-                             "sink) as target 'traced', and report traced/gateway")
+                             "sink) as target 'traced', and report traced/gateway, beside "
+                             "control/gateway (a second, identical gateway: the run's resolution)")
     parser.add_argument("--oauth", action="store_true",
                         help="also run this tree's gateway identifying callers by JWT with token exchange and a claim "
                              "header (the test authorization server, in-process) as target 'oauth', and report "
@@ -580,6 +584,8 @@ def started_targets(workdir: Path, baseline: str | None = None, telemetry: bool 
                                                 "--set", f"mcp_otlp=http://{HOST}:{sink_port}",
                                                 "--set", "mcp_otlp_sampling=1")
             processes.append(traced)
+            control_port, control = start_gateway(workdir, "control", GATEWAY_ENTRY, policy_path)
+            processes.append(control)
         if oauth:
             if features == "plain":
                 raise BenchError("--oauth needs a tree whose policy has consumers (key-auth and the tool ACL)")
@@ -604,6 +610,8 @@ def started_targets(workdir: Path, baseline: str | None = None, telemetry: bool 
         if telemetry:
             targets.append(Target("traced", {kind: f"http://{HOST}:{traced_port}/github-{kind}"
                                              for kind in upstreams}, traced))
+            targets.append(Target("control", {kind: f"http://{HOST}:{control_port}/github-{kind}"
+                                              for kind in upstreams}, control))
         if oauth:
             targets.append(oauth_target)
         deadline = time.monotonic() + START_TIMEOUT
@@ -843,7 +851,7 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
     print(f"{'ratios (median of per-round ratios)':{LABEL}}{'gateway/mitmdump':>18}{'mitmdump/direct':>18}"
           f"{'buffered/mitmdump':>19}{'gateway/buffered':>18}"
           + (f"{'gateway/baseline':>18}" if "baseline" in names else "")
-          + (f"{'traced/gateway':>16}" if "traced" in names else "")
+          + (f"{'traced/gateway':>16}{'control/gateway':>17}" if "traced" in names else "")
           + (f"{'oauth/gateway':>15}" if "oauth" in names else "") + "   target for gateway/mitmdump")
     for key, label, _ in METRICS:
         gateway = bench.ratio(key, "gateway", "mitmdump")
@@ -852,7 +860,8 @@ def report(bench: Benchmark, features: str, elapsed: float) -> None:
         own = bench.ratio(key, "gateway", "buffered")
         target = verdict(gateway, *TARGETS[key]) if key in TARGETS else "(none)"
         change = f"{bench.ratio(key, 'gateway', 'baseline'):17.3f}x" if "baseline" in names else ""
-        change += f"{bench.ratio(key, 'traced', 'gateway'):15.3f}x" if "traced" in names else ""
+        change += f"{bench.ratio(key, 'traced', 'gateway'):15.3f}x{bench.ratio(key, 'control', 'gateway'):16.3f}x" \
+            if "traced" in names else ""
         change += f"{bench.ratio(key, 'oauth', 'gateway'):14.3f}x" if "oauth" in names else ""
         print(f"{'ratio ' + label:{LABEL}}{gateway:17.3f}x{bare:17.3f}x{buffering:18.3f}x{own:17.3f}x{change}   {target}")
     print()
@@ -874,7 +883,7 @@ def cpu_report(bench: Benchmark) -> None:
     print(f"{'process CPU per call (ms), median over rounds':{LABEL}}" + "".join(f"{n:>12}" for n in cpu))
     print(f"{'':{LABEL}}" + "".join(f"{bench.median('cpu', n):12.3f}" for n in cpu))
     pairs = [(a, b) for a, b in (("gateway", "mitmdump"), ("gateway", "baseline"), ("traced", "gateway"),
-                                 ("oauth", "gateway")) if a in cpu and b in cpu]
+                                 ("control", "gateway"), ("oauth", "gateway")) if a in cpu and b in cpu]
     for a, b in pairs:
         ratios = sorted(x / y for x, y in zip(cpu[a], cpu[b], strict=True))
         goal = f"   {verdict(bench.ratio('cpu', a, b), TRACING_TARGET, False)}" if (a, b) == ("traced", "gateway") else ""
@@ -882,6 +891,10 @@ def cpu_report(bench: Benchmark) -> None:
               f"(rounds {ratios[0]:.3f}x to {ratios[-1]:.3f}x){goal}")
     print("Per call: every call of a round (latency series, first events, throughput runs) over the process's")
     print("user + system CPU time in that round, all threads (a traced gateway's export threads included).")
+    if "control" in cpu:
+        print("control is a second, identical gateway: control/gateway is what separates two like processes in")
+        print("this run (memory layout, the cores they got), so a traced/gateway within that distance of 1.05x")
+        print("does not settle the target either way.")
 
 
 FLOOR_TARGETS = {  # (target, metric) -> the most x/buffered may be: the gateway's own work over the held floor

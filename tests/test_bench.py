@@ -38,6 +38,18 @@ def test_quick_benchmark_runs_and_reports_ratios():
     assert re.search(r"^ratio CPU gateway/baseline +\d+\.\d+x +\(rounds \d+\.\d+x to \d+\.\d+x\)$", run.stdout, re.M)
 
 
+def test_telemetry_run_reports_tracing_beside_an_identical_control():
+    # --telemetry: a traced gateway, and a second untraced one whose ratio to the first is the run's resolution.
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), *SMALLEST_RUN, "--telemetry",
+                          "--no-filter"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=150)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    assert re.search(r"^process CPU per call \(ms\).* traced +control$", run.stdout, re.M), run.stdout
+    assert re.search(r"^ratio CPU traced/gateway +\d+\.\d+x +\(rounds .*\)   <= 1\.05x  (PASS|MISS)$", run.stdout, re.M)
+    assert re.search(r"^ratio CPU control/gateway +\d+\.\d+x +\(rounds \d+\.\d+x to \d+\.\d+x\)$", run.stdout, re.M)
+    for label in RATIOS:  # traced/gateway and control/gateway columns after the four fixed ones
+        assert re.search(rf"^ratio {re.escape(label)} +(\d+\.\d+x +){{6}}", run.stdout, re.M), run.stdout
+
+
 def test_help_describes_the_options():
     run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "--help"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
